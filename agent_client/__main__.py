@@ -1,0 +1,3 @@
+from agent_client.cli import main
+
+raise SystemExit(main())

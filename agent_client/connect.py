@@ -1,0 +1,263 @@
+"""The helper's session: dial out to the broker, redeem the code, ask the customer, serve the
+engineer through the broker's nested connection, and end when the customer says so."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hmac
+import json
+import platform
+import signal
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from agent_client import consent_ui as ui
+from agent_client.server import HelperServer
+from broker.session.policy import Scope, ScopeError
+
+CONTROL_SUBSYSTEM = "assist-control"
+CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+
+# exit statuses
+EXIT_ENDED_BY_CUSTOMER = 0
+EXIT_ENDED_OTHERWISE = 1
+EXIT_REFUSED = 2  # never connected: bad code, bad fingerprint, unreachable, declined
+
+
+@dataclass(frozen=True)
+class Options:
+    code: str
+    host: str
+    port: int
+    fingerprint: str | None
+    yes: bool = False
+    scope: str | None = None
+
+
+class HelperClient(asyncssh.SSHClient):
+    """Pins the broker's host key by fingerprint and answers the code prompt."""
+
+    def __init__(self, code: str, fingerprint: str) -> None:
+        self._code = code
+        self.expected = fingerprint
+        self.seen: str | None = None
+        self.banner = ""
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.seen = str(key.get_fingerprint("sha256"))
+        return hmac.compare_digest(self.seen.encode(), self.expected.encode())
+
+    def auth_banner_received(self, msg: str, lang: str) -> None:
+        self.banner += msg
+
+    def kbdint_auth_requested(self) -> str:
+        return ""  # no submethods: the broker asks for the code
+
+    def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Any
+    ) -> list[str]:
+        return [self._code] if len(prompts) == 1 else []
+
+    def refusal(self) -> str:
+        """The broker's reason, sent as ``reason: message`` in a banner."""
+        text = self.banner.strip()
+        _, _, message = text.partition(": ")
+        return message or "The broker did not accept the code."
+
+
+def host_facts() -> dict[str, str]:
+    return {
+        "hostname": socket.gethostname(),
+        "user": getpass.getuser(),
+        "os": platform.platform(terse=True),
+    }
+
+
+class Helper:
+    def __init__(self, opts: Options, console: ui.Console) -> None:
+        self.opts = opts
+        self.console = console
+        self.where = f"{opts.host}:{opts.port}"
+        self.end_requested = asyncio.Event()
+        self.ended: dict[str, Any] | None = None
+        self.display_names: dict[str, str] = {}
+
+    async def run(self) -> int:
+        if not self.opts.fingerprint:
+            self.console.say(ui.NEED_FINGERPRINT)
+            return EXIT_REFUSED
+        client = HelperClient(self.opts.code, self.opts.fingerprint)
+        try:
+            conn = await asyncssh.connect(
+                self.opts.host,
+                self.opts.port,
+                username="agent",
+                client_factory=lambda: client,
+                known_hosts=([], [], []),
+                server_host_key_algs=["ssh-ed25519"],
+                client_keys=None,
+                agent_path=None,
+                config=None,
+                password=None,
+                preferred_auth="keyboard-interactive",
+                encryption_algs=CIPHERS,
+                compression_algs=None,
+                keepalive_interval=15,
+                connect_timeout=20,
+            )
+        except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as exc:
+            if client.seen is not None and client.seen != client.expected:
+                self.console.say(
+                    ui.MISMATCH.format(where=self.where, got=client.seen, expected=client.expected)
+                )
+            else:
+                self.console.say(ui.UNREACHABLE.format(where=self.where, reason=exc.reason))
+            return EXIT_REFUSED
+        except asyncssh.PermissionDenied:
+            self.console.say(client.refusal())
+            return EXIT_REFUSED
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            self.console.say(ui.UNREACHABLE.format(where=self.where, reason=reason or "timeout"))
+            return EXIT_REFUSED
+        try:
+            return await self._session(conn)
+        finally:
+            conn.close()
+            await conn.wait_closed()
+
+    async def _session(self, conn: asyncssh.SSHClientConnection) -> int:
+        writer, reader, _ = await conn.open_session(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+        hello = await _read(reader)
+        if hello is None or hello.get("type") != "hello":
+            self.console.say(ui.LOST)
+            return EXIT_ENDED_OTHERWISE
+        self.display_names[hello["engineer"]["name"]] = hello["engineer"]["display"]
+        requested = Scope.parse(hello["scope"])
+        try:
+            offered = (
+                requested.narrowed_to(Scope.parse(self.opts.scope))
+                if self.opts.scope
+                else requested
+            )
+        except ScopeError as exc:
+            self.console.say(f"--scope: {exc}. Nothing was allowed.")
+            writer.write(json.dumps({"type": "decline"}) + "\n")
+            return EXIT_REFUSED
+        question = ui.consent_question(hello, offered.describe())
+        if self.opts.yes:
+            self.console.say(question + "yes (--yes)")
+        elif not await self.console.ask_yes_no(question):
+            writer.write(json.dumps({"type": "decline"}) + "\n")
+            await _read(reader)  # the broker confirms and hangs up
+            self.console.say(ui.DECLINED)
+            return EXIT_REFUSED
+
+        host_key = asyncssh.generate_private_key("ssh-ed25519")
+        writer.write(
+            json.dumps(
+                {
+                    "type": "consent",
+                    "scope": str(offered),
+                    "host_key": host_key.export_public_key().decode().strip(),
+                    "host": host_facts(),
+                }
+            )
+            + "\n"
+        )
+        reply = await _read(reader)
+        if reply is None or reply.get("type") != "consented":
+            return self._over(reply)
+        granted = offered.narrowed_to(Scope.parse(reply["scope"]))
+
+        authorized = asyncssh.import_authorized_keys(hello["relay_key"] + "\n")
+        listener = await asyncssh.listen(
+            tunnel=conn,
+            host="session",
+            port=22,
+            server_factory=lambda: HelperServer(granted, self._event),
+            server_host_keys=[host_key],
+            authorized_client_keys=authorized,
+            encryption_algs=CIPHERS,
+            compression_algs=None,
+            encoding=None,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+        )
+        self.console.say(
+            ui.CONNECTED.format(
+                engineer=hello["engineer"]["display"],
+                scope=granted.describe(),
+                ticket=hello["ticket"]["key"],
+            )
+        )
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self.end_requested.set)
+        loop.add_signal_handler(signal.SIGTERM, self.end_requested.set)
+        try:
+            return await self._wait(writer, reader)
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+            listener.close()
+
+    async def _wait(self, writer: asyncssh.SSHWriter[str], reader: asyncssh.SSHReader[str]) -> int:
+        messages = asyncio.ensure_future(_read(reader))
+        ending = asyncio.ensure_future(self.end_requested.wait())
+        try:
+            done, _ = await asyncio.wait({messages, ending}, return_when=asyncio.FIRST_COMPLETED)
+            if ending in done:
+                writer.write(json.dumps({"type": "end"}) + "\n")
+                try:  # the broker confirms once engineers are told; do not wait long for it
+                    await asyncio.wait_for(asyncio.shield(messages), 2)
+                except (TimeoutError, asyncssh.Error, OSError):
+                    pass
+                self.console.say(ui.ENDED_BY_CUSTOMER)
+                return EXIT_ENDED_BY_CUSTOMER
+            return self._over(messages.result())
+        finally:
+            messages.cancel()
+            ending.cancel()
+
+    def _over(self, message: dict[str, Any] | None) -> int:
+        if message is None:
+            self.console.say(ui.LOST)
+        else:
+            text = str(message.get("message") or "it was ended.")
+            self.console.say(ui.SESSION_OVER.format(message=text))
+        return EXIT_ENDED_OTHERWISE
+
+    def _event(self, kind: str, detail: dict[str, Any]) -> None:
+        who = self.display_names.get(str(detail.get("engineer")), str(detail.get("engineer")))
+        if kind == "opened":
+            what = "a shell" if detail.get("kind") == "shell" else "a command"
+            command = f": {detail['command']}" if detail.get("command") else ""
+            self.console.say(f"{who} opened {what}{command}")
+        elif kind == "closed":
+            self.console.say(f"{who} closed a {detail.get('kind')}.")
+        elif kind == "refused":
+            self.console.say(f"Refused for {who}: {detail.get('what')}.")
+
+
+async def _read(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None:
+    """The next control message, or ``None`` when the broker hung up."""
+    while True:
+        try:
+            line = await reader.readline()
+        except (asyncssh.Error, OSError):
+            return None
+        if not line:
+            return None
+        if line.strip():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                return None
+            return message if isinstance(message, dict) else None

@@ -1,0 +1,205 @@
+"""The helper's embedded SSH server, reached only through the broker's nested connection.
+
+Only the broker's relay key may log in (pinned from the control channel); the server's host key
+is ephemeral (its fingerprint went to the broker over the control channel). Every channel is
+checked against the customer's granted scope with the same function the broker uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import asyncssh
+
+from agent_client.pty import SIGNALS, PipeProcess, PtyProcess
+from broker.session.policy import ChannelRequest, Scope, decide
+
+EventHook = Callable[[str, dict[str, Any]], None]
+
+
+def user_shell() -> tuple[str, str]:
+    entry = pwd.getpwuid(os.getuid())
+    return entry.pw_shell or "/bin/sh", entry.pw_dir or "/"
+
+
+class HelperServer(asyncssh.SSHServer):
+    """One nested connection from the broker (one engineer login)."""
+
+    def __init__(self, scope: Scope, on_event: EventHook) -> None:
+        self.scope = scope
+        self.on_event = on_event
+        self.engineer = "?"
+
+    def begin_auth(self, username: str) -> bool:
+        self.engineer = username
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
+        return HelperSession(self)
+
+    def connection_requested(self, *args: Any) -> bool:
+        self.on_event("refused", {"engineer": self.engineer, "what": "port forwarding"})
+        return False
+
+    def server_requested(self, *args: Any) -> bool:
+        return False
+
+
+class HelperSession(asyncssh.SSHServerSession[bytes]):
+    """A shell or a command for the engineer, if the customer's scope allows it."""
+
+    def __init__(self, server: HelperServer) -> None:
+        self.server = server
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.process: PtyProcess | PipeProcess | None = None
+        self.command: str | None = None
+        self.kind = "shell"
+        self.term: tuple[str, tuple[int, int, int, int]] | None = None
+        # input that arrives while the process is still starting
+        self._pending: list[bytes] = []
+        self._pending_eof = False
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+
+    def _allowed(self, request: ChannelRequest) -> bool:
+        decision = decide(self.server.scope, request)
+        if not decision:
+            self.server.on_event(
+                "refused", {"engineer": self.server.engineer, "what": decision.reason}
+            )
+        return decision.allowed
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self.term = (term_type, term_size)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.kind = "shell"
+        return self._allowed(ChannelRequest("shell", pty=self.term is not None))
+
+    def exec_requested(self, command: str) -> bool:
+        self.kind, self.command = "exec", command
+        return self._allowed(ChannelRequest("exec", pty=self.term is not None))
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return self._allowed(ChannelRequest("subsystem", subsystem=subsystem))
+
+    def session_started(self) -> None:
+        asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self.chan is not None
+        shell, home = user_shell()
+        argv = [shell, "-l"] if self.command is None else [shell, "-c", self.command]
+        env = dict(os.environ)
+        env["ASSIST_SESSION"] = "1"
+        process: PtyProcess | PipeProcess
+        try:
+            if self.term is not None:
+                term_type, (cols, rows, _, _) = self.term
+                env["TERM"] = term_type or "xterm"
+                process = PtyProcess(self)
+                await process.start(argv, env, home, (cols or 80, rows or 24))
+            else:
+                process = PipeProcess(self)
+                await process.start(argv, env, home)
+        except OSError as exc:
+            self.chan.write_stderr(f"The helper could not start {argv[0]}: {exc}\n".encode())
+            self.chan.exit(127)
+            return
+        if self._gone():  # the engineer left while the process was starting
+            process.close()
+            return
+        self.process = process
+        for chunk in self._pending:
+            self.process.write(chunk)
+        if self._pending_eof:
+            self.process.write_eof()
+        self._pending.clear()
+        self.server.on_event(
+            "opened",
+            {"engineer": self.server.engineer, "kind": self.kind, "command": self.command},
+        )
+        status = await process.wait()
+        if isinstance(process, PtyProcess):
+            process.drain_output()
+        process.close()
+        self.server.on_event("closed", {"engineer": self.server.engineer, "kind": self.kind})
+        if self._gone():
+            return
+        assert self.chan is not None
+        if status < 0:
+            name = {v: k for k, v in SIGNALS.items()}.get(-status, "KILL")
+            self.chan.exit_with_signal(name)
+        else:
+            self.chan.exit(status)
+
+    def _gone(self) -> bool:
+        return self.chan is None
+
+    # --- Sink for the process --------------------------------------------------------------
+
+    def output(self, data: bytes, stderr: bool) -> None:
+        if self.chan is not None:
+            self.chan.write(data, asyncssh.EXTENDED_DATA_STDERR if stderr else None)
+
+    def input_paused(self, paused: bool) -> None:
+        if self.chan is not None:
+            if paused:
+                self.chan.pause_reading()
+            else:
+                self.chan.resume_reading()
+
+    # --- from the engineer -----------------------------------------------------------------
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.process is not None:
+            self.process.write(data)
+        else:
+            self._pending.append(data)
+
+    def eof_received(self) -> bool:
+        if self.process is not None:
+            self.process.write_eof()
+        else:
+            self._pending_eof = True
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        if isinstance(self.process, PtyProcess):
+            self.process.resize(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if isinstance(self.process, PtyProcess):
+            self.process.send_signal("INT")
+        return True
+
+    def pause_writing(self) -> None:
+        if self.process is not None:
+            self.process.pause_output()
+
+    def resume_writing(self) -> None:
+        if self.process is not None:
+            self.process.resume_output()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.chan = None
+        if self.process is not None:
+            self.process.close()

@@ -1,0 +1,84 @@
+"""Puts the pieces together: store, keys, session manager, sinks and the SSH listener."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass
+
+import asyncssh
+import structlog
+
+from broker.config import Settings
+from broker.relay.dispatch import Dispatcher
+from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
+from broker.session.manager import SessionManager
+from broker.sinks.audit import AuditSink
+from broker.sinks.logline import LogLineSink
+from broker.store.db import Store
+from broker.transport.context import Context
+from broker.transport.keys import BrokerKeys
+from broker.transport.ssh_server import close_ssh_server, start_ssh_server
+from broker.tunnels import TunnelRegistry
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Listening:
+    ssh_host: str
+    ssh_port: int
+    fingerprint: str
+
+
+class Broker:
+    """``await broker.start()`` ... ``await broker.stop()``; used by ``serve`` and by tests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = Store(settings.db_url)
+        self.keys: BrokerKeys | None = None
+        self.ctx: Context | None = None
+        self.tunnels = TunnelRegistry()
+        self._server: asyncssh.SSHAcceptor | None = None
+
+    @property
+    def manager(self) -> SessionManager:
+        assert self.ctx is not None
+        return self.ctx.manager
+
+    async def start(self) -> Listening:
+        self.keys = BrokerKeys.load(self.settings.data_dir)
+        await self.store.upgrade()
+        limiter = RateLimiter(
+            per_source=self.settings.code_fail_per_source,
+            overall=self.settings.code_fail_global,
+            window=self.settings.code_fail_window,
+        )
+        codes = ConsentCodes(
+            self.store, CodeHasher(self.keys.code_key), limiter, node=socket.gethostname()
+        )
+        dispatcher = Dispatcher([AuditSink(self.store), LogLineSink()])
+        manager = SessionManager(self.store, codes)
+        self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher)
+        self._server = await start_ssh_server(self.ctx, self.tunnels)
+        sockname = self._server.sockets[0].getsockname()
+        listening = Listening(sockname[0], sockname[1], self.keys.host_fingerprint)
+        log.info(
+            "broker_started",
+            ssh=f"{listening.ssh_host}:{listening.ssh_port}",
+            fingerprint=listening.fingerprint,
+        )
+        return listening
+
+    async def stop(self) -> None:
+        """Graceful: every live session ends with reason ``shutdown`` and engineers are told."""
+        if self.ctx is not None:
+            await self.ctx.manager.shutdown()
+        if self._server is not None:
+            await close_ssh_server(self._server)
+            self._server = None
+        if self.ctx is not None and self.ctx.tasks:
+            await asyncio.wait(list(self.ctx.tasks), timeout=5)
+        await self.store.close()
+        log.info("broker_stopped")

@@ -1,0 +1,278 @@
+"""``assist-broker``: the admin and engineer command line. Every command takes ``--data-dir``
+and ``--json``; errors print one plain line and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+
+from broker import render
+from broker.config import Settings, load_settings, parse_duration
+from broker.errors import BrokerError, Invalid
+from broker.logsetup import configure_logging
+from broker.session.consent import CodeHasher, ConsentCodes
+from broker.session.policy import Scope, ScopeError
+from broker.store import queries as q
+from broker.store.db import Store
+from broker.transport.keys import ensure_data_dir, fingerprint_of, load_code_key
+
+Handler = Callable[[argparse.Namespace, Settings, Store], Awaitable[Any]]
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="where keys and the database live (default ./var)")
+    common.add_argument("--config", help="settings file (default DATA_DIR/broker.toml)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="assist-broker", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", parents=[common], help="run the broker")
+    serve.add_argument("--ssh-listen", help="HOST:PORT for SSH (default 127.0.0.1:2222)")
+    serve.add_argument("--http-listen", help="HOST:PORT for HTTP (default 127.0.0.1:8080)")
+    serve.add_argument("--log-level", help="debug, info, warning (default info)")
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="action", required=True
+    )
+    db.add_parser("upgrade", parents=[common], help="apply schema migrations")
+
+    ticket = sub.add_parser("ticket", help="tickets").add_subparsers(dest="action", required=True)
+    create = ticket.add_parser("create", parents=[common], help="open a ticket")
+    create.add_argument("--title", required=True)
+    create.add_argument("--severity", required=True, type=int, choices=(1, 2, 3, 4))
+    create.add_argument("--customer-email")
+    create.add_argument("--customer-name")
+    create.add_argument("--key", help="use this key instead of T-<number>")
+    ticket.add_parser("list", parents=[common], help="list tickets")
+    show = ticket.add_parser("show", parents=[common], help="show one ticket")
+    show.add_argument("ticket")
+
+    account = sub.add_parser("account", help="accounts").add_subparsers(
+        dest="action", required=True
+    )
+    add = account.add_parser("add", parents=[common], help="add an account")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=q.ROLES)
+    add.add_argument("--name", dest="display_name", help="display name, e.g. 'Alice Smith'")
+    add.add_argument("--ssh-key", action="append", default=[], help="public key file (repeatable)")
+    account.add_parser("list", parents=[common], help="list accounts")
+
+    code = sub.add_parser("code", help="consent codes").add_subparsers(dest="action", required=True)
+    issue = code.add_parser("issue", parents=[common], help="issue a one-time consent code")
+    issue.add_argument("ticket")
+    issue.add_argument("--engineer", required=True, help="the engineer who will connect")
+    issue.add_argument("--ttl", help="how long the code stays valid (default 10m)")
+    issue.add_argument("--scope", help="what the engineer may do (default shell,exec)")
+
+    session = sub.add_parser("session", help="sessions").add_subparsers(
+        dest="action", required=True
+    )
+    slist = session.add_parser("list", parents=[common], help="list sessions")
+    slist.add_argument("--ticket")
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="action", required=True
+    )
+    ashow = audit.add_parser("show", parents=[common], help="a ticket's audit events")
+    ashow.add_argument("ticket", nargs="?")
+
+    sshconf = sub.add_parser("ssh-config", parents=[common], help="ssh_config block for a ticket")
+    sshconf.add_argument("ticket")
+    sshconf.add_argument("--identity", help="the engineer's private key file")
+    return parser
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return {"database": render.safe_url(settings.db_url), "status": "up to date"}
+
+
+async def cmd_ticket_create(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.begin() as db:
+        ticket = await q.create_ticket(
+            db,
+            title=args.title,
+            severity=args.severity,
+            customer_email=args.customer_email,
+            customer_name=args.customer_name,
+            key=args.key,
+        )
+        await q.append_audit(
+            db,
+            action="ticket.created",
+            actor="admin",
+            ticket_id=ticket.id,
+            details={"key": ticket.key, "severity": ticket.severity},
+        )
+    return render.ticket(ticket)
+
+
+async def cmd_ticket_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        return [render.ticket(t) for t in await q.list_tickets(db)]
+
+
+async def cmd_ticket_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        ticket = await q.get_ticket(db, args.ticket)
+        names = await q.names_by_id(db)
+        sessions = [render.session(s, ticket, names) for s in await q.list_sessions(db, ticket)]
+    return {**render.ticket(ticket), "sessions": sessions}
+
+
+async def cmd_account_add(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    keys = []
+    for path in args.ssh_key:
+        try:
+            text = Path(path).read_text()  # noqa: ASYNC240 - a small local file, read once
+        except OSError as exc:
+            raise Invalid(f"cannot read the key file {path}: {exc.strerror}") from None
+        for line in (ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")):
+            try:
+                keys.append(fingerprint_of(line))
+            except Exception as exc:  # asyncssh raises several types for bad keys
+                raise Invalid(f"{path} is not an OpenSSH public key ({exc})") from None
+    if args.role == "engineer" and not keys:
+        raise Invalid("an engineer needs at least one --ssh-key to log in")
+    async with store.begin() as db:
+        account = await q.add_account(
+            db,
+            name=args.name,
+            role=args.role,
+            display_name=args.display_name or args.name,
+            keys=keys,
+        )
+        await q.append_audit(
+            db,
+            action="account.added",
+            actor="admin",
+            details={
+                "account": account.name,
+                "role": account.role,
+                "keys": [fp for fp, _, _ in keys],
+            },
+        )
+    return {**render.account(account, len(keys)), "keys": [fp for fp, _, _ in keys]}
+
+
+async def cmd_account_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        return [render.account(a, n) for a, n in await q.list_accounts(db)]
+
+
+async def cmd_code_issue(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    ttl = parse_duration(args.ttl, what="--ttl") if args.ttl else settings.code_ttl
+    try:
+        scope = Scope.parse(args.scope or settings.default_scope)
+    except ScopeError as exc:
+        raise Invalid(f"--scope: {exc}") from None
+    codes = ConsentCodes(store, CodeHasher(load_code_key(settings.data_dir)))
+    code, row = await codes.issue(args.ticket, args.engineer, str(scope), ttl)
+    return {
+        "code": code,
+        "ticket": args.ticket.upper(),
+        "scope": str(scope),
+        "scope_text": scope.describe(),
+        "expires_at": row.expires_at.isoformat(timespec="seconds"),
+        "consent_id": row.id,
+    }
+
+
+async def cmd_session_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        ticket = await q.get_ticket(db, args.ticket) if args.ticket else None
+        names = await q.names_by_id(db)
+        tickets = {t.id: t for t in await q.list_tickets(db)}
+        return [
+            render.session(s, tickets[s.ticket_id], names)
+            for s in await q.list_sessions(db, ticket)
+        ]
+
+
+async def cmd_audit_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        ticket = await q.get_ticket(db, args.ticket) if args.ticket else None
+        tickets = {t.id: t.key for t in await q.list_tickets(db)}
+        return [render.audit(e, tickets) for e in await q.list_audit(db, ticket)]
+
+
+async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        ticket = await q.get_ticket(db, args.ticket)
+    return render.ssh_config(ticket.key, settings, args.identity)
+
+
+HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("db", "upgrade"): cmd_db_upgrade,
+    ("ticket", "create"): cmd_ticket_create,
+    ("ticket", "list"): cmd_ticket_list,
+    ("ticket", "show"): cmd_ticket_show,
+    ("account", "add"): cmd_account_add,
+    ("account", "list"): cmd_account_list,
+    ("code", "issue"): cmd_code_issue,
+    ("session", "list"): cmd_session_list,
+    ("audit", "show"): cmd_audit_show,
+    ("ssh-config", None): cmd_ssh_config,
+}
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> Any:
+    ensure_data_dir(settings.data_dir)
+    store = Store(settings.db_url)
+    try:
+        await store.upgrade()
+        handler = HANDLERS[(args.command, getattr(args, "action", None))]
+        return await handler(args, settings, store)
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {
+        "data_dir": args.data_dir,
+        "config": args.config,
+        "ssh_listen": getattr(args, "ssh_listen", None),
+        "http_listen": getattr(args, "http_listen", None),
+        "log_level": getattr(args, "log_level", None),
+    }
+    try:
+        settings = load_settings(flags)
+        configure_logging(
+            settings.log_level if args.command == "serve" else "warning", settings.log_format
+        )
+        if args.command == "serve":
+            from broker.serve import serve
+
+            return asyncio.run(serve(settings))
+        result = asyncio.run(_run(args, settings))
+    except BrokerError as exc:
+        print(f"assist-broker: {exc.message}", file=sys.stderr)
+        return exc.exit_status
+    except (DBAPIError, OSError) as exc:
+        where = render.safe_url(settings.db_url) if "settings" in locals() else "the database"
+        reason = getattr(exc, "orig", None) or exc
+        print(f"assist-broker: cannot use the database {where}: {reason}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(render.human(args.command, getattr(args, "action", None), result))
+    return 0

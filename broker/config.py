@@ -1,0 +1,154 @@
+"""Settings: one frozen object, built once.
+
+Precedence, lowest first: built-in defaults < the settings file (TOML) < ``ASSIST_*`` environment
+variables < command-line flags. This is the only module that reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.errors import ConfigError
+
+ENV_PREFIX = "ASSIST_"
+
+
+def parse_hostport(text: str, *, what: str) -> tuple[str, int]:
+    """``"127.0.0.1:2222"`` / ``"[::1]:2222"`` -> ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"{what} must look like HOST:PORT, got {text!r}")
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ConfigError(f"{what}: port {number} is out of range")
+    return host.strip("[]"), number
+
+
+def parse_duration(text: str | int | float, *, what: str) -> float:
+    """``"10m"``, ``"90s"``, ``"2h"``, ``"1d"`` or a number of seconds -> seconds."""
+    if isinstance(text, int | float):
+        seconds = float(text)
+    else:
+        raw = text.strip().lower()
+        units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+        scale = units.get(raw[-1:], None)
+        number = raw[:-1] if scale else raw
+        try:
+            seconds = float(number) * (scale or 1)
+        except ValueError:
+            raise ConfigError(
+                f"{what} must be a duration such as 90s, 10m or 2h, got {text!r}"
+            ) from None
+    if seconds <= 0:
+        raise ConfigError(f"{what} must be positive, got {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the broker can be told. Build with :func:`load_settings`."""
+
+    data_dir: Path = Path("var")
+    ssh_host: str = "127.0.0.1"
+    ssh_port: int = 2222
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    #: address customers and engineers use to reach the broker, if not the listen address
+    public_host: str | None = None
+    database_url: str | None = None
+    code_ttl: float = 600.0
+    default_scope: str = "shell,exec"
+    #: wrong codes allowed per source address within ``code_fail_window`` seconds
+    code_fail_per_source: int = 5
+    #: wrong codes allowed from all sources together within ``code_fail_window`` seconds
+    code_fail_global: int = 200
+    code_fail_window: float = 300.0
+    keepalive_interval: float = 15.0
+    log_level: str = "info"
+    log_format: str = "auto"  # auto | json | console
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def advertised_host(self) -> str:
+        if self.public_host:
+            return self.public_host
+        if self.ssh_host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming, not binding
+            return "BROKER-HOST"
+        return self.ssh_host
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    if name == "data_dir":
+        return Path(value)
+    if name in ("code_ttl", "code_fail_window", "keepalive_interval"):
+        return parse_duration(value, what=name)
+    if "int" in str(kind) and "str" not in str(kind):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    return str(value) if value is not None else None
+
+
+def _apply(values: dict[str, Any], source: Mapping[str, Any], origin: str) -> None:
+    for key, value in source.items():
+        name = key.replace("-", "_").lower()
+        if name == "ssh_listen":
+            values["ssh_host"], values["ssh_port"] = parse_hostport(str(value), what=key)
+        elif name == "http_listen":
+            values["http_host"], values["http_port"] = parse_hostport(str(value), what=key)
+        elif name in _FIELDS:
+            values[name] = _coerce(name, value)
+        else:
+            raise ConfigError(f"unknown setting {key!r} in {origin}")
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings: defaults < file < environment < flags (``None`` flags are ignored)."""
+    env = os.environ if environ is None else environ
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+
+    data_dir = Path(flags.get("data_dir") or env.get(ENV_PREFIX + "DATA_DIR") or "var")
+    config_file = flags.get("config") or env.get(ENV_PREFIX + "CONFIG")
+    path = Path(config_file) if config_file else data_dir / "broker.toml"
+    extra: dict[str, Any] = {}
+    if path.exists():
+        try:
+            document = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read settings file {path}: {exc}") from None
+        top = {k: v for k, v in document.items() if not isinstance(v, dict)}
+        extra = {k: v for k, v in document.items() if isinstance(v, dict)}
+        _apply(values, top, str(path))
+    elif config_file:
+        raise ConfigError(f"settings file {path} does not exist")
+
+    from_env = {
+        key[len(ENV_PREFIX) :]: value
+        for key, value in env.items()
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG"
+    }
+    _apply(values, from_env, "the environment")
+    _apply(values, {k: v for k, v in flags.items() if k != "config"}, "the command line")
+    values["data_dir"] = Path(values.get("data_dir", data_dir))
+    return Settings(**values, extra=extra)

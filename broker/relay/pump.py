@@ -1,0 +1,265 @@
+"""The relay: terminates an engineer's session channel and carries it over the nested
+connection to the customer's helper, byte for byte, with backpressure both ways.
+
+Engineer -> helper: data, EOF (half-close), window-change, signals, break.
+Helper -> engineer: data on stdout and stderr, EOF, exit status or exit signal.
+Each side's ``pause_writing``/``resume_writing`` drives the other side's reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import asyncssh
+import structlog
+
+from broker.errors import BrokerError, Denied
+from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
+from broker.session.policy import ChannelRequest, decide
+
+if TYPE_CHECKING:
+    from broker.transport.engineer_ssh import EngineerEdge
+
+log = structlog.get_logger(__name__)
+
+#: exit status the engineer's ssh sees when the broker, not the remote command, ended the channel
+BROKER_EXIT = 255
+
+
+class RelaySession(asyncssh.SSHServerSession[bytes]):
+    """The engineer's ``session`` channel (shell or exec), relayed to the helper."""
+
+    def __init__(self, edge: EngineerEdge) -> None:
+        self.edge = edge
+        self.dispatcher = edge.ctx.dispatcher
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.kind = "shell"
+        self.command: str | None = None
+        self.term_type: str | None = None
+        self.term_size: tuple[int, int, int, int] | None = None
+        self.term_modes: dict[int, int] = {}
+        self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
+        self.ref: ChannelRef | None = None
+        self._pending: list[bytes] = []
+        self._pending_eof = False
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.exit_status: int | None = None
+        self.exit_signal: tuple[str, bool, str, str] | None = None
+        self.reason: str | None = None
+        self._finished = False
+
+    # --- requests from the engineer --------------------------------------------------------
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+        self.edge.relays.add(self)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self.term_type, self.term_size, self.term_modes = term_type, term_size, dict(term_modes)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.kind, self.command = "exec", command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        reason = f"the subsystem {subsystem!r} is not available"
+        self.edge.ctx.spawn(self.edge.refuse("subsystem", reason, subsystem=subsystem[:100]))
+        return False
+
+    def session_started(self) -> None:
+        self.edge.ctx.spawn(self._open(), name="relay-open")
+
+    async def _open(self) -> None:
+        request = ChannelRequest(self.kind, pty=self.term_type is not None)
+        detail: dict[str, Any] = {"pty": request.pty}
+        if self.command is not None:
+            detail["command"] = self.command
+        if self.term_type is not None and self.term_size is not None:
+            detail.update(term=self.term_type, width=self.term_size[0], height=self.term_size[1])
+        try:
+            live = await self.edge.find_live()
+            assert live.granted is not None
+            decision = decide(live.granted, request)
+            if not decision:
+                await self.edge.refuse(self.kind, decision.reason, **detail)
+                raise Denied(f"Refused: {decision.reason}.")
+            self.ref = self.edge.ref(live, self.kind)
+            await self.dispatcher.emit(ChannelOpened(self.ref, detail))
+            nested = await self.edge.nested(live)
+            self.upstream, _ = await nested.create_session(
+                lambda: Upstream(self),
+                command=self.command,
+                request_pty="force" if self.term_type is not None else False,
+                term_type=self.term_type,
+                term_size=self.term_size,
+                term_modes=self.term_modes,
+                encoding=None,
+            )
+        except BrokerError as exc:
+            self.reason = exc.code
+            self._stop(exc.message)
+            return
+        except asyncssh.ChannelOpenError as exc:
+            self.reason = "helper_refused"
+            self._stop(f"The customer's helper refused the channel: {exc.reason}")
+            return
+        except (OSError, asyncssh.Error) as exc:
+            log.warning("relay_open_failed", error=repr(exc))
+            self.reason = "error"
+            self._stop("The customer's computer could not be reached.")
+            return
+        if self.chan is None:  # the engineer left while we were opening
+            self.upstream.close()
+            return
+        for chunk in self._pending:
+            self.upstream.write(chunk)
+        self._pending.clear()
+        if self._pending_eof:
+            self.upstream.write_eof()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.bytes_in += len(data)
+        if self.ref is not None and self.dispatcher.wants_data:
+            self.dispatcher.data(Input(self.ref, data))
+        if self.upstream is not None:
+            self.upstream.write(data)
+        else:
+            self._pending.append(data)
+
+    def eof_received(self) -> bool:
+        if self.upstream is not None:
+            self.upstream.write_eof()
+        else:
+            self._pending_eof = True
+        return True  # stay half-open: output keeps flowing back
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self.term_size = (width, height, pixwidth, pixheight)
+        if self.ref is not None and self.dispatcher.wants_data:
+            self.dispatcher.data(Resized(self.ref, width, height))
+        if self.upstream is not None:
+            self.upstream.change_terminal_size(width, height, pixwidth, pixheight)
+
+    def signal_received(self, signal: str) -> None:
+        if self.upstream is not None:
+            self.upstream.send_signal(signal)
+
+    def break_received(self, msec: int) -> bool:
+        if self.upstream is not None:
+            self.upstream.send_break(msec)
+        return True
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.chan = None
+        if self.upstream is not None:
+            self.upstream.close()
+        self._finish(self.reason or "engineer")
+
+    # --- from the helper -------------------------------------------------------------------
+
+    def from_upstream(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.bytes_out += len(data)
+        if self.ref is not None and self.dispatcher.wants_data:
+            stream = 2 if datatype == asyncssh.EXTENDED_DATA_STDERR else 1
+            self.dispatcher.data(Output(self.ref, data, stream))
+        if self.chan is not None:
+            self.chan.write(data, datatype)
+
+    def upstream_eof(self) -> None:
+        if self.chan is not None:
+            self.chan.write_eof()
+
+    def upstream_closed(self) -> None:
+        self.upstream = None
+        if self.chan is None:
+            return
+        self.reason = self.reason or "exit"
+        if self.exit_signal is not None:
+            self.chan.exit_with_signal(*self.exit_signal)
+        elif self.exit_status is not None:
+            self.chan.exit(self.exit_status)
+        else:
+            self.chan.close()
+
+    # --- ending ----------------------------------------------------------------------------
+
+    def end(self, message: str, reason: str = "session_ended") -> None:
+        """The session ended under this channel: tell the engineer, exit non-zero."""
+        self.reason = self.reason or reason
+        self._stop(message)
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def _stop(self, message: str) -> None:
+        if self.chan is None:
+            return
+        newline = "\r\n" if self.term_type is not None else "\n"
+        prefix = newline if self.term_type is not None else ""
+        self.chan.write_stderr(f"{prefix}{message}{newline}".encode())
+        self.chan.exit(BROKER_EXIT)
+
+    def _finish(self, reason: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.edge.relay_closed(self)
+        if self.ref is None:
+            return
+        status = self.exit_status
+        signal = self.exit_signal[0] if self.exit_signal else None
+        event = ChannelClosed(self.ref, reason, self.bytes_in, self.bytes_out, status, signal)
+        self.edge.ctx.spawn(self._emit_closed(event), name="relay-closed")
+
+    async def _emit_closed(self, event: ChannelClosed) -> None:
+        try:
+            await self.dispatcher.emit(event)
+        except BrokerError:
+            log.error("channel_close_not_recorded", channel=event.channel.key)
+
+
+class Upstream(asyncssh.SSHClientSession[bytes]):
+    """The helper's end of a relayed channel, reporting to its :class:`RelaySession`."""
+
+    def __init__(self, relay: RelaySession) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.relay.from_upstream(data, datatype)
+
+    def eof_received(self) -> bool:
+        self.relay.upstream_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.relay.exit_status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.relay.exit_signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        if self.relay.chan is not None:
+            self.relay.chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.relay.chan is not None:
+            self.relay.chan.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.upstream_closed()

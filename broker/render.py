@@ -1,0 +1,158 @@
+"""Turns store rows into plain dicts (``--json``) and those dicts into readable text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from broker.config import Settings
+from broker.store.models import Account, AuditEvent, Session, Ticket
+
+
+def safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _when(value: dt.datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def ticket(t: Ticket) -> dict[str, Any]:
+    return {
+        "key": t.key,
+        "title": t.title,
+        "severity": t.severity,
+        "status": t.status,
+        "customer_email": t.customer_email,
+        "customer_name": t.customer_name,
+        "created_at": _when(t.created_at),
+    }
+
+
+def account(a: Account, keys: int) -> dict[str, Any]:
+    return {
+        "name": a.name,
+        "display_name": a.display_name,
+        "role": a.role,
+        "keys": keys,
+        "disabled": a.disabled,
+    }
+
+
+def session(s: Session, t: Ticket, names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "ticket": t.key,
+        "state": s.state,
+        "engineer": names.get(s.engineer_id, str(s.engineer_id)),
+        "requested_scope": s.requested_scope,
+        "granted_scope": s.granted_scope,
+        "customer_addr": s.customer_addr,
+        "customer_host": s.customer_host,
+        "created_at": _when(s.created_at),
+        "started_at": _when(s.started_at),
+        "ended_at": _when(s.ended_at),
+        "end_reason": s.end_reason,
+    }
+
+
+def audit(e: AuditEvent, tickets: dict[int, str]) -> dict[str, Any]:
+    return {
+        "seq": e.seq,
+        "time": e.time.isoformat(timespec="milliseconds"),
+        "ticket": tickets.get(e.ticket_id) if e.ticket_id else None,
+        "session": e.session_id,
+        "actor": e.actor,
+        "action": e.action,
+        "details": e.details,
+    }
+
+
+def ssh_config(ticket_key: str, settings: Settings, identity: str | None) -> str:
+    lines = [
+        f"Host {ticket_key}",
+        f"    HostName {settings.advertised_host}",
+        f"    Port {settings.ssh_port}",
+        f"    User {ticket_key}",
+        "    ForwardAgent no",
+        "    ForwardX11 no",
+    ]
+    if identity:
+        lines += [f"    IdentityFile {identity}", "    IdentitiesOnly yes"]
+    return "\n".join(lines)
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    out = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in out)
+
+
+def _details(details: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={json.dumps(v) if not isinstance(v, str) or ' ' in v else v}"
+        for k, v in details.items()
+        if v is not None
+    )
+
+
+def human(command: str, action: str | None, result: Any) -> str:
+    """The text form of a command's result."""
+    if isinstance(result, str):
+        return result
+    match (command, action):
+        case ("code", "issue"):
+            return "\n".join(
+                [
+                    f"Consent code for {result['ticket']}: {result['code']}",
+                    f"It lets the engineer {result['scope_text']} ({result['scope']}), "
+                    f"after the customer agrees.",
+                    f"Valid until {result['expires_at']}, for one use. It is not shown again.",
+                ]
+            )
+        case ("ticket", "create"):
+            return str(result["key"])
+        case ("ticket", "list"):
+            return _table(result, ["key", "severity", "status", "title", "customer_email"])
+        case ("ticket", "show"):
+            head = (
+                f"{result['key']}  Severity {result['severity']}  {result['status']}\n"
+                f"{result['title']}\ncustomer: {result['customer_email'] or '-'}\n"
+            )
+            return (
+                head
+                + "\n"
+                + _table(
+                    result["sessions"], ["id", "state", "engineer", "started_at", "end_reason"]
+                )
+            )
+        case ("account", "add"):
+            keys = ", ".join(result["keys"]) or "no keys"
+            return f"Added {result['role']} {result['name']} ({result['display_name']}): {keys}"
+        case ("account", "list"):
+            return _table(result, ["name", "display_name", "role", "keys"])
+        case ("session", "list"):
+            return _table(
+                result,
+                [
+                    "id",
+                    "ticket",
+                    "state",
+                    "engineer",
+                    "granted_scope",
+                    "started_at",
+                    "ended_at",
+                    "end_reason",
+                ],
+            )
+        case ("audit", "show"):
+            rows = [{**r, "details": _details(r["details"])} for r in result]
+            return _table(rows, ["seq", "time", "ticket", "actor", "action", "details"])
+    return json.dumps(result, indent=2, default=str)

@@ -1,0 +1,52 @@
+"""``assist-broker serve``: run until Ctrl-C or SIGTERM, then shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+from broker.app import Broker
+from broker.config import Settings
+
+
+def banner(settings: Settings, host: str, port: int, fingerprint: str) -> str:
+    wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+    shown = settings.advertised_host if settings.public_host or wildcard else host
+    address = f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+    return "\n".join(
+        [
+            f"assist-broker is listening for SSH on {host}:{port}",
+            f"data dir: {settings.data_dir.resolve()}",
+            f"host key fingerprint: {fingerprint}",
+            "",
+            "A customer runs:",
+            f"  assist-helper connect CODE --broker {address} --fingerprint {fingerprint}",
+            "An engineer runs:",
+            f"  ssh -p {port} TICKET@{shown}",
+            "",
+            "Press Ctrl-C to stop.",
+        ]
+    )
+
+
+async def serve(settings: Settings) -> int:
+    broker = Broker(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        listening = await broker.start()
+        print(
+            banner(settings, listening.ssh_host, listening.ssh_port, listening.fingerprint),
+            flush=True,
+        )
+        await stop.wait()
+        print("Stopping: ending every open session ...", file=sys.stderr, flush=True)
+    finally:
+        await broker.stop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    print("assist-broker stopped.", flush=True)
+    return 0

@@ -1,0 +1,280 @@
+"""Consent codes. The only module that ever sees a code in clear.
+
+A code is 9 random digits from :mod:`secrets`, shown once as ``123-456-789``. The store keeps
+only HMAC-SHA256(key, digits) where the key lives in the data dir (mode 0600). Wrong tries are
+rate limited per source address and globally.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import math
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.errors import CodeRejected, Invalid
+from broker.session.policy import Scope
+from broker.store import queries as q
+from broker.store.db import Store
+from broker.store.models import Account, ConsentCode, Ticket, utcnow
+
+CODE_DIGITS = 9
+
+# Every refusal has its own plain message; the helper shows it to the customer word for word.
+MESSAGES = {
+    "unknown": "This code is not valid. Check the digits, or ask the engineer for a new code.",
+    "expired": "This code has expired. Ask the engineer for a new code.",
+    "used": "This code has already been used. Ask the engineer for a new code.",
+    "revoked": "This code was withdrawn by the support desk. Ask the engineer for a new code.",
+    "busy": "A session for this ticket is already open. End it first, or ask the engineer.",
+    "malformed": "A code has 9 digits, like 123-456-789. Check what you typed.",
+}
+
+
+def rate_limited_message(wait_seconds: float) -> str:
+    wait = max(1, math.ceil(wait_seconds))
+    unit = "second" if wait == 1 else "seconds"
+    return f"Too many wrong codes were tried. Wait {wait} {unit}, then try again."
+
+
+def new_code() -> str:
+    """A fresh code, formatted for people: ``123-456-789``."""
+    digits = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
+    return f"{digits[0:3]}-{digits[3:6]}-{digits[6:9]}"
+
+
+def normalize(text: str) -> str:
+    """Digits only; spaces and dashes that people type are dropped. Raises on anything else."""
+    digits = "".join(ch for ch in text if ch not in " -\t")
+    if len(digits) != CODE_DIGITS or not digits.isascii() or not digits.isdigit():
+        raise CodeRejected(MESSAGES["malformed"], code="malformed")
+    return digits
+
+
+class CodeHasher:
+    """Keyed hash of codes. Holds the HMAC key; compare hashes with :meth:`same`."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 32:
+            raise ValueError("the code HMAC key must be at least 32 bytes")
+        self._key = key
+
+    def hash(self, code: str) -> bytes:
+        return hmac.new(self._key, normalize(code).encode(), hashlib.sha256).digest()
+
+    @staticmethod
+    def same(a: bytes, b: bytes) -> bool:
+        return hmac.compare_digest(a, b)
+
+
+@dataclass
+class RateLimiter:
+    """Sliding window of failed tries, per source and in total. No I/O; the clock is injected.
+
+    ``check(source)`` before trying a code returns the seconds to wait (0 when allowed);
+    ``failed(source)`` after a wrong code counts it.
+    """
+
+    per_source: int
+    overall: int
+    window: float
+    clock: Callable[[], float] = time.monotonic
+    _by_source: dict[str, deque[float]] = field(default_factory=dict)
+    _all: deque[float] = field(default_factory=deque)
+
+    def _trim(self, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window:
+            times.popleft()
+
+    def check(self, source: str) -> float:
+        now = self.clock()
+        times = self._by_source.get(source)
+        wait = 0.0
+        if times is not None:
+            self._trim(times, now)
+            if not times:
+                del self._by_source[source]
+            elif len(times) >= self.per_source:
+                wait = times[0] + self.window - now
+        self._trim(self._all, now)
+        if len(self._all) >= self.overall:
+            wait = max(wait, self._all[0] + self.window - now)
+        return wait
+
+    def failed(self, source: str) -> None:
+        now = self.clock()
+        self._by_source.setdefault(source, deque()).append(now)
+        self._all.append(now)
+        # Bound memory: the global window caps how many entries can be alive.
+        if len(self._all) > self.overall * 2:
+            self._all.popleft()
+
+
+# --- issuing and redeeming against the store -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """What a successful redemption created: the session and the facts the customer is shown."""
+
+    session_id: str
+    code_id: int
+    ticket_id: int
+    ticket_key: str
+    ticket_title: str
+    severity: int
+    engineer_id: int
+    engineer_name: str
+    engineer_display: str
+    scope: str
+
+
+class ConsentCodes:
+    """Issues and redeems codes. Every refusal is audited with its reason, never the code."""
+
+    def __init__(
+        self,
+        store: Store,
+        hasher: CodeHasher,
+        limiter: RateLimiter | None = None,
+        *,
+        node: str = "local",
+    ) -> None:
+        self.store = store
+        self.hasher = hasher
+        self.limiter = limiter
+        self.node = node
+
+    async def issue(
+        self, ticket_key: str, engineer_name: str, scope: str, ttl: float
+    ) -> tuple[str, ConsentCode]:
+        """A new code on a ticket. Returns the clear code (show it once, then forget it)."""
+        canonical = str(Scope.parse(scope))
+        async with self.store.begin() as db:
+            ticket = await q.get_ticket(db, ticket_key)
+            if ticket.status == "closed":
+                raise Invalid(f"{ticket.key} is closed; reopen it before issuing a code")
+            engineer = await q.get_account(db, engineer_name)
+            if engineer.role != "engineer" or engineer.disabled:
+                raise Invalid(f"{engineer.name} is not an active engineer account")
+            while True:
+                code = new_code()
+                digest = self.hasher.hash(code)
+                if await q.find_code(db, digest) is None:
+                    break
+            now = utcnow()
+            row = await q.insert_code(
+                db,
+                ticket=ticket,
+                code_hash=digest,
+                scope=canonical,
+                issued_by=engineer,
+                expires_at=now + dt.timedelta(seconds=ttl),
+            )
+            await q.append_audit(
+                db,
+                action="consent.issued",
+                actor=engineer.name,
+                ticket_id=ticket.id,
+                details={
+                    "consent_id": row.id,
+                    "scope": canonical,
+                    "expires_at": row.expires_at.isoformat(),
+                },
+            )
+        return code, row
+
+    async def redeem(
+        self, text: str, source: str, *, busy: Callable[[int], bool] = lambda _id: False
+    ) -> Redemption:
+        """Redeem a code typed by a customer at ``source`` (an IP address).
+
+        Exactly one of any number of concurrent callers with the same code succeeds. Raises
+        :class:`CodeRejected` with the customer's message and a reason code otherwise.
+        """
+        if self.limiter is not None:
+            wait = self.limiter.check(source)
+            if wait > 0:
+                await self._reject("rate_limited", source, None, {"retry_after": math.ceil(wait)})
+                raise CodeRejected(rate_limited_message(wait), code="rate_limited")
+        try:
+            digest = self.hasher.hash(text)
+        except CodeRejected:
+            await self._failed("malformed", source, None)
+            raise
+        now = utcnow()
+        async with self.store.begin() as db:
+            code = await q.find_code(db, digest)
+            reason = self._refusal(code, now)
+            if code is not None and reason is None and busy(code.ticket_id):
+                reason = "busy"
+            if code is not None and reason is None and not await q.claim_code(db, code, now):
+                reason = "used"  # another helper won the race
+            if code is not None and reason is None:
+                return await self._open_session(db, code, source)
+        await self._failed(reason or "unknown", source, code)
+        raise CodeRejected(MESSAGES[reason or "unknown"], code=reason or "unknown")
+
+    @staticmethod
+    def _refusal(code: ConsentCode | None, now: dt.datetime) -> str | None:
+        if code is None:
+            return "unknown"
+        if code.state == "redeemed":
+            return "used"
+        if code.state == "revoked":
+            return "revoked"
+        if code.state == "expired" or code.expires_at <= now:
+            return "expired"
+        return None
+
+    async def _open_session(self, db: AsyncSession, code: ConsentCode, source: str) -> Redemption:
+        session = await q.create_session(db, code=code, customer_addr=source, node=self.node)
+        ticket = await db.get_one(Ticket, code.ticket_id)
+        engineer = await db.get_one(Account, code.issued_by)
+        await q.append_audit(
+            db,
+            action="consent.redeemed",
+            actor="customer",
+            ticket_id=ticket.id,
+            session_id=session.id,
+            details={"consent_id": code.id, "source": source, "scope": code.scope},
+        )
+        return Redemption(
+            session_id=session.id,
+            code_id=code.id,
+            ticket_id=ticket.id,
+            ticket_key=ticket.key,
+            ticket_title=ticket.title,
+            severity=ticket.severity,
+            engineer_id=engineer.id,
+            engineer_name=engineer.name,
+            engineer_display=engineer.display_name,
+            scope=code.scope,
+        )
+
+    async def _failed(self, reason: str, source: str, code: ConsentCode | None) -> None:
+        if self.limiter is not None and reason != "busy":
+            self.limiter.failed(source)
+        await self._reject(reason, source, code, {})
+
+    async def _reject(
+        self, reason: str, source: str, code: ConsentCode | None, extra: dict[str, object]
+    ) -> None:
+        details: dict[str, object] = {"reason": reason, "source": source, **extra}
+        if code is not None:
+            details["consent_id"] = code.id
+        async with self.store.begin() as db:
+            await q.append_audit(
+                db,
+                action="consent.rejected",
+                actor="customer",
+                ticket_id=code.ticket_id if code is not None else None,
+                details=details,
+            )

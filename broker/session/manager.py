@@ -1,0 +1,134 @@
+"""Creates, tracks and ends live sessions; writes their state and audit rows to the store.
+
+The in-memory maps are a cache of live connections on this node; the store is the record.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from broker.errors import CodeRejected
+from broker.session.consent import MESSAGES, ConsentCodes
+from broker.session.model import LiveSession, State
+from broker.store import queries as q
+from broker.store.db import Store
+from broker.store.models import utcnow
+
+log = structlog.get_logger(__name__)
+
+
+class SessionManager:
+    def __init__(self, store: Store, codes: ConsentCodes) -> None:
+        self.store = store
+        self.codes = codes
+        self._by_ticket: dict[int, LiveSession] = {}
+        self._by_key: dict[str, LiveSession] = {}
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def live(self) -> list[LiveSession]:
+        return list(self._by_ticket.values())
+
+    def find(self, ticket_key: str) -> LiveSession | None:
+        return self._by_key.get(ticket_key.upper())
+
+    async def ticket_exists(self, ticket_key: str) -> bool:
+        async with self.store.read() as db:
+            return await q.find_ticket(db, ticket_key) is not None
+
+    # --- the life of a session -------------------------------------------------------------
+
+    async def redeem(self, code: str, source: str) -> LiveSession:
+        """Redeem a customer's code and register the pending session for its ticket."""
+        redemption = await self.codes.redeem(code, source, busy=self._busy)
+        live = LiveSession(redemption)
+        if self._busy(redemption.ticket_id):
+            # Another code for the same ticket won between our check and now.
+            await self._record_end(live, "busy")
+            raise CodeRejected(MESSAGES["busy"], code="busy")
+        self._by_ticket[redemption.ticket_id] = live
+        self._by_key[redemption.ticket_key.upper()] = live
+        log.info("session_created", session=live.id, ticket=live.ticket_key, source=source)
+        return live
+
+    def _busy(self, ticket_id: int) -> bool:
+        return ticket_id in self._by_ticket
+
+    async def consented(
+        self, live: LiveSession, granted: str | None, host_key: str, host: dict[str, str]
+    ) -> None:
+        scope = live.consent(granted, host_key)
+        async with self.store.begin() as db:
+            await q.update_session(
+                db, live.id, state=State.ACTIVE.value, granted_scope=str(scope), customer_host=host
+            )
+            await q.append_audit(
+                db,
+                action="session.consented",
+                actor="customer",
+                ticket_id=live.redemption.ticket_id,
+                session_id=live.id,
+                details={
+                    "requested_scope": live.redemption.scope,
+                    "granted_scope": str(scope),
+                    "customer_host": host,
+                    "helper_host_key": host_key,
+                },
+            )
+
+    async def declined(self, live: LiveSession) -> None:
+        async with self.store.begin() as db:
+            await q.append_audit(
+                db,
+                action="session.declined",
+                actor="customer",
+                ticket_id=live.redemption.ticket_id,
+                session_id=live.id,
+                details={"requested_scope": live.redemption.scope},
+            )
+        await self.end(live, "declined")
+
+    async def started(self, live: LiveSession) -> None:
+        """The helper's forward is up: engineers can now reach the customer."""
+        live.forwarded = True
+        async with self.store.begin() as db:
+            await q.update_session(db, live.id, started_at=utcnow())
+            await q.append_audit(
+                db,
+                action="session.started",
+                actor="customer",
+                ticket_id=live.redemption.ticket_id,
+                session_id=live.id,
+                details={"granted_scope": str(live.granted)},
+            )
+
+    async def end(self, live: LiveSession, reason: str) -> None:
+        """End a session once, for ``reason``; engineers are told, the store records it."""
+        if not live.end(reason):
+            return
+        if self._by_ticket.get(live.redemption.ticket_id) is live:
+            del self._by_ticket[live.redemption.ticket_id]
+            self._by_key.pop(live.ticket_key.upper(), None)
+        await self._record_end(live, reason)
+        log.info("session_ended", session=live.id, ticket=live.ticket_key, reason=reason)
+
+    async def _record_end(self, live: LiveSession, reason: str) -> None:
+        live.end(reason)
+        try:
+            async with self.store.begin() as db:
+                if await q.end_session(db, live.id, reason):
+                    await q.append_audit(
+                        db,
+                        action="session.ended",
+                        actor="broker" if reason not in ("customer", "declined") else "customer",
+                        ticket_id=live.redemption.ticket_id,
+                        session_id=live.id,
+                        details={"reason": reason},
+                    )
+        except Exception as exc:  # the store may be down: say so in the log, then re-raise
+            log.error("session_end_not_recorded", session=live.id, error=repr(exc))
+            raise
+
+    async def shutdown(self) -> None:
+        for live in self.live():
+            await self.end(live, "shutdown")

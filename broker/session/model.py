@@ -1,0 +1,104 @@
+"""A live session's state, without I/O: the transport asks it questions and reports facts.
+
+``pending`` (code redeemed, the customer has not answered) -> ``active`` (consented; the helper's
+forward may come up) -> ``ended`` (with a reason). Ending runs the registered callbacks once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from broker.session.consent import Redemption
+from broker.session.policy import Scope
+
+#: the name and port of the helper's virtual forward; nothing else may be forwarded
+FORWARD_HOST = "session"
+FORWARD_PORT = 22
+
+END_MESSAGES = {
+    "customer": "The customer ended the session.",
+    "declined": "The customer declined the session.",
+    "network": "The connection to the customer was lost; the session has ended.",
+    "shutdown": "The broker is shutting down; the session has ended.",
+    "admin": "An administrator ended the session.",
+    "sink_failed": "Recording is unavailable; the session was stopped to protect the customer.",
+    "error": "The session ended because of an internal error.",
+}
+
+
+class State(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class StateError(Exception):
+    """A step was asked for in the wrong state (a protocol violation by the peer)."""
+
+
+@dataclass(eq=False)
+class LiveSession:
+    redemption: Redemption
+    state: State = State.PENDING
+    granted: Scope | None = None
+    helper_host_key: str | None = None
+    forwarded: bool = False
+    end_reason: str | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    _on_end: list[Callable[[str], None]] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.redemption.session_id
+
+    @property
+    def ticket_key(self) -> str:
+        return self.redemption.ticket_key
+
+    @property
+    def requested(self) -> Scope:
+        return Scope.parse(self.redemption.scope)
+
+    def consent(self, granted_text: str | None, host_key: str) -> Scope:
+        """The customer said yes, possibly to less than was asked. Never more."""
+        if self.state is not State.PENDING:
+            raise StateError(f"consent in state {self.state}")
+        requested = self.requested
+        self.granted = (
+            requested if not granted_text else requested.narrowed_to(Scope.parse(granted_text))
+        )
+        self.helper_host_key = host_key
+        self.state = State.ACTIVE
+        return self.granted
+
+    def may_forward(self, host: str, port: int) -> bool:
+        """Only the helper's own virtual forward, once, after consent."""
+        return (
+            self.state is State.ACTIVE
+            and not self.forwarded
+            and host == FORWARD_HOST
+            and port == FORWARD_PORT
+        )
+
+    def on_end(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(reason)`` when the session ends; returns a function that unregisters."""
+        if self.state is State.ENDED:
+            callback(self.end_reason or "error")
+            return lambda: None
+        self._on_end.append(callback)
+        return lambda: self._on_end.remove(callback) if callback in self._on_end else None
+
+    def end(self, reason: str) -> bool:
+        """End once. ``False`` if it had ended already (the first reason stands)."""
+        if self.state is State.ENDED:
+            return False
+        self.state = State.ENDED
+        self.end_reason = reason
+        self.ended.set()
+        callbacks, self._on_end = self._on_end, []
+        for callback in callbacks:
+            callback(reason)
+        return True

@@ -1,0 +1,300 @@
+"""Domain queries. Each takes an open transaction (``AsyncSession``) so callers choose what
+commits together: a redeemed code, its session and its audit row are one transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.errors import Invalid, NotFound
+from broker.store.models import (
+    Account,
+    AccountKey,
+    AuditEvent,
+    Channel,
+    ConsentCode,
+    Session,
+    Ticket,
+    utcnow,
+)
+
+ROLES = ("engineer", "auditor", "admin")
+LIVE_STATES = ("pending", "active")
+
+
+# --- tickets -------------------------------------------------------------------------------
+
+
+async def create_ticket(
+    db: AsyncSession,
+    *,
+    title: str,
+    severity: int,
+    customer_email: str | None = None,
+    customer_name: str | None = None,
+    key: str | None = None,
+) -> Ticket:
+    if not title.strip():
+        raise Invalid("a ticket needs a title")
+    if severity not in (1, 2, 3, 4):
+        raise Invalid(f"severity must be 1, 2, 3 or 4, got {severity}")
+    if key is not None and await find_ticket(db, key) is not None:
+        raise Invalid(f"ticket {key} already exists")
+    ticket = Ticket(
+        key=key or f"pending-{uuid.uuid4().hex}",
+        title=title.strip(),
+        severity=severity,
+        customer_email=customer_email,
+        customer_name=customer_name,
+    )
+    db.add(ticket)
+    await db.flush()
+    if key is None:
+        ticket.key = f"T-{ticket.id}"
+        await db.flush()
+    return ticket
+
+
+async def find_ticket(db: AsyncSession, key: str) -> Ticket | None:
+    result = await db.execute(select(Ticket).where(func.upper(Ticket.key) == key.upper()))
+    return result.scalar_one_or_none()
+
+
+async def get_ticket(db: AsyncSession, key: str) -> Ticket:
+    ticket = await find_ticket(db, key)
+    if ticket is None:
+        raise NotFound(f"There is no ticket {key}.")
+    return ticket
+
+
+async def list_tickets(db: AsyncSession) -> Sequence[Ticket]:
+    return (await db.execute(select(Ticket).order_by(Ticket.id))).scalars().all()
+
+
+# --- accounts ------------------------------------------------------------------------------
+
+
+async def add_account(
+    db: AsyncSession,
+    *,
+    name: str,
+    role: str,
+    display_name: str,
+    keys: Sequence[tuple[str, str, str | None]] = (),
+) -> Account:
+    """``keys`` are ``(fingerprint, openssh public key line, comment)``."""
+    if role not in ROLES:
+        raise Invalid(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise Invalid(f"account names use letters, digits, '-', '_' and '.', got {name!r}")
+    if await find_account(db, name) is not None:
+        raise Invalid(f"account {name} already exists")
+    account = Account(name=name, role=role, display_name=display_name or name)
+    db.add(account)
+    await db.flush()
+    for fingerprint, line, comment in keys:
+        await add_key(db, account, fingerprint, line, comment)
+    return account
+
+
+async def add_key(
+    db: AsyncSession, account: Account, fingerprint: str, line: str, comment: str | None
+) -> AccountKey:
+    owner = await account_for_key(db, fingerprint, include_disabled=True)
+    if owner is not None:
+        raise Invalid(f"the key {fingerprint} already belongs to {owner.name}")
+    key = AccountKey(
+        account_id=account.id, fingerprint=fingerprint, public_key=line, comment=comment
+    )
+    db.add(key)
+    await db.flush()
+    return key
+
+
+async def find_account(db: AsyncSession, name: str) -> Account | None:
+    result = await db.execute(select(Account).where(Account.name == name))
+    return result.scalar_one_or_none()
+
+
+async def get_account(db: AsyncSession, name: str) -> Account:
+    account = await find_account(db, name)
+    if account is None:
+        raise NotFound(f"There is no account {name}.")
+    return account
+
+
+async def account_for_key(
+    db: AsyncSession, fingerprint: str, *, include_disabled: bool = False
+) -> Account | None:
+    query = (
+        select(Account)
+        .join(AccountKey, AccountKey.account_id == Account.id)
+        .where(AccountKey.fingerprint == fingerprint)
+    )
+    if not include_disabled:
+        query = query.where(Account.disabled.is_(False))
+    return (await db.execute(query)).scalar_one_or_none()
+
+
+async def list_accounts(db: AsyncSession) -> Sequence[tuple[Account, int]]:
+    keys = func.count(AccountKey.id)
+    query = (
+        select(Account, keys)
+        .outerjoin(AccountKey, AccountKey.account_id == Account.id)
+        .group_by(Account.id)
+        .order_by(Account.name)
+    )
+    return [(a, n) for a, n in (await db.execute(query)).all()]
+
+
+# --- consent codes -------------------------------------------------------------------------
+
+
+async def insert_code(
+    db: AsyncSession,
+    *,
+    ticket: Ticket,
+    code_hash: bytes,
+    scope: str,
+    issued_by: Account,
+    expires_at: dt.datetime,
+) -> ConsentCode:
+    code = ConsentCode(
+        ticket_id=ticket.id,
+        code_hash=code_hash,
+        scope=scope,
+        issued_by=issued_by.id,
+        expires_at=expires_at,
+    )
+    db.add(code)
+    await db.flush()
+    return code
+
+
+async def find_code(db: AsyncSession, code_hash: bytes) -> ConsentCode | None:
+    result = await db.execute(select(ConsentCode).where(ConsentCode.code_hash == code_hash))
+    return result.scalar_one_or_none()
+
+
+async def claim_code(db: AsyncSession, code: ConsentCode, now: dt.datetime) -> bool:
+    """Atomic single use: exactly one concurrent caller sees ``True``."""
+    result = await db.execute(
+        update(ConsentCode)
+        .where(
+            ConsentCode.id == code.id,
+            ConsentCode.state == "issued",
+            ConsentCode.expires_at > now,
+        )
+        .values(state="redeemed", redeemed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+# --- sessions and channels -----------------------------------------------------------------
+
+
+async def create_session(
+    db: AsyncSession, *, code: ConsentCode, customer_addr: str, node: str
+) -> Session:
+    session = Session(
+        id=str(uuid.uuid4()),
+        ticket_id=code.ticket_id,
+        consent_id=code.id,
+        engineer_id=code.issued_by,
+        requested_scope=code.scope,
+        customer_addr=customer_addr,
+        node=node,
+    )
+    db.add(session)
+    await db.flush()
+    return session
+
+
+async def get_session(db: AsyncSession, session_id: str) -> Session:
+    session = await db.get(Session, session_id)
+    if session is None:
+        raise NotFound(f"There is no session {session_id}.")
+    return session
+
+
+async def update_session(db: AsyncSession, session_id: str, **values: Any) -> None:
+    await db.execute(update(Session).where(Session.id == session_id).values(**values))
+
+
+async def end_session(db: AsyncSession, session_id: str, reason: str) -> bool:
+    """Mark a live session ended. ``False`` if it had already ended (ends are recorded once)."""
+    result = await db.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.state.in_(LIVE_STATES))
+        .values(state="ended", ended_at=utcnow(), end_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def list_sessions(db: AsyncSession, ticket: Ticket | None = None) -> Sequence[Session]:
+    query = select(Session).order_by(Session.created_at)
+    if ticket is not None:
+        query = query.where(Session.ticket_id == ticket.id)
+    return (await db.execute(query)).scalars().all()
+
+
+async def open_channel(
+    db: AsyncSession, *, session_id: str, engineer_id: int, kind: str, detail: dict[str, Any]
+) -> Channel:
+    channel = Channel(session_id=session_id, engineer_id=engineer_id, kind=kind, detail=detail)
+    db.add(channel)
+    await db.flush()
+    return channel
+
+
+async def close_channel(db: AsyncSession, channel_id: int, **values: Any) -> None:
+    await db.execute(
+        update(Channel).where(Channel.id == channel_id).values(closed_at=utcnow(), **values)
+    )
+
+
+async def list_channels(db: AsyncSession, session_id: str) -> Sequence[Channel]:
+    query = select(Channel).where(Channel.session_id == session_id).order_by(Channel.id)
+    return (await db.execute(query)).scalars().all()
+
+
+# --- audit ---------------------------------------------------------------------------------
+
+
+async def append_audit(
+    db: AsyncSession,
+    *,
+    action: str,
+    actor: str,
+    ticket_id: int | None = None,
+    session_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    event = AuditEvent(
+        action=action,
+        actor=actor,
+        ticket_id=ticket_id,
+        session_id=session_id,
+        details=details or {},
+    )
+    db.add(event)
+    await db.flush()
+    return event
+
+
+async def list_audit(db: AsyncSession, ticket: Ticket | None = None) -> Sequence[AuditEvent]:
+    query = select(AuditEvent).order_by(AuditEvent.seq)
+    if ticket is not None:
+        query = query.where(AuditEvent.ticket_id == ticket.id)
+    return (await db.execute(query)).scalars().all()
+
+
+async def names_by_id(db: AsyncSession) -> dict[int, str]:
+    return {a.id: a.name for a in (await db.execute(select(Account))).scalars()}

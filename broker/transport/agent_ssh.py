@@ -1,0 +1,214 @@
+"""The helper's side of the SSH edge: code login, the control channel, the one virtual forward,
+and the nested client connections that carry engineers to the helper's embedded server."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncssh
+import structlog
+
+from broker.errors import CodeRejected
+from broker.session.consent import Redemption
+from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveSession, State
+from broker.session.policy import Scope, ScopeError
+from broker.transport.context import CIPHERS, Context
+from broker.transport.control import ControlSession
+
+log = structlog.get_logger(__name__)
+
+
+def live_id(facts: Redemption) -> str:
+    return facts.session_id[:8]
+
+
+KBDINT_PROMPT = "Consent code: "
+
+
+class VirtualListener(asyncssh.SSHListener):
+    """Stands for the helper's forward. Opens no port on the broker: connections are made by
+    :meth:`AgentEdge.open_nested` over the helper's own SSH connection."""
+
+    def __init__(self, edge: AgentEdge) -> None:
+        super().__init__()
+        self._edge = edge
+
+    def close(self) -> None:
+        self._edge.forward_closed()
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class AgentEdge:
+    """One helper connection. Created by the SSH server when the user name is ``agent``."""
+
+    def __init__(self, conn: asyncssh.SSHServerConnection, ctx: Context, peer: str) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.peer = peer
+        self.live: LiveSession | None = None
+        self.control: ControlSession | None = None
+        self._messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._log = log.bind(peer=peer, role="helper")
+
+    # --- authentication: the consent code as the keyboard-interactive answer ---------------
+
+    def get_kbdint_challenge(self) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        return (
+            "assist-broker",
+            "Enter the consent code the engineer gave you.",
+            "en",
+            [(KBDINT_PROMPT, False)],
+        )
+
+    async def validate_kbdint_response(self, responses: list[str]) -> bool:
+        if self.live is not None or len(responses) != 1:
+            return False
+        try:
+            self.live = await self.ctx.manager.redeem(responses[0], self.peer)
+        except CodeRejected as exc:
+            self._log.info("code_rejected", reason=exc.code)
+            # The helper shows this banner to the customer word for word.
+            self.conn.send_auth_banner(f"{exc.code}: {exc.message}\n")
+            return False
+        self._log = self._log.bind(session=self.live.id, ticket=self.live.ticket_key)
+        self.live.on_end(self._session_ended)
+        return True
+
+    # --- the control channel ---------------------------------------------------------------
+
+    def session_requested(self) -> ControlSession | bool:
+        if self.live is None or self.control is not None:
+            return False
+        self.control = ControlSession(self._control_open, self._messages.put_nowait, self._lost)
+        return self.control
+
+    def _control_open(self, control: ControlSession) -> None:
+        assert self.live is not None
+        facts = self.live.redemption
+        control.send(
+            {
+                "type": "hello",
+                "session": facts.session_id,
+                "ticket": {
+                    "key": facts.ticket_key,
+                    "title": facts.ticket_title,
+                    "severity": facts.severity,
+                },
+                "engineer": {"name": facts.engineer_name, "display": facts.engineer_display},
+                "scope": facts.scope,
+                "scope_text": Scope.parse(facts.scope).describe(),
+                "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
+            }
+        )
+        self._worker = asyncio.create_task(self._serve_control(), name=f"control-{live_id(facts)}")
+
+    async def _serve_control(self) -> None:
+        while True:
+            message = await self._messages.get()
+            try:
+                await self._handle(message)
+            except asyncio.CancelledError:
+                raise
+            except (ScopeError, ValueError, KeyError, TypeError) as exc:
+                self._log.warning(
+                    "control_message_refused", type=message.get("type"), error=str(exc)
+                )
+                if self.control is not None:
+                    self.control.send({"type": "error", "message": str(exc)})
+            except Exception:
+                self._log.exception("control_failed")
+                await self._end("error")
+                return
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        live, kind = self.live, message["type"]
+        assert live is not None
+        if kind == "consent" and live.state is State.PENDING:
+            host_key = asyncssh.import_public_key(str(message["host_key"]))
+            host = {str(k): str(v)[:200] for k, v in dict(message.get("host") or {}).items()}
+            await self.ctx.manager.consented(
+                live, message.get("scope"), host_key.export_public_key().decode().strip(), host
+            )
+            self._log.info("session_consented", scope=str(live.granted))
+            assert self.control is not None and live.granted is not None
+            self.control.send(
+                {
+                    "type": "consented",
+                    "scope": str(live.granted),
+                    "scope_text": live.granted.describe(),
+                }
+            )
+        elif kind == "decline" and live.state is State.PENDING:
+            await self.ctx.manager.declined(live)
+        elif kind == "end":
+            await self._end("customer")
+        else:
+            raise ValueError(f"unexpected {kind!r} in state {live.state}")
+
+    async def _end(self, reason: str) -> None:
+        if self.live is not None:
+            await self.ctx.manager.end(self.live, reason)
+
+    def _session_ended(self, reason: str) -> None:
+        """The session ended (for any reason): tell the helper, then hang up."""
+        if self.control is not None:
+            self.control.send(
+                {
+                    "type": "ended",
+                    "reason": reason,
+                    "message": END_MESSAGES.get(reason, END_MESSAGES["error"]),
+                }
+            )
+            self.control.close()
+        self.conn.close()
+
+    # --- the virtual forward and nested connections ----------------------------------------
+
+    async def server_requested(self, host: str, port: int) -> VirtualListener | bool:
+        live = self.live
+        if live is None or not live.may_forward(host, port):
+            self._log.warning("forward_refused", host=host, port=port)
+            return False
+        listener = VirtualListener(self)
+        await self.ctx.manager.started(live)
+        self._log.info("session_started")
+        return listener
+
+    def forward_closed(self) -> None:
+        if self.live is not None and self.live.state is State.ACTIVE:
+            asyncio.get_running_loop().create_task(self._end("customer"))
+
+    async def open_nested(self, username: str) -> asyncssh.SSHClientConnection:
+        """A new SSH client connection to the helper's embedded server, through its forward.
+        The helper's host key is pinned from the control channel; the relay key authenticates."""
+        live = self.live
+        assert live is not None and live.helper_host_key is not None
+        host_key = asyncssh.import_public_key(live.helper_host_key)
+        return await asyncssh.connect(
+            FORWARD_HOST,
+            FORWARD_PORT,
+            tunnel=self.conn,
+            username=username,
+            client_keys=[self.ctx.keys.relay_key],
+            known_hosts=([host_key], [], []),
+            agent_path=None,
+            config=None,
+            preferred_auth="publickey",
+            encryption_algs=list(CIPHERS),
+            compression_algs=None,
+            keepalive_interval=self.ctx.settings.keepalive_interval,
+        )
+
+    def connection_lost(self) -> None:
+        self._lost()
+
+    def _lost(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        if self.live is not None and self.live.state is not State.ENDED:
+            # The customer's connection went away without saying "end".
+            asyncio.get_running_loop().create_task(self._end("network"))

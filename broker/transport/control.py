@@ -1,0 +1,91 @@
+"""The control channel between broker and helper: a ``session`` channel running the
+``assist-control`` subsystem, one JSON object per line in each direction.
+
+Broker -> helper: ``hello`` (session facts, relay key), ``consented``, ``notice``, ``ended``.
+Helper -> broker: ``consent`` (granted scope, the helper's ephemeral host key, host facts),
+``decline``, ``end``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import asyncssh
+import structlog
+
+CONTROL_SUBSYSTEM = "assist-control"
+MAX_LINE = 64 * 1024
+
+log = structlog.get_logger(__name__)
+
+
+class ControlSession(asyncssh.SSHServerSession[bytes]):
+    """Accepts only the control subsystem; no shell, no exec, no PTY for helpers."""
+
+    def __init__(
+        self,
+        on_open: Callable[[ControlSession], None],
+        on_message: Callable[[dict[str, Any]], None],
+        on_close: Callable[[], None],
+    ) -> None:
+        self._on_open = on_open
+        self._on_message = on_message
+        self._on_close = on_close
+        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self._buffer = b""
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self._chan = chan
+
+    def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
+        return False
+
+    def shell_requested(self) -> bool:
+        return False
+
+    def exec_requested(self, command: str) -> bool:
+        return False
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return subsystem == CONTROL_SUBSYSTEM
+
+    def session_started(self) -> None:
+        self._on_open(self)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            self._dispatch(line)
+        if len(self._buffer) > MAX_LINE:
+            log.warning("control_line_too_long")
+            self.close()
+
+    def _dispatch(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.warning("control_bad_json")
+            self.close()
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            log.warning("control_bad_message")
+            self.close()
+            return
+        self._on_message(message)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self._chan is not None:
+            self._chan.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+
+    def close(self) -> None:
+        if self._chan is not None:
+            self._chan.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._chan = None
+        self._on_close()

@@ -1,0 +1,174 @@
+"""The engineer's side of the SSH edge: public-key login mapped to an engineer account, the
+SSH user name naming the ticket, and one nested connection to the customer per engineer login."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import asyncssh
+import structlog
+
+from broker.errors import BrokerError, Denied, NotFound
+from broker.events import ChannelRef, ChannelRefused
+from broker.session.model import END_MESSAGES, LiveSession, State
+from broker.store import queries as q
+from broker.transport.context import Context
+
+if TYPE_CHECKING:
+    from broker.relay.pump import RelaySession
+    from broker.transport.agent_ssh import AgentEdge
+
+log = structlog.get_logger(__name__)
+_channel_numbers = itertools.count(1)
+
+UNKNOWN_KEY = (
+    "assist-broker: the key {fp} is not registered to an engineer account.\n"
+    "Ask an admin to run: assist-broker account add NAME --role engineer --ssh-key KEY.pub\n"
+)
+
+
+class EngineerEdge:
+    """One engineer login. ``ticket`` is the SSH user name (``ssh T-1@broker``)."""
+
+    def __init__(
+        self,
+        conn: asyncssh.SSHServerConnection,
+        ctx: Context,
+        peer: str,
+        ticket: str,
+        find_agent: Callable[[LiveSession], AgentEdge | None],
+    ) -> None:
+        self.conn = conn
+        self.ctx = ctx
+        self.peer = peer
+        self.ticket = ticket
+        self._find_agent = find_agent
+        self.account_id: int | None = None
+        self.account_name: str | None = None
+        self.rejected_keys: list[str] = []
+        self.relays: set[RelaySession] = set()
+        self._nested: asyncssh.SSHClientConnection | None = None
+        self._nested_for: LiveSession | None = None
+        self._nested_lock = asyncio.Lock()
+        self._unregister: Callable[[], None] | None = None
+        self._log = log.bind(peer=peer, ticket=ticket, role="engineer")
+
+    # --- authentication --------------------------------------------------------------------
+
+    async def validate_public_key(self, key: asyncssh.SSHKey) -> bool:
+        fingerprint = str(key.get_fingerprint("sha256"))
+        async with self.ctx.store.read() as db:
+            account = await q.account_for_key(db, fingerprint)
+        if account is not None and account.role == "engineer":
+            self.account_id, self.account_name = account.id, account.name
+            return True
+        if fingerprint not in self.rejected_keys:
+            if not self.rejected_keys:
+                self.conn.send_auth_banner(UNKNOWN_KEY.format(fp=fingerprint))
+            self.rejected_keys.append(fingerprint)
+        return False
+
+    def auth_completed(self) -> None:
+        self._log = self._log.bind(engineer=self.account_name)
+        self._log.info("engineer_authenticated")
+
+    # --- reaching the customer -------------------------------------------------------------
+
+    def ref(self, live: LiveSession | None, kind: str) -> ChannelRef:
+        assert self.account_id is not None and self.account_name is not None
+        return ChannelRef(
+            key=f"c{next(_channel_numbers)}",
+            session_id=live.id if live else "",
+            ticket_id=live.redemption.ticket_id if live else 0,
+            ticket_key=live.ticket_key if live else self.ticket,
+            engineer_id=self.account_id,
+            engineer_name=self.account_name,
+            kind=kind,
+        )
+
+    async def find_live(self) -> LiveSession:
+        """The ticket's live, consented session, or a :class:`BrokerError` saying why not."""
+        live = self.ctx.manager.find(self.ticket)
+        if live is None or live.state is State.ENDED:
+            if not await self.ctx.manager.ticket_exists(self.ticket):
+                raise NotFound(
+                    f"There is no ticket {self.ticket}. The SSH user name must be a ticket key, "
+                    "for example: ssh -p 2222 T-1@broker"
+                )
+            raise NotFound(
+                f"No customer is connected for {self.ticket}. "
+                f"Issue a code with: assist-broker code issue {self.ticket}"
+            )
+        if live.state is State.PENDING or not live.forwarded:
+            raise Denied(
+                f"The customer for {self.ticket} has not given consent yet. Try again shortly."
+            )
+        return live
+
+    async def nested(self, live: LiveSession) -> asyncssh.SSHClientConnection:
+        """This login's nested connection to the customer's helper, opened on first use."""
+        async with self._nested_lock:
+            if self._nested is not None and self._nested_for is live:
+                return self._nested
+            agent = self._find_agent(live)
+            if agent is None:
+                raise NotFound(f"No customer is connected for {self.ticket}.")
+            assert self.account_name is not None
+            try:
+                self._nested = await agent.open_nested(self.account_name)
+            except (OSError, asyncssh.Error) as exc:
+                self._log.warning("nested_connect_failed", error=str(exc))
+                raise BrokerError(
+                    "The customer's computer could not be reached; the helper may have stopped."
+                ) from exc
+            self._nested_for = live
+            self._unregister = live.on_end(self._session_ended)
+            return self._nested
+
+    async def refuse(self, kind: str, reason: str, **detail: object) -> None:
+        """Audit a refused request (a forward, an unknown subsystem ...)."""
+        live = self.ctx.manager.find(self.ticket)
+        await self.ctx.dispatcher.emit(ChannelRefused(self.ref(live, kind), reason, dict(detail)))
+
+    def _session_ended(self, reason: str) -> None:
+        message = END_MESSAGES.get(reason, END_MESSAGES["error"])
+        for relay in list(self.relays):
+            relay.end(message)
+        if not self.relays:
+            self.conn.close()
+        else:
+            # Clients close themselves once their channels have exited; make sure of it.
+            asyncio.get_running_loop().call_later(2.0, self.conn.close)
+
+    def relay_closed(self, relay: RelaySession) -> None:
+        self.relays.discard(relay)
+
+    def connection_lost(self) -> None:
+        if self._unregister is not None:
+            self._unregister()
+        if self._nested is not None:
+            self._nested.close()
+        if self.account_id is None and self.rejected_keys:
+            asyncio.get_running_loop().create_task(self._audit_auth_failure())
+
+    async def _audit_auth_failure(self) -> None:
+        self._log.warning("engineer_auth_failed", keys=self.rejected_keys)
+        try:
+            async with self.ctx.store.begin() as db:
+                ticket = await q.find_ticket(db, self.ticket)
+                await q.append_audit(
+                    db,
+                    action="engineer.auth_failed",
+                    actor=f"unknown@{self.peer}",
+                    ticket_id=ticket.id if ticket else None,
+                    details={
+                        "user": self.ticket[:64],
+                        "source": self.peer,
+                        "keys": self.rejected_keys[:10],
+                    },
+                )
+        except Exception:
+            self._log.exception("audit_write_failed", action="engineer.auth_failed")

@@ -1,0 +1,80 @@
+"""The broker's keys, created on first run under the data dir with mode 0600.
+
+- ``ssh_host_ed25519_key``: the broker's SSH host key (customers pin its fingerprint);
+- ``relay_ed25519_key``: the client key of the broker's nested connections to helpers;
+- ``code_hmac.key``: the secret of the consent-code hashes.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncssh
+
+
+def ensure_data_dir(data_dir: Path) -> None:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Create ``path`` with mode 0600 atomically; never widen the mode of an existing file."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _ssh_key(path: Path) -> asyncssh.SSHKey:
+    if not path.exists():
+        key = asyncssh.generate_private_key("ssh-ed25519", comment=f"assist-broker {path.name}")
+        _write_private(path, key.export_private_key())
+    return asyncssh.read_private_key(path)
+
+
+def _secret(path: Path) -> bytes:
+    if not path.exists():
+        _write_private(path, secrets.token_bytes(32).hex().encode())
+    return bytes.fromhex(path.read_text().strip())
+
+
+@dataclass(frozen=True)
+class BrokerKeys:
+    host_key: asyncssh.SSHKey
+    relay_key: asyncssh.SSHKey
+    code_key: bytes
+
+    @property
+    def host_fingerprint(self) -> str:
+        return str(self.host_key.get_fingerprint("sha256"))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> BrokerKeys:
+        """Load every key, creating what is missing."""
+        ensure_data_dir(data_dir)
+        return cls(
+            host_key=_ssh_key(data_dir / "ssh_host_ed25519_key"),
+            relay_key=_ssh_key(data_dir / "relay_ed25519_key"),
+            code_key=_secret(data_dir / "code_hmac.key"),
+        )
+
+
+def load_code_key(data_dir: Path) -> bytes:
+    """Only the code secret: what the command line needs to issue a code."""
+    ensure_data_dir(data_dir)
+    return _secret(data_dir / "code_hmac.key")
+
+
+def fingerprint_of(public_key_line: str) -> tuple[str, str, str | None]:
+    """Validate an OpenSSH public key line -> ``(fingerprint, normalized line, comment)``."""
+    key = asyncssh.import_public_key(public_key_line.strip())
+    comment = key.get_comment()
+    line = key.export_public_key("openssh").decode().strip()
+    return str(key.get_fingerprint("sha256")), line, comment

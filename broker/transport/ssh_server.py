@@ -1,0 +1,158 @@
+"""The broker's one SSH listener. Each connection becomes a helper (user ``agent``, consent code)
+or an engineer (user = ticket key, public key); every hook not needed keeps a refusal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncssh
+import structlog
+
+from broker.relay.pump import RelaySession
+from broker.transport.agent_ssh import AgentEdge
+from broker.transport.context import CIPHERS, Context
+from broker.transport.engineer_ssh import EngineerEdge
+from broker.tunnels import TunnelRegistry
+
+log = structlog.get_logger(__name__)
+
+AGENT_USER = "agent"
+
+FORWARDING_REFUSED = (
+    "Port forwarding is not allowed for this session: the customer's consent does not include it."
+)
+
+
+class BrokerSSHServer(asyncssh.SSHServer):
+    def __init__(self, ctx: Context, tunnels: TunnelRegistry) -> None:
+        self.ctx = ctx
+        self.tunnels = tunnels
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.peer = "?"
+        self.agent: AgentEdge | None = None
+        self.engineer: EngineerEdge | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.peer = str(peer[0]) if peer else "?"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.agent is not None:
+            if self.agent.live is not None:
+                self.tunnels.remove(self.agent.live.id, self.agent)
+            self.agent.connection_lost()
+        if self.engineer is not None:
+            self.engineer.connection_lost()
+
+    # --- authentication --------------------------------------------------------------------
+
+    def begin_auth(self, username: str) -> bool:
+        assert self.conn is not None
+        if username == AGENT_USER:
+            self.agent = AgentEdge(self.conn, self.ctx, self.peer)
+        else:
+            self.engineer = EngineerEdge(
+                self.conn, self.ctx, self.peer, username[:64], self.tunnels.find
+            )
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return self.agent is not None
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]] | bool:
+        return self.agent.get_kbdint_challenge() if self.agent is not None else False
+
+    async def validate_kbdint_response(self, username: str, responses: Any) -> bool:
+        if self.agent is None:
+            return False
+        accepted = await self.agent.validate_kbdint_response(list(responses))
+        if accepted and self.agent.live is not None:
+            self.tunnels.add(self.agent.live.id, self.agent)
+        return accepted
+
+    def public_key_auth_supported(self) -> bool:
+        return self.engineer is not None
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return self.engineer is not None and await self.engineer.validate_public_key(key)
+
+    def auth_completed(self) -> None:
+        if self.engineer is not None:
+            self.engineer.auth_completed()
+
+    # --- channels --------------------------------------------------------------------------
+
+    def session_requested(self) -> asyncssh.SSHServerSession[Any] | bool:
+        if self.agent is not None:
+            return self.agent.session_requested()
+        if self.engineer is not None:
+            return RelaySession(self.engineer)
+        return False
+
+    async def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        if self.agent is not None:
+            return await self.agent.server_requested(listen_host, listen_port)
+        if self.engineer is not None:
+            await self.engineer.refuse(
+                "remote-forward",
+                "remote forwarding (-R) is never allowed",
+                host=listen_host[:100],
+                port=listen_port,
+            )
+        return False
+
+    async def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Any:
+        if self.engineer is not None:
+            await self.engineer.refuse(
+                "forward",
+                "port forwarding is not in the consent",
+                host=dest_host[:100],
+                port=dest_port,
+            )
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
+        )
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        return False
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return False
+
+
+async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> asyncssh.SSHAcceptor:
+    """Listen on ``settings.ssh_host:ssh_port`` (port 0 picks a free port)."""
+    settings = ctx.settings
+    return await asyncssh.listen(
+        settings.ssh_host,
+        settings.ssh_port,
+        server_factory=lambda: BrokerSSHServer(ctx, tunnels),
+        server_host_keys=[ctx.keys.host_key],
+        encryption_algs=list(CIPHERS),
+        compression_algs=None,
+        agent_forwarding=False,
+        x11_forwarding=False,
+        allow_scp=False,
+        keepalive_interval=settings.keepalive_interval,
+        login_timeout=60,
+        encoding=None,
+        config=None,
+        reuse_address=True,
+    )
+
+
+async def close_ssh_server(server: asyncssh.SSHAcceptor) -> None:
+    server.close()
+    try:
+        await asyncio.wait_for(server.wait_closed(), 5)
+    except TimeoutError:
+        log.warning("ssh_server_close_timeout")
