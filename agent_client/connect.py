@@ -46,6 +46,7 @@ class HelperClient(asyncssh.SSHClient):
         self.expected = fingerprint
         self.seen: str | None = None
         self.banner = ""
+        self._answered = False
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
@@ -56,13 +57,18 @@ class HelperClient(asyncssh.SSHClient):
     def auth_banner_received(self, msg: str, lang: str) -> None:
         self.banner += msg
 
-    def kbdint_auth_requested(self) -> str:
+    def kbdint_auth_requested(self) -> str | None:
+        if self._answered:
+            return None  # one try per connection: a refused code is final
         return ""  # no submethods: the broker asks for the code
 
     def kbdint_challenge_received(
         self, name: str, instructions: str, lang: str, prompts: Any
     ) -> list[str]:
-        return [self._code] if len(prompts) == 1 else []
+        if len(prompts) != 1:
+            return []
+        self._answered = True
+        return [self._code]
 
     def refusal(self) -> str:
         """The broker's reason, sent as ``reason: message`` in a banner."""
@@ -241,7 +247,8 @@ class Helper:
             command = f": {detail['command']}" if detail.get("command") else ""
             self.console.say(f"{who} opened {what}{command}")
         elif kind == "closed":
-            self.console.say(f"{who} closed a {detail.get('kind')}.")
+            what = "shell" if detail.get("kind") == "shell" else "command"
+            self.console.say(f"{who}'s {what} ended.")
         elif kind == "refused":
             self.console.say(f"Refused for {who}: {detail.get('what')}.")
 

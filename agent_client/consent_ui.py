@@ -76,8 +76,8 @@ class Console:
 
         threading.Thread(target=read, name="consent-prompt", daemon=True).start()
         line = await answer
-        if not line.endswith("\n"):
-            self.out.write("\n")
+        if not (line.endswith("\n") and self.inp.isatty()):
+            self.out.write("\n")  # the terminal echoed nothing (piped input, or end of input)
         return line.strip().lower() in ("y", "yes")
 
 

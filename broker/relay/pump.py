@@ -200,7 +200,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     # --- ending ----------------------------------------------------------------------------
 
-    def end(self, message: str, reason: str = "session_ended") -> None:
+    def end(self, message: str, reason: str) -> None:
         """The session ended under this channel: tell the engineer, exit non-zero."""
         self.reason = self.reason or reason
         self._stop(message)

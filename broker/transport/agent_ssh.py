@@ -50,7 +50,9 @@ class AgentEdge:
         self.peer = peer
         self.live: LiveSession | None = None
         self.control: ControlSession | None = None
-        self._messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.tried = False
+        #: control messages in arrival order; ``None`` tells the worker the connection is gone
+        self._messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._log = log.bind(peer=peer, role="helper")
 
@@ -65,8 +67,9 @@ class AgentEdge:
         )
 
     async def validate_kbdint_response(self, responses: list[str]) -> bool:
-        if self.live is not None or len(responses) != 1:
-            return False
+        if self.tried or len(responses) != 1:
+            return False  # one code per connection
+        self.tried = True
         try:
             self.live = await self.ctx.manager.redeem(responses[0], self.peer)
         except CodeRejected as exc:
@@ -104,11 +107,10 @@ class AgentEdge:
                 "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
             }
         )
-        self._worker = asyncio.create_task(self._serve_control(), name=f"control-{live_id(facts)}")
+        self._worker = self.ctx.spawn(self._serve_control(), name=f"control-{live_id(facts)}")
 
     async def _serve_control(self) -> None:
-        while True:
-            message = await self._messages.get()
+        while (message := await self._messages.get()) is not None:
             try:
                 await self._handle(message)
             except asyncio.CancelledError:
@@ -150,8 +152,10 @@ class AgentEdge:
             raise ValueError(f"unexpected {kind!r} in state {live.state}")
 
     async def _end(self, reason: str) -> None:
+        """End the session in a task of its own: hanging up on the helper cancels this edge's
+        tasks, and the end must still be recorded."""
         if self.live is not None:
-            await self.ctx.manager.end(self.live, reason)
+            await asyncio.shield(self.ctx.spawn(self.ctx.manager.end(self.live, reason)))
 
     def _session_ended(self, reason: str) -> None:
         """The session ended (for any reason): tell the helper, then hang up."""
@@ -180,7 +184,7 @@ class AgentEdge:
 
     def forward_closed(self) -> None:
         if self.live is not None and self.live.state is State.ACTIVE:
-            asyncio.get_running_loop().create_task(self._end("customer"))
+            self.ctx.spawn(self._end("customer"))
 
     async def open_nested(self, username: str) -> asyncssh.SSHClientConnection:
         """A new SSH client connection to the helper's embedded server, through its forward.
@@ -207,8 +211,8 @@ class AgentEdge:
         self._lost()
 
     def _lost(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        # Let the worker finish what it is doing (recording a decline, an end), then stop.
+        self._messages.put_nowait(None)
         if self.live is not None and self.live.state is not State.ENDED:
             # The customer's connection went away without saying "end".
-            asyncio.get_running_loop().create_task(self._end("network"))
+            self.ctx.spawn(self._end("network"))

@@ -136,7 +136,7 @@ class EngineerEdge:
     def _session_ended(self, reason: str) -> None:
         message = END_MESSAGES.get(reason, END_MESSAGES["error"])
         for relay in list(self.relays):
-            relay.end(message)
+            relay.end(message, reason)
         if not self.relays:
             self.conn.close()
         else:

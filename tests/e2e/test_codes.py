@@ -1,0 +1,160 @@
+"""Consent codes as the customer meets them: every refusal has its own plain message."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import asyncssh
+
+from agent_client import consent_ui as ui
+from broker.session.consent import MESSAGES
+from tests.harness import BrokerHarness
+
+
+async def test_wrong_code_is_refused_in_plain_words(harness: BrokerHarness) -> None:
+    """A code nobody issued: the customer reads the 'not valid' message; the audit says why."""
+    await harness.ticket()
+    helper = await harness.helper("111-222-333")
+    assert await helper.finish() == 2
+    assert MESSAGES["unknown"] in helper.lines
+    events = [d for a, d in await harness.audit() if a == "consent.rejected"]
+    assert events and events[-1]["reason"] == "unknown"
+    assert "111" not in str(events)  # the code itself is never stored or logged
+
+
+async def test_expired_code_is_refused(harness: BrokerHarness) -> None:
+    ticket = await harness.ticket()
+    await harness.engineer()
+    code = await harness.code(ticket, ttl=0.001)
+    helper = await harness.helper(code)
+    assert await helper.finish() == 2
+    assert MESSAGES["expired"] in helper.lines
+    await harness.wait_audit(ticket, "consent.rejected", reason="expired")
+
+
+async def test_used_code_is_refused_the_second_time(harness: BrokerHarness) -> None:
+    ticket = await harness.ticket()
+    await harness.engineer()
+    code = await harness.code(ticket)
+    first = await harness.helper(code)
+    await first.wait_for("Connected.")
+    second = await harness.helper(code)
+    assert await second.finish() == 2
+    assert MESSAGES["used"] in second.lines
+    await harness.wait_audit(ticket, "consent.rejected", reason="used")
+
+
+async def test_malformed_code_is_explained(harness: BrokerHarness) -> None:
+    helper = await harness.helper("12345")
+    assert await helper.finish() == 2
+    assert MESSAGES["malformed"] in helper.lines
+
+
+async def test_too_many_wrong_codes_tell_how_long_to_wait(tmp_path: Path) -> None:
+    """After the per-source limit, even a right code waits; the message names the wait."""
+    harness = await BrokerHarness(tmp_path, code_fail_per_source=2, code_fail_window=120.0).start()
+    try:
+        ticket = await harness.ticket()
+        await harness.engineer()
+        good = await harness.code(ticket)
+        for wrong in ("111-111-111", "222-222-222"):
+            assert await (await harness.helper(wrong)).finish() == 2
+        limited = await harness.helper(good)
+        assert await limited.finish() == 2
+        line = await limited.wait_for("Too many wrong codes")
+        assert line.startswith("Too many wrong codes were tried. Wait ")
+        assert line.endswith(" seconds, then try again.")
+        assert 100 <= int(line.split()[7]) <= 120
+        reasons = [d["reason"] for a, d in await harness.audit() if a == "consent.rejected"]
+        assert reasons == ["unknown", "unknown", "rate_limited"]
+    finally:
+        await harness.stop()
+
+
+async def test_missing_or_wrong_fingerprint_is_refused_before_the_code_is_sent(
+    harness: BrokerHarness,
+) -> None:
+    ticket = await harness.ticket()
+    await harness.engineer()
+    code = await harness.code(ticket)
+
+    unpinned = await harness.helper(code, fingerprint="")
+    assert await unpinned.finish() == 2
+    assert ui.NEED_FINGERPRINT.splitlines()[0] in unpinned.lines
+
+    wrong = "SHA256:" + "A" * 43
+    mismatched = await harness.helper(code, fingerprint=wrong)
+    assert await mismatched.finish() == 2
+    assert "Stop: the broker at 127.0.0.1:" in mismatched.text
+    assert f"but the command says {wrong}." in mismatched.text
+    # The code was never sent, so it still works with the right fingerprint.
+    assert not [a for a, _ in await harness.audit(ticket) if a.startswith("consent.re")]
+    good = await harness.helper(code)
+    await good.wait_for("Connected.")
+
+
+async def test_broker_unreachable_is_explained(tmp_path: Path) -> None:
+    harness = BrokerHarness(tmp_path)
+    harness.port, harness.fingerprint = 1, "SHA256:" + "A" * 43
+    helper = await harness.helper("123-456-789")
+    assert await helper.finish() == 2
+    assert helper.lines[0].startswith("Could not reach the support broker at 127.0.0.1:1")
+
+
+async def test_customer_who_says_no_gives_no_access(harness: BrokerHarness) -> None:
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    helper = await harness.helper(await harness.code(ticket), yes=False)
+    assert helper.proc.stdin is not None
+    helper.proc.stdin.write(b"n\n")
+    await helper.proc.stdin.drain()
+    assert await helper.finish() == 2
+    assert ui.DECLINED in helper.lines
+    assert ("Alice Smith from support asks to open a shell and run commands on this computer "
+            "for ticket T-1 (Severity 2: Mail queue stuck). Allow? [y/N] ") in helper.text
+    await harness.wait_audit(ticket, "session.declined")
+    await harness.wait_audit(ticket, "session.ended", reason="declined")
+    result = await harness.ssh(key, ticket, "true")
+    assert result.status == 255 and b"No customer is connected for T-1" in result.stderr
+
+
+async def _redeem_in_process(harness: BrokerHarness, code: str) -> bool:
+    """An SSH login as the helper would do it; True if the broker accepted the code."""
+
+    class Client(asyncssh.SSHClient):
+        answered = False
+
+        def kbdint_auth_requested(self) -> str | None:
+            return None if self.answered else ""
+
+        def kbdint_challenge_received(self, *args: object) -> list[str]:
+            self.answered = True
+            return [code]
+
+    try:
+        conn = await asyncssh.connect(
+            "127.0.0.1", harness.port, username="agent", client_factory=Client,
+            known_hosts=None, client_keys=None, agent_path=None, config=None,
+            preferred_auth="keyboard-interactive",
+        )
+    except asyncssh.PermissionDenied:
+        return False
+    conn.close()
+    return True
+
+
+async def test_twenty_helpers_racing_with_one_code_open_one_session(
+    harness: BrokerHarness,
+) -> None:
+    """20 concurrent SSH logins with the same code: exactly one wins, the rest hear 'used'."""
+    ticket = await harness.ticket()
+    await harness.engineer()
+    code = await harness.code(ticket)
+
+    results = await asyncio.gather(*(_redeem_in_process(harness, code) for _ in range(20)))
+
+    assert results.count(True) == 1
+    actions = [a for a, _ in await harness.audit(ticket)]
+    assert actions.count("consent.redeemed") == 1
+    assert actions.count("consent.rejected") == 19

@@ -1,0 +1,85 @@
+"""The first remote session end to end, with the real helper and the real OpenSSH client."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+
+from tests.harness import BrokerHarness
+
+
+async def test_exec_exit_status_and_stderr_kept_apart(harness: BrokerHarness) -> None:
+    """`ssh T-1@broker 'cmd; exit 3'` prints the customer's output and exits 3."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+
+    result = await harness.ssh(key, ticket, "uname -s; echo to-stderr >&2; exit 3")
+
+    assert result.status == 3
+    assert result.stdout == (os.uname().sysname + "\n").encode()
+    assert result.stderr == b"to-stderr\n"
+    closed = await harness.wait_audit(ticket, "channel.closed", exit_status=3)
+    assert closed["kind"] == "exec"
+    assert closed["bytes_out"] == len(result.stdout) + len(result.stderr)
+
+
+async def test_stdin_eof_reaches_the_customer(harness: BrokerHarness) -> None:
+    """A 1 MiB stdin followed by EOF is counted exactly by `wc -c` on the customer's side."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    payload = os.urandom(1024 * 1024)
+
+    counted = await harness.ssh(key, ticket, "wc -c", stdin=payload)
+    digest = await harness.ssh(key, ticket, "sha256sum", stdin=payload)
+
+    assert counted.status == 0 and counted.stdout.split() == [b"1048576"]
+    assert digest.stdout.split()[0].decode() == hashlib.sha256(payload).hexdigest()
+
+
+async def test_command_runs_as_the_customers_user(harness: BrokerHarness) -> None:
+    """The engineer's command runs as the user who started the helper, in their home."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+
+    result = await harness.ssh(key, ticket, "id -un; echo $ASSIST_SESSION")
+
+    import getpass
+
+    assert result.stdout.decode().split() == [getpass.getuser(), "1"]
+
+
+async def test_session_and_channels_are_logged_against_the_ticket(harness: BrokerHarness) -> None:
+    """Code issued, redeemed, consented, started, channel opened/closed: all on the ticket."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    await harness.ssh(key, ticket, "true")
+    await harness.wait_audit(ticket, "channel.closed", exit_status=0)
+
+    actions = [action for action, _ in await harness.audit(ticket)]
+
+    assert actions[:4] == ["consent.issued", "consent.redeemed", "session.consented",
+                           "session.started"]
+    assert actions[4:6] == ["channel.opened", "channel.closed"]
+    opened = dict(await harness.audit(ticket))["channel.opened"]
+    assert opened["command"] == "true" and opened["pty"] is False
+
+
+async def test_twenty_sessions_at_once_move_data_intact(harness: BrokerHarness) -> None:
+    """20 tickets, 20 helpers, 20 engineers' ssh at once, 1 MiB each: every checksum matches."""
+    key = await harness.engineer()
+    tickets = [await harness.ticket(title=f"Ticket {i}") for i in range(20)]
+    await asyncio.gather(*(harness.connected_helper(t) for t in tickets))
+    payloads = {t: os.urandom(1024 * 1024) for t in tickets}
+
+    results = await asyncio.gather(
+        *(harness.ssh(key, t, "sha256sum", stdin=payloads[t], timeout=60) for t in tickets)
+    )
+
+    for ticket, result in zip(tickets, results, strict=True):
+        assert result.status == 0, result.stderr
+        assert result.stdout.split()[0].decode() == hashlib.sha256(payloads[ticket]).hexdigest()
