@@ -197,6 +197,9 @@ class Helper:
             x11_forwarding=False,
             allow_scp=False,
         )
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, self.end_requested.set)
+        loop.add_signal_handler(signal.SIGTERM, self.end_requested.set)
         self.console.say(
             ui.CONNECTED.format(
                 engineer=hello["engineer"]["display"],
@@ -204,9 +207,6 @@ class Helper:
                 ticket=hello["ticket"]["key"],
             )
         )
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self.end_requested.set)
-        loop.add_signal_handler(signal.SIGTERM, self.end_requested.set)
         try:
             return await self._wait(writer, reader)
         finally:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncssh
 
 from agent_client.pty import SIGNALS, PipeProcess, PtyProcess
+from broker.relay.flow import ReadGate
 from broker.session.policy import ChannelRequest, Scope, decide
 
 EventHook = Callable[[str, dict[str, Any]], None]
@@ -68,9 +69,11 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         # input that arrives while the process is still starting
         self._pending: list[bytes] = []
         self._pending_eof = False
+        self.gate = ReadGate()
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
+        self.gate.attach(chan)
 
     def _allowed(self, request: ChannelRequest) -> bool:
         decision = decide(self.server.scope, request)
@@ -157,11 +160,10 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
             self.chan.write(data, asyncssh.EXTENDED_DATA_STDERR if stderr else None)
 
     def input_paused(self, paused: bool) -> None:
-        if self.chan is not None:
-            if paused:
-                self.chan.pause_reading()
-            else:
-                self.chan.resume_reading()
+        if paused:
+            self.gate.pause()
+        else:
+            self.gate.resume()
 
     # --- from the engineer -----------------------------------------------------------------
 
@@ -201,5 +203,6 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.chan = None
+        self.gate.attach(None)
         if self.process is not None:
             self.process.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -243,6 +244,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # keys, database and recordings are for the broker's user only
     args = build_parser().parse_args(argv)
     flags = {
         "data_dir": args.data_dir,

@@ -150,8 +150,9 @@ class BrokerHarness:
             )
         return path
 
-    async def code(self, ticket: str, engineer: str = "alice", ttl: float = 600,
-                   scope: str = "shell,exec") -> str:
+    async def code(
+        self, ticket: str, engineer: str = "alice", ttl: float = 600, scope: str = "shell,exec"
+    ) -> str:
         assert self.broker.keys is not None
         codes = ConsentCodes(self.store, CodeHasher(self.broker.keys.code_key))
         code, _ = await codes.issue(ticket, engineer, scope, ttl)
@@ -159,25 +160,33 @@ class BrokerHarness:
 
     # --- the customer's helper -----------------------------------------------------------
 
-    async def helper(self, code: str, *extra: str, fingerprint: str | None = None,
-                     yes: bool = True) -> HelperProc:
+    async def helper(
+        self, code: str, *extra: str, fingerprint: str | None = None, yes: bool = True
+    ) -> HelperProc:
         args = ["connect", code, "--broker", f"127.0.0.1:{self.port}"]
         if fingerprint != "":
             args += ["--fingerprint", fingerprint or self.fingerprint]
         if yes:
             args.append("--yes")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent_client", *args, *extra,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            sys.executable,
+            "-m",
+            "agent_client",
+            *args,
+            *extra,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         helper = HelperProc(proc)
         helper.start_reading()
         self.helpers.append(helper)
         return helper
 
-    async def connected_helper(self, ticket: str, engineer: str = "alice",
-                               scope: str = "shell,exec") -> HelperProc:
+    async def connected_helper(
+        self, ticket: str, engineer: str = "alice", scope: str = "shell,exec"
+    ) -> HelperProc:
         helper = await self.helper(await self.code(ticket, engineer, scope=scope))
         await helper.wait_for("Connected.")
         return helper
@@ -187,19 +196,44 @@ class BrokerHarness:
     def ssh_args(self, key: Path, user: str, *extra: str) -> list[str]:
         # ssh takes the first value of an option: the test's own options come first
         return [
-            SSH, *extra, "-F", "/dev/null", "-p", str(self.port), "-i", str(key),
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-            "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
-            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            SSH,
+            *extra,
+            "-F",
+            "/dev/null",
+            "-p",
+            str(self.port),
+            "-i",
+            str(key),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
             f"{user}@127.0.0.1",
         ]
 
-    async def ssh(self, key: Path, user: str, *command: str, stdin: bytes | None = None,
-                  options: tuple[str, ...] = (), timeout: float = TIMEOUT) -> Result:
+    async def ssh(
+        self,
+        key: Path,
+        user: str,
+        *command: str,
+        stdin: bytes | None = None,
+        options: tuple[str, ...] = (),
+        timeout: float = TIMEOUT,
+    ) -> Result:
         proc = await asyncio.create_subprocess_exec(
-            *self.ssh_args(key, user, *options), *command,
+            *self.ssh_args(key, user, *options),
+            *command,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
@@ -215,9 +249,11 @@ class BrokerHarness:
             t = await q.get_ticket(db, ticket) if ticket else None
             return [(e.action, e.details) for e in await q.list_audit(db, t)]
 
-    async def wait_audit(self, ticket: str, action: str, timeout: float = 5.0,
-                         **match: object) -> dict[str, object]:
+    async def wait_audit(
+        self, ticket: str, action: str, timeout: float = 5.0, **match: object
+    ) -> dict[str, object]:
         """Wait until the audit holds ``action`` whose details include ``match``."""
+
         async def poll() -> dict[str, object]:
             while True:
                 for name, details in await self.audit(ticket):

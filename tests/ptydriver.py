@@ -56,7 +56,9 @@ class PtyDriver:
         if signal_child and self.proc is not None:
             os.kill(self.proc.pid, signal.SIGWINCH)
 
-    async def expect(self, pattern: bytes, timeout: float = 15.0, start: int = 0) -> re.Match[bytes]:
+    async def expect(
+        self, pattern: bytes, timeout: float = 15.0, start: int = 0
+    ) -> re.Match[bytes]:
         """Wait until the output from ``start`` on matches ``pattern``."""
         regex = re.compile(pattern)
 

@@ -16,6 +16,7 @@ import structlog
 
 from broker.errors import BrokerError, Denied
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
+from broker.relay.flow import ReadGate
 from broker.session.policy import ChannelRequest, decide
 
 if TYPE_CHECKING:
@@ -49,11 +50,15 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.exit_signal: tuple[str, bool, str, str] | None = None
         self.reason: str | None = None
         self._finished = False
+        #: pauses the helper's output while the engineer's side is full, and the reverse
+        self.upstream_gate = ReadGate()
+        self.engineer_gate = ReadGate()
 
     # --- requests from the engineer --------------------------------------------------------
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
+        self.engineer_gate.attach(chan)
         self.edge.relays.add(self)
 
     def pty_requested(
@@ -120,6 +125,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         if self.chan is None:  # the engineer left while we were opening
             self.upstream.close()
             return
+        self.upstream_gate.attach(self.upstream)
         for chunk in self._pending:
             self.upstream.write(chunk)
         self._pending.clear()
@@ -159,15 +165,14 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def pause_writing(self) -> None:
-        if self.upstream is not None:
-            self.upstream.pause_reading()
+        self.upstream_gate.pause()
 
     def resume_writing(self) -> None:
-        if self.upstream is not None:
-            self.upstream.resume_reading()
+        self.upstream_gate.resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.chan = None
+        self.engineer_gate.attach(None)
         if self.upstream is not None:
             self.upstream.close()
         self._finish(self.reason or "engineer")
@@ -188,6 +193,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def upstream_closed(self) -> None:
         self.upstream = None
+        self.upstream_gate.attach(None)
         if self.chan is None:
             return
         self.reason = self.reason or "exit"
@@ -254,12 +260,10 @@ class Upstream(asyncssh.SSHClientSession[bytes]):
         self.relay.exit_signal = (signal, core_dumped, msg, lang)
 
     def pause_writing(self) -> None:
-        if self.relay.chan is not None:
-            self.relay.chan.pause_reading()
+        self.relay.engineer_gate.pause()
 
     def resume_writing(self) -> None:
-        if self.relay.chan is not None:
-            self.relay.chan.resume_reading()
+        self.relay.engineer_gate.resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.relay.upstream_closed()

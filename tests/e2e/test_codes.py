@@ -111,8 +111,10 @@ async def test_customer_who_says_no_gives_no_access(harness: BrokerHarness) -> N
     await helper.proc.stdin.drain()
     assert await helper.finish() == 2
     assert ui.DECLINED in helper.lines
-    assert ("Alice Smith from support asks to open a shell and run commands on this computer "
-            "for ticket T-1 (Severity 2: Mail queue stuck). Allow? [y/N] ") in helper.text
+    assert (
+        "Alice Smith from support asks to open a shell and run commands on this computer "
+        "for ticket T-1 (Severity 2: Mail queue stuck). Allow? [y/N] "
+    ) in helper.text
     await harness.wait_audit(ticket, "session.declined")
     await harness.wait_audit(ticket, "session.ended", reason="declined")
     result = await harness.ssh(key, ticket, "true")
@@ -134,8 +136,14 @@ async def _redeem_in_process(harness: BrokerHarness, code: str) -> bool:
 
     try:
         conn = await asyncssh.connect(
-            "127.0.0.1", harness.port, username="agent", client_factory=Client,
-            known_hosts=None, client_keys=None, agent_path=None, config=None,
+            "127.0.0.1",
+            harness.port,
+            username="agent",
+            client_factory=Client,
+            known_hosts=None,
+            client_keys=None,
+            agent_path=None,
+            config=None,
             preferred_auth="keyboard-interactive",
         )
     except asyncssh.PermissionDenied:

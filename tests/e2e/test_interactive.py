@@ -59,8 +59,7 @@ async def test_pty_stdin_eof_keeps_the_shell(harness: BrokerHarness) -> None:
     key = await harness.engineer()
     await harness.connected_helper(ticket)
 
-    result = await harness.ssh(key, ticket, stdin=b"echo one-$((1+1))\nexit 5\n",
-                               options=("-tt",))
+    result = await harness.ssh(key, ticket, stdin=b"echo one-$((1+1))\nexit 5\n", options=("-tt",))
 
     assert result.status == 5
     assert b"one-2" in result.stdout

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from pathlib import Path
 
 import asyncssh
 import pytest
@@ -26,7 +25,9 @@ async def test_unknown_engineer_key_is_denied_and_audited(harness: BrokerHarness
 
     assert result.status == 255
     fingerprint = key.get_fingerprint("sha256")
-    assert f"the key {fingerprint} is not registered to an engineer account" in result.stderr.decode()
+    assert (
+        f"the key {fingerprint} is not registered to an engineer account" in result.stderr.decode()
+    )
     failed = await harness.wait_audit(ticket, "engineer.auth_failed")
     assert failed["keys"] == [fingerprint] and failed["source"] == "127.0.0.1"
 
@@ -91,9 +92,11 @@ async def test_forwards_are_refused_and_audited(harness: BrokerHarness) -> None:
     port = _free_port()
     local = await asyncio.create_subprocess_exec(
         *harness.ssh_args(key, ticket, "-N", "-L", f"{port}:localhost:22"),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
+
         async def reach() -> bytes:
             while True:  # until ssh listens on the local side
                 try:
@@ -139,8 +142,14 @@ async def agent_conn(harness: BrokerHarness) -> asyncssh.SSHClientConnection:
     await harness.engineer()
     code = await harness.code(ticket)
     conn = await asyncssh.connect(
-        "127.0.0.1", harness.port, username="agent", client_factory=lambda: _CodeClient(code),
-        known_hosts=None, client_keys=None, agent_path=None, config=None,
+        "127.0.0.1",
+        harness.port,
+        username="agent",
+        client_factory=lambda: _CodeClient(code),
+        known_hosts=None,
+        client_keys=None,
+        agent_path=None,
+        config=None,
         preferred_auth="keyboard-interactive",
     )
     yield conn

@@ -1,0 +1,88 @@
+"""The customer ends the session: the engineer is told within a second, everything is logged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from agent_client import consent_ui as ui
+from tests.harness import BrokerHarness
+
+
+async def test_ctrl_c_in_the_helper_ends_the_engineers_connection(harness: BrokerHarness) -> None:
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    helper = await harness.connected_helper(ticket)
+    engineer = await asyncio.create_subprocess_exec(
+        *harness.ssh_args(key, ticket),
+        "echo started; sleep 60",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert engineer.stdout is not None and engineer.stderr is not None
+    assert await asyncio.wait_for(engineer.stdout.readline(), 10) == b"started\n"
+
+    began = time.monotonic()
+    helper.interrupt()
+    status = await asyncio.wait_for(engineer.wait(), 5)
+    elapsed = time.monotonic() - began
+
+    assert elapsed < 1.0, f"the engineer was told after {elapsed:.2f}s"
+    assert status == 255
+    assert (await engineer.stderr.read()).decode() == "The customer ended the session.\n"
+    assert await helper.finish() == 0
+    assert ui.ENDED_BY_CUSTOMER in helper.lines
+    ended = await harness.wait_audit(ticket, "session.ended")
+    assert ended["reason"] == "customer"
+    closed = await harness.wait_audit(ticket, "channel.closed")
+    assert closed["reason"] == "customer"
+    async with harness.store.read() as db:
+        from broker.store import queries as q
+
+        (session,) = await q.list_sessions(db)
+        assert session.state == "ended" and session.end_reason == "customer"
+        assert session.ended_at is not None
+
+
+async def test_after_the_end_the_ticket_has_no_customer(harness: BrokerHarness) -> None:
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    helper = await harness.connected_helper(ticket)
+    helper.interrupt()
+    assert await helper.finish() == 0
+    await harness.wait_audit(ticket, "session.ended", reason="customer")
+
+    result = await harness.ssh(key, ticket, "true")
+
+    assert result.status == 255 and b"No customer is connected" in result.stderr
+
+
+async def test_helper_killed_ends_the_session_as_network(harness: BrokerHarness) -> None:
+    """A helper that vanishes without a word (kill -9) ends the session with reason network."""
+    ticket = await harness.ticket()
+    await harness.engineer()
+    helper = await harness.connected_helper(ticket)
+    helper.proc.kill()
+    await harness.wait_audit(ticket, "session.ended", reason="network")
+
+
+async def test_broker_shutdown_tells_engineer_and_helper(harness: BrokerHarness) -> None:
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    helper = await harness.connected_helper(ticket)
+    engineer = await asyncio.create_subprocess_exec(
+        *harness.ssh_args(key, ticket),
+        "echo started; sleep 60",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert engineer.stdout is not None and engineer.stderr is not None
+    assert await asyncio.wait_for(engineer.stdout.readline(), 10) == b"started\n"
+
+    await harness.broker.manager.shutdown()
+
+    assert await asyncio.wait_for(engineer.wait(), 5) == 255
+    assert b"The broker is shutting down" in await engineer.stderr.read()
+    assert await helper.finish() == 1
+    assert "The session is over: The broker is shutting down" in helper.text
+    await harness.wait_audit(ticket, "session.ended", reason="shutdown")
