@@ -4,6 +4,7 @@ commits together: a redeemed code, its session and its audit row are one transac
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,8 @@ from broker.store.models import (
 )
 
 ROLES = ("engineer", "auditor", "admin")
+#: ticket keys double as SSH user names, so they stay short and plain
+TICKET_KEY = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
 LIVE_STATES = ("pending", "active")
 
 
@@ -43,10 +46,16 @@ async def create_ticket(
         raise Invalid("a ticket needs a title")
     if severity not in (1, 2, 3, 4):
         raise Invalid(f"severity must be 1, 2, 3 or 4, got {severity}")
-    if key is not None and await find_ticket(db, key) is not None:
-        raise Invalid(f"ticket {key} already exists")
+    if key is not None:
+        if not TICKET_KEY.fullmatch(key) or key.lower() == "agent":
+            raise Invalid(
+                f"a ticket key starts with a letter and has up to 32 letters, digits and '-', "
+                f"got {key!r}"
+            )
+        if await find_ticket(db, key) is not None:
+            raise Invalid(f"ticket {key} already exists")
     ticket = Ticket(
-        key=key or f"pending-{uuid.uuid4().hex}",
+        key=key or f"~{uuid.uuid4().hex[:16]}",  # replaced by T-<id> below
         title=title.strip(),
         severity=severity,
         customer_email=customer_email,
