@@ -8,8 +8,10 @@ from dataclasses import dataclass
 
 import asyncssh
 import structlog
+from aiohttp import web
 
 from broker.config import Settings
+from broker.errors import ConfigError
 from broker.relay.dispatch import Dispatcher
 from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
 from broker.session.manager import SessionManager
@@ -20,6 +22,7 @@ from broker.transport.context import Context
 from broker.transport.keys import BrokerKeys
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
+from broker.web.app import create_app
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +32,8 @@ class Listening:
     ssh_host: str
     ssh_port: int
     fingerprint: str
+    http_host: str
+    http_port: int
 
 
 class Broker:
@@ -41,6 +46,7 @@ class Broker:
         self.ctx: Context | None = None
         self.tunnels = TunnelRegistry()
         self._server: asyncssh.SSHAcceptor | None = None
+        self._http: web.AppRunner | None = None
 
     @property
     def manager(self) -> SessionManager:
@@ -61,15 +67,41 @@ class Broker:
         dispatcher = Dispatcher([AuditSink(self.store), LogLineSink()])
         manager = SessionManager(self.store, codes)
         self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher)
-        self._server = await start_ssh_server(self.ctx, self.tunnels)
-        sockname = self._server.sockets[0].getsockname()
-        listening = Listening(sockname[0], sockname[1], self.keys.host_fingerprint)
+        try:
+            self._server = await start_ssh_server(self.ctx, self.tunnels)
+        except OSError as exc:
+            where = f"{self.settings.ssh_host}:{self.settings.ssh_port}"
+            raise ConfigError(f"cannot listen for SSH on {where}: {exc.strerror or exc}") from None
+        ssh_name = self._server.sockets[0].getsockname()
+        http_name = await self._start_http(manager)
+        listening = Listening(
+            ssh_name[0], ssh_name[1], self.keys.host_fingerprint, http_name[0], http_name[1]
+        )
         log.info(
             "broker_started",
             ssh=f"{listening.ssh_host}:{listening.ssh_port}",
+            http=f"{listening.http_host}:{listening.http_port}",
             fingerprint=listening.fingerprint,
         )
         return listening
+
+    async def _start_http(self, manager: SessionManager) -> tuple[str, int]:
+        self._http = web.AppRunner(create_app(manager, self.tunnels), access_log=None)
+        await self._http.setup()
+        # Bind the socket here so that port 0 tells which port was picked.
+        host, port = self.settings.http_host, self.settings.http_port
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = info[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
+        await web.SockSite(self._http, sock).start()
+        name = sock.getsockname()
+        return str(name[0]), int(name[1])
 
     async def stop(self) -> None:
         """Graceful: every live session ends with reason ``shutdown`` and engineers are told."""
@@ -78,6 +110,9 @@ class Broker:
         if self._server is not None:
             await close_ssh_server(self._server)
             self._server = None
+        if self._http is not None:
+            await self._http.cleanup()
+            self._http = None
         if self.ctx is not None and self.ctx.tasks:
             await asyncio.wait(list(self.ctx.tasks), timeout=5)
         await self.store.close()

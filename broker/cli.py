@@ -266,10 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerError as exc:
         print(f"assist-broker: {exc.message}", file=sys.stderr)
         return exc.exit_status
-    except (DBAPIError, OSError) as exc:
+    except DBAPIError as exc:
+        where = render.safe_url(settings.db_url)
+        print(f"assist-broker: cannot use the database {where}: {exc.orig}", file=sys.stderr)
+        return 3
+    except OSError as exc:
         where = render.safe_url(settings.db_url) if "settings" in locals() else "the database"
-        reason = getattr(exc, "orig", None) or exc
-        print(f"assist-broker: cannot use the database {where}: {reason}", file=sys.stderr)
+        print(f"assist-broker: cannot use the database {where}: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 130

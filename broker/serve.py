@@ -10,13 +10,14 @@ from broker.app import Broker
 from broker.config import Settings
 
 
-def banner(settings: Settings, host: str, port: int, fingerprint: str) -> str:
+def banner(settings: Settings, host: str, port: int, fingerprint: str, http: str) -> str:
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
     shown = settings.advertised_host if settings.public_host or wildcard else host
     address = f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
     return "\n".join(
         [
             f"assist-broker is listening for SSH on {host}:{port}",
+            f"HTTP (health; the auditors' web UI comes later) on {http}",
             f"data dir: {settings.data_dir.resolve()}",
             f"host key fingerprint: {fingerprint}",
             "",
@@ -39,7 +40,13 @@ async def serve(settings: Settings) -> int:
     try:
         listening = await broker.start()
         print(
-            banner(settings, listening.ssh_host, listening.ssh_port, listening.fingerprint),
+            banner(
+                settings,
+                listening.ssh_host,
+                listening.ssh_port,
+                listening.fingerprint,
+                f"{listening.http_host}:{listening.http_port}",
+            ),
             flush=True,
         )
         await stop.wait()

@@ -100,6 +100,7 @@ class BrokerHarness:
             "data_dir": tmp / "var",
             "ssh_host": "127.0.0.1",
             "ssh_port": 0,
+            "http_port": 0,
             "database_url": database_url,
             "keepalive_interval": 30.0,
             **overrides,
@@ -114,6 +115,7 @@ class BrokerHarness:
     async def start(self) -> BrokerHarness:
         listening = await self.broker.start()
         self.port, self.fingerprint = listening.ssh_port, listening.fingerprint
+        self.http_port = listening.http_port
         assert self.broker.keys is not None
         host_key = self.broker.keys.host_key.export_public_key().decode().strip()
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {host_key}\n")

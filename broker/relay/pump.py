@@ -77,11 +77,15 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def subsystem_requested(self, subsystem: str) -> bool:
         reason = f"the subsystem {subsystem!r} is not available"
-        self.edge.ctx.spawn(self.edge.refuse("subsystem", reason, subsystem=subsystem[:100]))
+        self.edge.ctx.spawn(
+            self.edge.refuse("subsystem", reason, subsystem=subsystem[:100]),
+            None,
+            self.edge.log_context,
+        )
         return False
 
     def session_started(self) -> None:
-        self.edge.ctx.spawn(self._open(), name="relay-open")
+        self.edge.ctx.spawn(self._open(), "relay-open", self.edge.log_context)
 
     async def _open(self) -> None:
         request = ChannelRequest(self.kind, pty=self.term_type is not None)
@@ -231,7 +235,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         status = self.exit_status
         signal = self.exit_signal[0] if self.exit_signal else None
         event = ChannelClosed(self.ref, reason, self.bytes_in, self.bytes_out, status, signal)
-        self.edge.ctx.spawn(self._emit_closed(event), name="relay-closed")
+        self.edge.ctx.spawn(self._emit_closed(event), "relay-closed", self.edge.log_context)
 
     async def _emit_closed(self, event: ChannelClosed) -> None:
         try:

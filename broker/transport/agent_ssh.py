@@ -54,7 +54,8 @@ class AgentEdge:
         #: control messages in arrival order; ``None`` tells the worker the connection is gone
         self._messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._log = log.bind(peer=peer, role="helper")
+        self.log_context = {"peer": peer, "role": "helper"}
+        self._log = log.bind(**self.log_context)
 
     # --- authentication: the consent code as the keyboard-interactive answer ---------------
 
@@ -77,7 +78,8 @@ class AgentEdge:
             # The helper shows this banner to the customer word for word.
             self.conn.send_auth_banner(f"{exc.code}: {exc.message}\n")
             return False
-        self._log = self._log.bind(session=self.live.id, ticket=self.live.ticket_key)
+        self.log_context.update(session=self.live.id, ticket=self.live.ticket_key)
+        self._log = log.bind(**self.log_context)
         self.live.on_end(self._session_ended)
         return True
 
@@ -107,7 +109,9 @@ class AgentEdge:
                 "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
             }
         )
-        self._worker = self.ctx.spawn(self._serve_control(), name=f"control-{live_id(facts)}")
+        self._worker = self.ctx.spawn(
+            self._serve_control(), f"control-{live_id(facts)}", self.log_context
+        )
 
     async def _serve_control(self) -> None:
         while (message := await self._messages.get()) is not None:
@@ -155,7 +159,9 @@ class AgentEdge:
         """End the session in a task of its own: hanging up on the helper cancels this edge's
         tasks, and the end must still be recorded."""
         if self.live is not None:
-            await asyncio.shield(self.ctx.spawn(self.ctx.manager.end(self.live, reason)))
+            await asyncio.shield(
+                self.ctx.spawn(self.ctx.manager.end(self.live, reason), None, self.log_context)
+            )
 
     def _session_ended(self, reason: str) -> None:
         """The session ended (for any reason): tell the helper, then hang up."""
@@ -184,7 +190,7 @@ class AgentEdge:
 
     def forward_closed(self) -> None:
         if self.live is not None and self.live.state is State.ACTIVE:
-            self.ctx.spawn(self._end("customer"))
+            self.ctx.spawn(self._end("customer"), None, self.log_context)
 
     async def open_nested(self, username: str) -> asyncssh.SSHClientConnection:
         """A new SSH client connection to the helper's embedded server, through its forward.
@@ -215,4 +221,4 @@ class AgentEdge:
         self._messages.put_nowait(None)
         if self.live is not None and self.live.state is not State.ENDED:
             # The customer's connection went away without saying "end".
-            self.ctx.spawn(self._end("network"))
+            self.ctx.spawn(self._end("network"), None, self.log_context)

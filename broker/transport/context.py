@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import structlog
 
 from broker.config import Settings
 from broker.relay.dispatch import Dispatcher
@@ -23,6 +25,11 @@ CIPHERS = (
 )
 
 
+async def _bound(coro: Coroutine[Any, Any, Any], values: Mapping[str, str]) -> Any:
+    with structlog.contextvars.bound_contextvars(**values):
+        return await coro
+
+
 @dataclass(frozen=True)
 class Context:
     settings: Settings
@@ -32,8 +39,18 @@ class Context:
     dispatcher: Dispatcher
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        """Run ``coro`` in the background, held until it ends (shutdown waits for these)."""
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        name: str | None = None,
+        log_context: Mapping[str, str] | None = None,
+    ) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background, held until it ends (shutdown waits for these).
+
+        ``log_context`` (peer, ticket, session ...) is bound to structlog's context variables
+        for the task, so every log line it writes carries them."""
+        if log_context:
+            coro = _bound(coro, log_context)
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

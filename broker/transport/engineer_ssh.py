@@ -54,7 +54,8 @@ class EngineerEdge:
         self._nested_for: LiveSession | None = None
         self._nested_lock = asyncio.Lock()
         self._unregister: Callable[[], None] | None = None
-        self._log = log.bind(peer=peer, ticket=ticket, role="engineer")
+        self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
+        self._log = log.bind(**self.log_context)
 
     # --- authentication --------------------------------------------------------------------
 
@@ -72,7 +73,9 @@ class EngineerEdge:
         return False
 
     def auth_completed(self) -> None:
-        self._log = self._log.bind(engineer=self.account_name)
+        assert self.account_name is not None
+        self.log_context["engineer"] = self.account_name
+        self._log = log.bind(**self.log_context)
         self._log.info("engineer_authenticated")
 
     # --- reaching the customer -------------------------------------------------------------
@@ -152,7 +155,7 @@ class EngineerEdge:
         if self._nested is not None:
             self._nested.close()
         if self.account_id is None and self.rejected_keys:
-            asyncio.get_running_loop().create_task(self._audit_auth_failure())
+            self.ctx.spawn(self._audit_auth_failure(), None, self.log_context)
 
     async def _audit_auth_failure(self) -> None:
         self._log.warning("engineer_auth_failed", keys=self.rejected_keys)

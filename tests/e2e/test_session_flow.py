@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from pathlib import Path
 
 from tests.harness import BrokerHarness
 
@@ -87,3 +88,36 @@ async def test_twenty_sessions_at_once_move_data_intact(harness: BrokerHarness) 
     for ticket, result in zip(tickets, results, strict=True):
         assert result.status == 0, result.stderr
         assert result.stdout.split()[0].decode() == hashlib.sha256(payloads[ticket]).hexdigest()
+
+
+async def test_healthz_counts_live_sessions(harness: BrokerHarness) -> None:
+    """The HTTP side answers on its own port and sees the live session."""
+    import aiohttp
+
+    ticket = await harness.ticket()
+    await harness.engineer()
+    url = f"http://127.0.0.1:{harness.http_port}/healthz"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as response:
+            assert response.status == 200
+            assert await response.json() == {"status": "ok", "live_sessions": 0, "tunnels": 0}
+        await harness.connected_helper(ticket)
+        async with http.get(url) as response:
+            assert await response.json() == {"status": "ok", "live_sessions": 1, "tunnels": 1}
+
+
+async def test_a_session_on_postgresql(tmp_path: Path, pg_url: str) -> None:
+    """The same flow with the broker's state in PostgreSQL (skipped where no server runs)."""
+    harness = await BrokerHarness(tmp_path, database_url=pg_url).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        helper = await harness.connected_helper(ticket)
+        result = await harness.ssh(key, ticket, "echo on-postgres; exit 4")
+        assert (result.status, result.stdout) == (4, b"on-postgres\n")
+        helper.interrupt()
+        assert await helper.finish() == 0
+        await harness.wait_audit(ticket, "session.ended", reason="customer")
+        await harness.wait_audit(ticket, "channel.closed", exit_status=4)
+    finally:
+        await harness.stop()

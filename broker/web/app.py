@@ -1,0 +1,26 @@
+"""The HTTP side (read-only for now): ``/healthz``. The auditors' API and UI grow here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from broker.session.manager import SessionManager
+from broker.tunnels import TunnelRegistry
+
+MANAGER = web.AppKey("manager", SessionManager)
+TUNNELS = web.AppKey("tunnels", TunnelRegistry)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    manager = request.app[MANAGER]
+    return web.json_response(
+        {"status": "ok", "live_sessions": len(manager.live()), "tunnels": len(request.app[TUNNELS])}
+    )
+
+
+def create_app(manager: SessionManager, tunnels: TunnelRegistry) -> web.Application:
+    app = web.Application()
+    app[MANAGER] = manager
+    app[TUNNELS] = tunnels
+    app.router.add_get("/healthz", healthz)
+    return app
