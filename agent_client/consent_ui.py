@@ -32,7 +32,9 @@ CONNECTED = (
     "Connected. {engineer} can now {scope} on this computer for ticket {ticket}.\n"
     "Everything is recorded by the support desk. Press Ctrl-C at any time to end the session."
 )
-ENDED_BY_CUSTOMER = "You ended the session. Nobody can reach this computer through it any more."
+ENDED_BY_CUSTOMER = (
+    "You ended the session. It is over: nobody can reach this computer through it any more."
+)
 DECLINED = "You said no. Nobody was given access to this computer."
 SESSION_OVER = "The session is over: {message} Nobody can reach this computer through it any more."
 LOST = (

@@ -121,3 +121,28 @@ async def test_a_session_on_postgresql(tmp_path: Path, pg_url: str) -> None:
         await harness.wait_audit(ticket, "channel.closed", exit_status=4)
     finally:
         await harness.stop()
+
+
+async def test_signals_reach_the_customers_command(harness: BrokerHarness) -> None:
+    """An SSH `signal` request reaches the command; its exit signal comes back to the engineer."""
+    import asyncssh
+
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    async with asyncssh.connect(
+        "127.0.0.1",
+        harness.port,
+        username=ticket,
+        client_keys=[str(key)],
+        known_hosts=str(harness.known_hosts),
+        agent_path=None,
+        config=None,
+    ) as conn:
+        process = await conn.create_process("echo ready; exec sleep 60")
+        assert await asyncio.wait_for(process.stdout.readline(), 10) == "ready\n"
+        process.send_signal("TERM")
+        completed = await asyncio.wait_for(process.wait(), 10)
+    assert completed.exit_signal is not None and completed.exit_signal[0] == "TERM"
+    closed = await harness.wait_audit(ticket, "channel.closed", exit_signal="TERM")
+    assert closed["exit_status"] is None
