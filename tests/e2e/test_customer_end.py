@@ -6,10 +6,13 @@ import asyncio
 import time
 
 from agent_client import consent_ui as ui
-from tests.harness import BrokerHarness
+from tests.harness import BrokerHarness, HelperProc
 
 
-async def test_ctrl_c_in_the_helper_ends_the_engineers_connection(harness: BrokerHarness) -> None:
+async def _engineer_at_work(
+    harness: BrokerHarness,
+) -> tuple[str, HelperProc, asyncio.subprocess.Process]:
+    """A connected customer and an engineer's ssh running a long command."""
     ticket = await harness.ticket()
     key = await harness.engineer()
     helper = await harness.connected_helper(ticket)
@@ -19,8 +22,14 @@ async def test_ctrl_c_in_the_helper_ends_the_engineers_connection(harness: Broke
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    assert engineer.stdout is not None and engineer.stderr is not None
+    assert engineer.stdout is not None
     assert await asyncio.wait_for(engineer.stdout.readline(), 10) == b"started\n"
+    return ticket, helper, engineer
+
+
+async def test_ctrl_c_in_the_helper_ends_the_engineers_connection(harness: BrokerHarness) -> None:
+    ticket, helper, engineer = await _engineer_at_work(harness)
+    assert engineer.stderr is not None
 
     began = time.monotonic()
     helper.interrupt()
@@ -67,17 +76,8 @@ async def test_helper_killed_ends_the_session_as_network(harness: BrokerHarness)
 
 
 async def test_broker_shutdown_tells_engineer_and_helper(harness: BrokerHarness) -> None:
-    ticket = await harness.ticket()
-    key = await harness.engineer()
-    helper = await harness.connected_helper(ticket)
-    engineer = await asyncio.create_subprocess_exec(
-        *harness.ssh_args(key, ticket),
-        "echo started; sleep 60",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert engineer.stdout is not None and engineer.stderr is not None
-    assert await asyncio.wait_for(engineer.stdout.readline(), 10) == b"started\n"
+    ticket, helper, engineer = await _engineer_at_work(harness)
+    assert engineer.stderr is not None
 
     await harness.broker.manager.shutdown()
 
