@@ -249,6 +249,8 @@ class Helper:
         elif kind == "closed":
             what = "shell" if detail.get("kind") == "shell" else "command"
             self.console.say(f"{who}'s {what} ended.")
+        elif kind == "forward":
+            self.console.say(f"{who} connected to port {detail['port']} on {detail['host']}.")
         elif kind == "refused":
             self.console.say(f"Refused for {who}: {detail.get('what')}.")
 

@@ -48,9 +48,19 @@ class HelperServer(asyncssh.SSHServer):
     def session_requested(self) -> asyncssh.SSHServerSession[bytes]:
         return HelperSession(self)
 
-    def connection_requested(self, *args: Any) -> bool:
-        self.on_event("refused", {"engineer": self.engineer, "what": "port forwarding"})
-        return False
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> bool:
+        """A port forward: only to a destination the customer allowed (checked again here)."""
+        decision = decide(self.scope, ChannelRequest("forward", host=dest_host, port=dest_port))
+        if not decision:
+            self.on_event("refused", {"engineer": self.engineer, "what": decision.reason})
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"Refused by the customer's helper: {decision.reason}",
+            )
+        self.on_event("forward", {"engineer": self.engineer, "host": dest_host, "port": dest_port})
+        return True
 
     def server_requested(self, *args: Any) -> bool:
         return False

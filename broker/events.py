@@ -88,3 +88,4 @@ class ChannelClosed(Event):
     bytes_out: int
     exit_status: int | None = None
     exit_signal: str | None = None
+    duration_ms: int | None = None

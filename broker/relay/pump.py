@@ -8,6 +8,7 @@ Each side's ``pause_writing``/``resume_writing`` drives the other side's reading
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.exit_signal: tuple[str, bool, str, str] | None = None
         self.reason: str | None = None
         self._finished = False
+        self._began = time.monotonic()
         #: pauses the helper's output while the engineer's side is full, and the reverse
         self.upstream_gate = ReadGate()
         self.engineer_gate = ReadGate()
@@ -234,7 +236,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             return
         status = self.exit_status
         signal = self.exit_signal[0] if self.exit_signal else None
-        event = ChannelClosed(self.ref, reason, self.bytes_in, self.bytes_out, status, signal)
+        took = round((time.monotonic() - self._began) * 1000)
+        event = ChannelClosed(self.ref, reason, self.bytes_in, self.bytes_out, status, signal, took)
         self.edge.ctx.spawn(self._emit_closed(event), "relay-closed", self.edge.log_context)
 
     async def _emit_closed(self, event: ChannelClosed) -> None:

@@ -89,5 +89,6 @@ class AuditSink:
                     "bytes_out": event.bytes_out,
                     "exit_status": event.exit_status,
                     "exit_signal": event.exit_signal,
+                    "duration_ms": event.duration_ms,
                 },
             )

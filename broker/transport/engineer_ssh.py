@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import asyncssh
 import structlog
@@ -18,8 +18,14 @@ from broker.store import queries as q
 from broker.transport.context import Context
 
 if TYPE_CHECKING:
-    from broker.relay.pump import RelaySession
     from broker.transport.agent_ssh import AgentEdge
+
+
+class Relay(Protocol):
+    """A relayed channel (session or forward) that ends when its session ends."""
+
+    def end(self, message: str, reason: str) -> None: ...
+
 
 log = structlog.get_logger(__name__)
 _channel_numbers = itertools.count(1)
@@ -49,7 +55,7 @@ class EngineerEdge:
         self.account_id: int | None = None
         self.account_name: str | None = None
         self.rejected_keys: list[str] = []
-        self.relays: set[RelaySession] = set()
+        self.relays: set[Relay] = set()
         self._nested: asyncssh.SSHClientConnection | None = None
         self._nested_for: LiveSession | None = None
         self._nested_lock = asyncio.Lock()
@@ -146,7 +152,7 @@ class EngineerEdge:
             # Clients close themselves once their channels have exited; make sure of it.
             asyncio.get_running_loop().call_later(2.0, self.conn.close)
 
-    def relay_closed(self, relay: RelaySession) -> None:
+    def relay_closed(self, relay: Relay) -> None:
         self.relays.discard(relay)
 
     def connection_lost(self) -> None:

@@ -10,6 +10,7 @@ import asyncssh
 import structlog
 
 from broker.relay.pump import RelaySession
+from broker.relay.tcp import open_forward
 from broker.transport.agent_ssh import AgentEdge
 from broker.transport.context import CIPHERS, Context
 from broker.transport.engineer_ssh import EngineerEdge
@@ -19,9 +20,7 @@ log = structlog.get_logger(__name__)
 
 AGENT_USER = "agent"
 
-FORWARDING_REFUSED = (
-    "Port forwarding is not allowed for this session: the customer's consent does not include it."
-)
+FORWARDING_REFUSED = "Port forwarding is only for engineers, within the customer's consent."
 
 
 class BrokerSSHServer(asyncssh.SSHServer):
@@ -112,12 +111,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Any:
         if self.engineer is not None:
-            await self.engineer.refuse(
-                "forward",
-                "port forwarding is not in the consent",
-                host=dest_host[:100],
-                port=dest_port,
-            )
+            return await open_forward(self.engineer, dest_host, dest_port, orig_host, orig_port)
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
         )

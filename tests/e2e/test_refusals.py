@@ -80,7 +80,10 @@ async def test_forwards_are_refused_and_audited(harness: BrokerHarness) -> None:
 
     stdio = await harness.ssh(key, ticket, options=("-o", "LogLevel=INFO", "-W", "localhost:22"))
     assert stdio.status == 255
-    assert b"administratively prohibited: Port forwarding is not allowed" in stdio.stderr
+    assert (
+        b"administratively prohibited: Refused: localhost:22 is not in the consent "
+        b"(granted: shell,exec)" in stdio.stderr
+    )
     await harness.wait_audit(ticket, "channel.refused", kind="forward", port=22)
 
     remote = await harness.ssh(

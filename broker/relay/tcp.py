@@ -1,0 +1,181 @@
+"""Port forwards (``ssh -L`` and ``-W``): a direct-tcpip channel from the engineer, relayed to a
+direct-tcpip channel on the nested connection, so the helper connects on the customer's side.
+
+Only destinations in the granted scope are opened (the helper checks again); each forwarded
+connection is audited with its destination, bytes each way and duration.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import asyncssh
+import structlog
+
+from broker.errors import BrokerError
+from broker.events import ChannelClosed, ChannelOpened, ChannelRef
+from broker.relay.flow import ReadGate
+from broker.session.policy import ChannelRequest, decide
+
+if TYPE_CHECKING:
+    from broker.transport.engineer_ssh import EngineerEdge
+
+log = structlog.get_logger(__name__)
+
+
+def _refused(message: str) -> asyncssh.ChannelOpenError:
+    return asyncssh.ChannelOpenError(asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, message)
+
+
+async def open_forward(
+    edge: EngineerEdge, host: str, port: int, orig_host: str, orig_port: int
+) -> TcpRelay:
+    """Check the scope, open the customer's side, then accept the engineer's channel."""
+    detail: dict[str, object] = {"host": host[:255], "port": port}
+    try:
+        live = await edge.find_live()
+    except BrokerError as exc:
+        raise _refused(exc.message) from None
+    assert live.granted is not None
+    decision = decide(live.granted, ChannelRequest("forward", host=host, port=port))
+    if not decision:
+        await edge.refuse("forward", decision.reason, **detail)
+        raise _refused(f"Refused: {decision.reason}.")
+    relay = TcpRelay(edge, edge.ref(live, "forward"))
+    edge.relays.add(relay)
+    try:
+        await edge.ctx.dispatcher.emit(ChannelOpened(relay.ref, detail))
+    except BrokerError as exc:
+        raise _refused(exc.message) from None
+    try:
+        nested = await edge.nested(live)
+        relay.upstream, _ = await nested.create_connection(
+            lambda: TcpUpstream(relay), host, port, orig_host, orig_port
+        )
+    except asyncssh.ChannelOpenError as exc:
+        relay.finish("connect_failed", error=exc.reason)
+        raise asyncssh.ChannelOpenError(exc.code, f"On the customer's side: {exc.reason}") from None
+    except (BrokerError, OSError, asyncssh.Error) as exc:
+        relay.finish("connect_failed", error=str(exc))
+        raise _refused("The customer's computer could not be reached.") from None
+    relay.upstream_gate.attach(relay.upstream)
+    return relay
+
+
+class TcpRelay(asyncssh.SSHTCPSession[bytes]):
+    """The engineer's end of one forwarded connection."""
+
+    def __init__(self, edge: EngineerEdge, ref: ChannelRef) -> None:
+        self.edge = edge
+        self.ref = ref
+        self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
+        self.upstream: asyncssh.SSHTCPChannel[bytes] | None = None
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream_gate = ReadGate()
+        self.engineer_gate = ReadGate()
+        self._early: list[bytes] = []
+        self._early_eof = False
+        self._began = time.monotonic()
+        self._finished = False
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
+        self.chan = chan
+        self.engineer_gate.attach(chan)
+        for data in self._early:
+            chan.write(data)
+        self._early.clear()
+        if self._early_eof:
+            chan.write_eof()
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.bytes_in += len(data)
+        if self.upstream is not None:
+            self.upstream.write(data)
+
+    def eof_received(self) -> bool:
+        if self.upstream is not None:
+            self.upstream.write_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self.upstream_gate.pause()
+
+    def resume_writing(self) -> None:
+        self.upstream_gate.resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.chan = None
+        self.engineer_gate.attach(None)
+        if self.upstream is not None:
+            self.upstream.close()
+        self.finish("engineer")
+
+    # --- from the customer's side ----------------------------------------------------------
+
+    def from_upstream(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self.chan is not None:
+            self.chan.write(data)
+        else:
+            self._early.append(data)
+
+    def upstream_eof(self) -> None:
+        if self.chan is not None:
+            self.chan.write_eof()
+        else:
+            self._early_eof = True
+
+    def upstream_closed(self) -> None:
+        self.upstream = None
+        self.upstream_gate.attach(None)
+        if self.chan is not None:
+            self.chan.close()
+        self.finish("closed")
+
+    def end(self, message: str, reason: str) -> None:
+        """The session ended under this forward."""
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.chan is not None:
+            self.chan.close()
+        self.finish(reason)
+
+    def finish(self, reason: str, error: str | None = None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self.edge.relay_closed(self)
+        took = round((time.monotonic() - self._began) * 1000)
+        event = ChannelClosed(self.ref, reason, self.bytes_in, self.bytes_out, duration_ms=took)
+        self.edge.ctx.spawn(self._emit(event), "forward-closed", self.edge.log_context)
+        if error:
+            log.info("forward_failed", error=error)
+
+    async def _emit(self, event: ChannelClosed) -> None:
+        try:
+            await self.edge.ctx.dispatcher.emit(event)
+        except BrokerError:
+            log.error("channel_close_not_recorded", channel=event.channel.key)
+
+
+class TcpUpstream(asyncssh.SSHTCPSession[bytes]):
+    def __init__(self, relay: TcpRelay) -> None:
+        self.relay = relay
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.relay.from_upstream(data)
+
+    def eof_received(self) -> bool:
+        self.relay.upstream_eof()
+        return True
+
+    def pause_writing(self) -> None:
+        self.relay.engineer_gate.pause()
+
+    def resume_writing(self) -> None:
+        self.relay.engineer_gate.resume()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.upstream_closed()
