@@ -243,11 +243,15 @@ class Helper:
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         who = self.display_names.get(str(detail.get("engineer")), str(detail.get("engineer")))
         if kind == "opened":
-            what = "a shell" if detail.get("kind") == "shell" else "a command"
+            what = {"shell": "a shell", "sftp": "a file transfer"}.get(
+                str(detail.get("kind")), "a command"
+            )
             command = f": {detail['command']}" if detail.get("command") else ""
             self.console.say(f"{who} opened {what}{command}")
         elif kind == "closed":
-            what = "shell" if detail.get("kind") == "shell" else "command"
+            what = {"shell": "shell", "sftp": "file transfer"}.get(
+                str(detail.get("kind")), "command"
+            )
             self.console.say(f"{who}'s {what} ended.")
         elif kind == "forward":
             self.console.say(f"{who} connected to port {detail['port']} on {detail['host']}.")

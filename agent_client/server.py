@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pwd
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncssh
+from asyncssh.stream import SSHServerStreamSession
 
+from agent_client.files import CustomerSFTPServer, ReadOnlySFTPServer
 from agent_client.pty import SIGNALS, PipeProcess, PtyProcess
+from agent_client.server_util import user_shell
 from broker.relay.flow import ReadGate
 from broker.session.policy import ChannelRequest, Scope, decide
 
 EventHook = Callable[[str, dict[str, Any]], None]
-
-
-def user_shell() -> tuple[str, str]:
-    entry = pwd.getpwuid(os.getuid())
-    return entry.pw_shell or "/bin/sh", entry.pw_dir or "/"
 
 
 class HelperServer(asyncssh.SSHServer):
@@ -80,6 +77,8 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         self._pending: list[bytes] = []
         self._pending_eof = False
         self.gate = ReadGate()
+        #: for the sftp subsystem: asyncssh's SFTP server handles the channel
+        self.files: SSHServerStreamSession[bytes] | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -108,9 +107,22 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         return self._allowed(ChannelRequest("exec", pty=self.term is not None))
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        return self._allowed(ChannelRequest("subsystem", subsystem=subsystem))
+        if subsystem != "sftp":
+            return self._allowed(ChannelRequest("subsystem", subsystem=subsystem))
+        decision = decide(self.server.scope, ChannelRequest("sftp", write=False))
+        if not decision or self.chan is None:
+            return self._allowed(ChannelRequest("sftp", write=False))
+        self.kind = "sftp"
+        factory = ReadOnlySFTPServer if decision.reason == "sftp-read" else CustomerSFTPServer
+        self.files = SSHServerStreamSession[bytes](None, factory, 3)
+        self.files.connection_made(self.chan)
+        self.server.on_event("opened", {"engineer": self.server.engineer, "kind": "sftp"})
+        return True
 
     def session_started(self) -> None:
+        if self.files is not None:
+            self.files.session_started()
+            return
         asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
@@ -178,12 +190,16 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
     # --- from the engineer -----------------------------------------------------------------
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.process is not None:
+        if self.files is not None:
+            self.files.data_received(data, datatype)
+        elif self.process is not None:
             self.process.write(data)
         else:
             self._pending.append(data)
 
     def eof_received(self) -> bool:
+        if self.files is not None:
+            return bool(self.files.eof_received())
         if self.process is not None:
             self.process.write_eof()
         else:
@@ -204,14 +220,21 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def pause_writing(self) -> None:
+        if self.files is not None:
+            self.files.pause_writing()
         if self.process is not None:
             self.process.pause_output()
 
     def resume_writing(self) -> None:
+        if self.files is not None:
+            self.files.resume_writing()
         if self.process is not None:
             self.process.resume_output()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.files is not None:
+            self.files.connection_lost(exc)
+            self.server.on_event("closed", {"engineer": self.server.engineer, "kind": "sftp"})
         self.chan = None
         self.gate.attach(None)
         if self.process is not None:

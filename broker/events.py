@@ -89,3 +89,12 @@ class ChannelClosed(Event):
     exit_status: int | None = None
     exit_signal: str | None = None
     duration_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class FileOperation(Event):
+    """One SFTP/scp operation on the customer's files; ``action`` is e.g. ``sftp.open``."""
+
+    channel: ChannelRef
+    action: str
+    detail: dict[str, Any] = field(default_factory=dict)

@@ -17,6 +17,7 @@ import structlog
 
 from broker.errors import BrokerError, Denied
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
+from broker.relay.files import FilesChannel, scp_mode
 from broker.relay.flow import ReadGate
 from broker.session.policy import ChannelRequest, decide
 
@@ -55,6 +56,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         #: pauses the helper's output while the engineer's side is full, and the reverse
         self.upstream_gate = ReadGate()
         self.engineer_gate = ReadGate()
+        #: set for sftp and scp: asyncssh's SFTP/scp server then handles the channel
+        self.files: FilesChannel | None = None
 
     # --- requests from the engineer --------------------------------------------------------
 
@@ -75,9 +78,16 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         self.kind, self.command = "exec", command
+        if scp_mode(command) is not None and self.chan is not None:
+            self.kind = "scp"
+            self.files = FilesChannel(self, self.chan)
         return True
 
     def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem == "sftp" and self.chan is not None:
+            self.kind = "sftp"
+            self.files = FilesChannel(self, self.chan)
+            return True
         reason = f"the subsystem {subsystem!r} is not available"
         self.edge.ctx.spawn(
             self.edge.refuse("subsystem", reason, subsystem=subsystem[:100]),
@@ -87,6 +97,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return False
 
     def session_started(self) -> None:
+        if self.files is not None:
+            self.files.start()
+            return
         self.edge.ctx.spawn(self._open(), "relay-open", self.edge.log_context)
 
     async def _open(self) -> None:
@@ -117,16 +130,16 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             )
         except BrokerError as exc:
             self.reason = exc.code
-            self._stop(exc.message)
+            self.stop(exc.message)
             return
         except asyncssh.ChannelOpenError as exc:
             self.reason = "helper_refused"
-            self._stop(f"The customer's helper refused the channel: {exc.reason}")
+            self.stop(f"The customer's helper refused the channel: {exc.reason}")
             return
         except (OSError, asyncssh.Error) as exc:
             log.warning("relay_open_failed", error=repr(exc))
             self.reason = "error"
-            self._stop("The customer's computer could not be reached.")
+            self.stop("The customer's computer could not be reached.")
             return
         if self.chan is None:  # the engineer left while we were opening
             self.upstream.close()
@@ -139,6 +152,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.upstream.write_eof()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.files is not None:
+            self.files.stream.data_received(data, datatype)
+            return
         self.bytes_in += len(data)
         if self.ref is not None and self.dispatcher.wants_data:
             self.dispatcher.data(Input(self.ref, data))
@@ -148,6 +164,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self._pending.append(data)
 
     def eof_received(self) -> bool:
+        if self.files is not None:
+            return bool(self.files.stream.eof_received())
         if self.upstream is not None:
             self.upstream.write_eof()
         else:
@@ -171,12 +189,19 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return True
 
     def pause_writing(self) -> None:
+        if self.files is not None:
+            self.files.stream.pause_writing()
         self.upstream_gate.pause()
 
     def resume_writing(self) -> None:
+        if self.files is not None:
+            self.files.stream.resume_writing()
         self.upstream_gate.resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.files is not None:
+            self.files.stream.connection_lost(exc)
+            self.bytes_in, self.bytes_out = self.files.bytes_in, self.files.bytes_out
         self.chan = None
         self.engineer_gate.attach(None)
         if self.upstream is not None:
@@ -215,11 +240,11 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
     def end(self, message: str, reason: str) -> None:
         """The session ended under this channel: tell the engineer, exit non-zero."""
         self.reason = self.reason or reason
-        self._stop(message)
+        self.stop(message)
         if self.upstream is not None:
             self.upstream.close()
 
-    def _stop(self, message: str) -> None:
+    def stop(self, message: str) -> None:
         if self.chan is None:
             return
         newline = "\r\n" if self.term_type is not None else "\n"

@@ -102,13 +102,15 @@ def _parse_port(item: str) -> PortGrant:
 
 @dataclass(frozen=True)
 class ChannelRequest:
-    """What an engineer asks to open. ``kind`` is shell, exec, subsystem or forward."""
+    """What an engineer asks to open. ``kind`` is shell, exec, sftp, subsystem or forward."""
 
     kind: str
     pty: bool = False
     subsystem: str | None = None
     host: str | None = None
     port: int | None = None
+    #: for ``sftp``: whether the channel may change files (scp uploads do; sftp may)
+    write: bool = True
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,14 @@ def decide(scope: Scope, request: ChannelRequest) -> Decision:
         if "exec" in scope.items:
             return Decision(True, "exec")
         return Decision(False, f"running commands is not in the consent (granted: {granted})")
+    if request.kind == "sftp":
+        if "sftp" in scope.items:
+            return Decision(True, "sftp")
+        if "sftp-read" in scope.items:
+            if not request.write:
+                return Decision(True, "sftp-read")
+            return Decision(False, f"uploads are not in the consent (granted: {granted})")
+        return Decision(False, f"file transfer is not in the consent (granted: {granted})")
     if request.kind == "subsystem":
         return Decision(False, f"the subsystem {request.subsystem!r} is not available")
     if request.kind == "forward":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.events import ChannelClosed, ChannelOpened, ChannelRefused, Event
+from broker.events import ChannelClosed, ChannelOpened, ChannelRefused, Event, FileOperation
 from broker.relay.dispatch import DataEvent
 from broker.store import queries as q
 from broker.store.db import Store
@@ -24,6 +24,8 @@ class AuditSink:
             await self._refused(event)
         elif isinstance(event, ChannelClosed):
             await self._closed(event)
+        elif isinstance(event, FileOperation):
+            await self._file_operation(event)
 
     def data(self, event: DataEvent) -> None:  # pragma: no cover - wants_data is False
         raise AssertionError("the audit sink takes no data events")
@@ -47,6 +49,18 @@ class AuditSink:
                 details={"channel_id": row.id, "kind": ref.kind, **event.detail},
             )
         self._rows[ref.key] = row.id
+
+    async def _file_operation(self, event: FileOperation) -> None:
+        ref = event.channel
+        async with self.store.begin() as db:
+            await q.append_audit(
+                db,
+                action=event.action,
+                actor=ref.engineer_name,
+                ticket_id=ref.ticket_id,
+                session_id=ref.session_id,
+                details={"channel_id": self._rows.get(ref.key), **event.detail},
+            )
 
     async def _refused(self, event: ChannelRefused) -> None:
         ref = event.channel
