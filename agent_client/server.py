@@ -19,7 +19,7 @@ from agent_client.files import CustomerSFTPServer, ReadOnlySFTPServer
 from agent_client.pty import SIGNALS, PipeProcess, PtyProcess
 from agent_client.server_util import user_shell
 from broker.relay.flow import ReadGate
-from broker.session.policy import ChannelRequest, Scope, decide
+from broker.session.policy import ChannelRequest, Scope, decide, split_env
 
 EventHook = Callable[[str, dict[str, Any]], None]
 
@@ -130,6 +130,7 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         shell, home = user_shell()
         argv = [shell, "-l"] if self.command is None else [shell, "-c", self.command]
         env = dict(os.environ)
+        env.update(split_env(self.chan.get_environment())[0])  # only TERM, LANG, LC_*
         env["ASSIST_SESSION"] = "1"
         process: PtyProcess | PipeProcess
         try:

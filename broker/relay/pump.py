@@ -19,7 +19,7 @@ from broker.errors import BrokerError, Denied
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
 from broker.relay.files import FilesChannel, scp_mode
 from broker.relay.flow import ReadGate
-from broker.session.policy import ChannelRequest, decide
+from broker.session.policy import ChannelRequest, decide, split_env
 
 if TYPE_CHECKING:
     from broker.transport.engineer_ssh import EngineerEdge
@@ -109,6 +109,10 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             detail["command"] = self.command
         if self.term_type is not None and self.term_size is not None:
             detail.update(term=self.term_type, width=self.term_size[0], height=self.term_size[1])
+        env, refused_env = split_env(self.chan.get_environment() if self.chan else {})
+        if refused_env:
+            reason = "only TERM, LANG and LC_* may be passed on"
+            await self.edge.refuse("env", reason, names=refused_env)
         try:
             live = await self.edge.find_live()
             assert live.granted is not None
@@ -126,6 +130,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
                 term_type=self.term_type,
                 term_size=self.term_size,
                 term_modes=self.term_modes,
+                env=dict[str | bytes, str | bytes](env.items()),
                 encoding=None,
             )
         except BrokerError as exc:

@@ -10,7 +10,8 @@ Scope items: ``shell`` (PTY shell), ``exec`` (commands), ``sftp`` (file transfer
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 SIMPLE_ITEMS = ("shell", "exec", "sftp", "sftp-read", "observe")
@@ -157,3 +158,13 @@ def decide(scope: Scope, request: ChannelRequest) -> Decision:
             False, f"{request.host}:{request.port} is not in the consent (granted: {granted})"
         )
     return Decision(False, f"{request.kind} channels are not allowed")
+
+
+#: environment variables an engineer's client may pass on to the customer's side
+ALLOWED_ENV = re.compile(r"TERM|LANG|LC_[A-Z_]+")
+
+
+def split_env(env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The variables passed on, and the names of those refused."""
+    allowed = {k: v for k, v in env.items() if ALLOWED_ENV.fullmatch(k)}
+    return allowed, sorted(k[:64] for k in env if k not in allowed)

@@ -12,6 +12,7 @@ import structlog
 from broker.relay.pump import RelaySession
 from broker.relay.tcp import open_forward
 from broker.transport.agent_ssh import AgentEdge
+from broker.transport.channel_guard import guard_channel
 from broker.transport.context import CIPHERS, Context
 from broker.transport.engineer_ssh import EngineerEdge
 from broker.tunnels import TunnelRegistry
@@ -88,11 +89,19 @@ class BrokerSSHServer(asyncssh.SSHServer):
 
     # --- channels --------------------------------------------------------------------------
 
-    def session_requested(self) -> asyncssh.SSHServerSession[Any] | bool:
+    def session_requested(self) -> Any:
         if self.agent is not None:
             return self.agent.session_requested()
-        if self.engineer is not None:
-            return RelaySession(self.engineer)
+        if self.engineer is not None and self.conn is not None:
+            edge = self.engineer
+            chan = self.conn.create_server_channel(encoding=None)
+            guard_channel(
+                chan,
+                lambda what: edge.ctx.spawn(
+                    edge.refuse(what, f"{what} forwarding is never allowed"), None, edge.log_context
+                ),
+            )
+            return chan, RelaySession(edge)
         return False
 
     async def server_requested(self, listen_host: str, listen_port: int) -> Any:

@@ -195,3 +195,56 @@ async def test_helper_gets_one_forward_only_after_consent(
         await listen("session", 22)  # a second forward
     with pytest.raises(asyncssh.ChannelOpenError):
         await agent_conn.open_session(subsystem="assist-control")  # a second control channel
+
+
+async def test_env_agent_and_x11_requests_are_refused_and_audited(
+    harness: BrokerHarness,
+) -> None:
+    """Only TERM, LANG and LC_* reach the customer; agent and X11 forwarding never do."""
+    import os
+
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    agent = await asyncio.create_subprocess_exec(
+        "ssh-agent",
+        "-D",
+        "-a",
+        str(harness.tmp / "agent.sock"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+
+        async def agent_ready() -> None:
+            while not (harness.tmp / "agent.sock").exists():
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(agent_ready(), 10)
+        os.environ["SSH_AUTH_SOCK"] = str(harness.tmp / "agent.sock")
+        os.environ["DISPLAY"] = "127.0.0.1:47"
+        result = await harness.ssh(
+            key,
+            ticket,
+            'echo "[$LC_ALL|$SECRET_TOKEN|$SSH_AUTH_SOCK|$DISPLAY]"',
+            options=(
+                "-A",
+                "-X",
+                "-o",
+                "ForwardX11Trusted=yes",
+                "-o",
+                "SetEnv=LC_ALL=C.UTF-8 SECRET_TOKEN=hunter2",
+            ),
+        )
+    finally:
+        os.environ.pop("SSH_AUTH_SOCK", None)
+        os.environ.pop("DISPLAY", None)
+        agent.kill()
+        await agent.wait()
+
+    assert result.status == 0, result.stderr
+    assert result.stdout == b"[C.UTF-8|||]\n"
+    env = await harness.wait_audit(ticket, "channel.refused", kind="env")
+    assert env["names"] == ["SECRET_TOKEN"]
+    await harness.wait_audit(ticket, "channel.refused", kind="agent")
+    await harness.wait_audit(ticket, "channel.refused", kind="x11")
