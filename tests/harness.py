@@ -91,6 +91,12 @@ class HelperProc:
             self._reader.cancel()
 
 
+def helper_env() -> dict[str, str]:
+    """The customer's environment: ours, without an agent or a display of our own."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "DISPLAY")}
+    return {**env, "PYTHONUNBUFFERED": "1"}
+
+
 class BrokerHarness:
     """A real broker plus the admin steps a test needs (tickets, engineers, codes)."""
 
@@ -179,7 +185,7 @@ class BrokerHarness:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=helper_env(),
         )
         helper = HelperProc(proc)
         helper.start_reading()
