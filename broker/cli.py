@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--customer-name")
     create.add_argument("--key", help="use this key instead of T-<number>")
     ticket.add_parser("list", parents=[common], help="list tickets")
+    assign = ticket.add_parser(
+        "assign", parents=[common], help="restrict a ticket to these engineers (none: open to all)"
+    )
+    assign.add_argument("ticket")
+    assign.add_argument("engineers", nargs="*")
     show = ticket.add_parser("show", parents=[common], help="show one ticket")
     show.add_argument("ticket")
 
@@ -128,12 +133,27 @@ async def cmd_ticket_list(args: argparse.Namespace, settings: Settings, store: S
         return [render.ticket(t) for t in await q.list_tickets(db)]
 
 
+async def cmd_ticket_assign(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.begin() as db:
+        ticket = await q.get_ticket(db, args.ticket)
+        names = await q.set_assignees(db, ticket, args.engineers)
+        await q.append_audit(
+            db,
+            action="ticket.assigned",
+            actor="admin",
+            ticket_id=ticket.id,
+            details={"assignees": names},
+        )
+    return {"ticket": ticket.key, "assignees": names}
+
+
 async def cmd_ticket_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket)
         names = await q.names_by_id(db)
         sessions = [render.session(s, ticket, names) for s in await q.list_sessions(db, ticket)]
-    return {**render.ticket(ticket), "sessions": sessions}
+        assigned = await q.assignees(db, ticket)
+    return {**render.ticket(ticket), "assignees": assigned, "sessions": sessions}
 
 
 async def cmd_account_add(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
@@ -223,6 +243,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("ticket", "create"): cmd_ticket_create,
     ("ticket", "list"): cmd_ticket_list,
     ("ticket", "show"): cmd_ticket_show,
+    ("ticket", "assign"): cmd_ticket_assign,
     ("account", "add"): cmd_account_add,
     ("account", "list"): cmd_account_list,
     ("code", "issue"): cmd_code_issue,

@@ -117,6 +117,9 @@ def human(command: str, action: str | None, result: Any) -> str:
                     f"Valid until {result['expires_at']}, for one use. It is not shown again.",
                 ]
             )
+        case ("ticket", "assign"):
+            who = ", ".join(result["assignees"]) or "every engineer"
+            return f"{result['ticket']} is open to {who}."
         case ("ticket", "create"):
             return str(result["key"])
         case ("ticket", "list"):
@@ -125,6 +128,7 @@ def human(command: str, action: str | None, result: Any) -> str:
             head = (
                 f"{result['key']}  Severity {result['severity']}  {result['status']}\n"
                 f"{result['title']}\ncustomer: {result['customer_email'] or '-'}\n"
+                f"assignees: {', '.join(result['assignees']) or 'any engineer'}\n"
             )
             return (
                 head

@@ -164,6 +164,9 @@ class ConsentCodes:
             engineer = await q.get_account(db, engineer_name)
             if engineer.role != "engineer" or engineer.disabled:
                 raise Invalid(f"{engineer.name} is not an active engineer account")
+            if not await q.may_work_on(db, ticket, engineer.name):
+                names = ", ".join(await q.assignees(db, ticket))
+                raise Invalid(f"{ticket.key} is assigned to {names}, not to {engineer.name}")
             while True:
                 code = new_code()
                 digest = self.hasher.hash(code)

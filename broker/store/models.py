@@ -66,6 +66,19 @@ class Ticket(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class TicketAssignee(Base):
+    """An engineer a ticket is restricted to. A ticket without rows is open to every engineer."""
+
+    __tablename__ = "ticket_assignee"
+
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("ticket.id", ondelete="CASCADE"), primary_key=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("account.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
 class Account(Base):
     __tablename__ = "account"
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.errors import Invalid, NotFound
@@ -21,6 +21,7 @@ from broker.store.models import (
     ConsentCode,
     Session,
     Ticket,
+    TicketAssignee,
     utcnow,
 )
 
@@ -83,6 +84,34 @@ async def get_ticket(db: AsyncSession, key: str) -> Ticket:
 
 async def list_tickets(db: AsyncSession) -> Sequence[Ticket]:
     return (await db.execute(select(Ticket).order_by(Ticket.id))).scalars().all()
+
+
+async def assignees(db: AsyncSession, ticket: Ticket) -> list[str]:
+    query = (
+        select(Account.name)
+        .join(TicketAssignee, TicketAssignee.account_id == Account.id)
+        .where(TicketAssignee.ticket_id == ticket.id)
+        .order_by(Account.name)
+    )
+    return list((await db.execute(query)).scalars())
+
+
+async def set_assignees(db: AsyncSession, ticket: Ticket, names: Sequence[str]) -> list[str]:
+    """Restrict ``ticket`` to these engineers (none: open to every engineer)."""
+    accounts = [await get_account(db, name) for name in names]
+    for account in accounts:
+        if account.role != "engineer":
+            raise Invalid(f"{account.name} is not an engineer")
+    await db.execute(delete(TicketAssignee).where(TicketAssignee.ticket_id == ticket.id))
+    for account in accounts:
+        db.add(TicketAssignee(ticket_id=ticket.id, account_id=account.id))
+    await db.flush()
+    return sorted(a.name for a in accounts)
+
+
+async def may_work_on(db: AsyncSession, ticket: Ticket, account_name: str) -> bool:
+    names = await assignees(db, ticket)
+    return not names or account_name in names
 
 
 # --- accounts ------------------------------------------------------------------------------

@@ -111,11 +111,25 @@ class EngineerEdge:
                 f"No customer is connected for {self.ticket}. "
                 f"Issue a code with: assist-broker code issue {self.ticket}"
             )
+        await self._authorize()
         if live.state is State.PENDING or not live.forwarded:
             raise Denied(
                 f"The customer for {self.ticket} has not given consent yet. Try again shortly."
             )
         return live
+
+    async def _authorize(self) -> None:
+        """A ticket with assignees is open to them only."""
+        assert self.account_name is not None
+        async with self.ctx.store.read() as db:
+            ticket = await q.get_ticket(db, self.ticket)
+            if await q.may_work_on(db, ticket, self.account_name):
+                return
+            names = ", ".join(await q.assignees(db, ticket))
+        raise Denied(
+            f"{self.ticket} is assigned to {names}; you ({self.account_name}) may not join it. "
+            f"An admin can add you: assist-broker ticket assign {self.ticket} ..."
+        )
 
     async def nested(self, live: LiveSession) -> asyncssh.SSHClientConnection:
         """This login's nested connection to the customer's helper, opened on first use."""

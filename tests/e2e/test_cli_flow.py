@@ -194,3 +194,24 @@ async def test_readme_flow_with_serve_in_its_own_process(tmp_path: Path) -> None
     assert b"assist-broker stopped." in rest
     assert b"Traceback" not in errors
     assert code not in errors.decode() and code.replace("-", "") not in errors.decode()
+
+
+async def test_ticket_assign_from_the_command_line(tmp_path: Path) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    (tmp_path / "k.pub").write_bytes(key.export_public_key())
+    assert (await run("ticket", "create", "--title", "x", "--severity", "3", cwd=tmp_path))[0] == 0
+    for name in ("alice", "bob"):
+        other = asyncssh.generate_private_key("ssh-ed25519")
+        (tmp_path / f"{name}.pub").write_bytes(other.export_public_key())
+        status, _, err = await run(
+            "account", "add", name, "--role", "engineer", "--ssh-key", f"{name}.pub", cwd=tmp_path
+        )
+        assert status == 0, err
+    status, out, _ = await run("ticket", "assign", "T-1", "alice", "bob", cwd=tmp_path)
+    assert (status, out) == (0, "T-1 is open to alice, bob.\n")
+    status, out, _ = await run("ticket", "show", "T-1", "--json", cwd=tmp_path)
+    assert json.loads(out)["assignees"] == ["alice", "bob"]
+    status, _, err = await run("ticket", "assign", "T-1", "nobody", cwd=tmp_path)
+    assert status == 1 and err == "assist-broker: There is no account nobody.\n"
+    status, out, _ = await run("ticket", "assign", "T-1", cwd=tmp_path)
+    assert out == "T-1 is open to every engineer.\n"

@@ -248,3 +248,25 @@ async def test_env_agent_and_x11_requests_are_refused_and_audited(
     assert env["names"] == ["SECRET_TOKEN"]
     await harness.wait_audit(ticket, "channel.refused", kind="agent")
     await harness.wait_audit(ticket, "channel.refused", kind="x11")
+
+
+async def test_ticket_restricted_to_its_assignees(harness: BrokerHarness) -> None:
+    """With assignees, other engineers are refused with a message; codes too."""
+    from broker.errors import Invalid
+    from broker.store import queries as q
+
+    ticket = await harness.ticket()
+    alice = await harness.engineer()
+    bob = await harness.engineer("bob", "Bob Jones")
+    async with harness.store.begin() as db:
+        await q.set_assignees(db, await q.get_ticket(db, ticket), ["alice"])
+    await harness.connected_helper(ticket)
+
+    assert (await harness.ssh(alice, ticket, "echo in")).stdout == b"in\n"
+    refused = await harness.ssh(bob, ticket, "echo in")
+    assert refused.status == 255 and refused.stdout == b""
+    assert refused.stderr.decode().startswith(
+        f"{ticket} is assigned to alice; you (bob) may not join it."
+    )
+    with pytest.raises(Invalid, match="is assigned to alice, not to bob"):
+        await harness.code(ticket, "bob")
