@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hmac
-import json
 import platform
 import signal
 import socket
@@ -16,6 +15,7 @@ from typing import Any
 import asyncssh
 
 from agent_client import consent_ui as ui
+from agent_client.control import ControlLoop, read_message, send
 from agent_client.server import HelperServer
 from broker.session.policy import Scope, ScopeError
 
@@ -140,7 +140,7 @@ class Helper:
 
     async def _session(self, conn: asyncssh.SSHClientConnection) -> int:
         writer, reader, _ = await conn.open_session(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
-        hello = await _read(reader)
+        hello = await read_message(reader)
         if hello is None or hello.get("type") != "hello":
             self.console.say(ui.LOST)
             return EXIT_ENDED_OTHERWISE
@@ -154,30 +154,28 @@ class Helper:
             )
         except ScopeError as exc:
             self.console.say(f"--scope: {exc}. Nothing was allowed.")
-            writer.write(json.dumps({"type": "decline"}) + "\n")
+            send(writer, {"type": "decline"})
             return EXIT_REFUSED
         question = ui.consent_question(hello, offered.describe())
         if self.opts.yes:
             self.console.say(question + "yes (--yes)")
         elif not await self.console.ask_yes_no(question):
-            writer.write(json.dumps({"type": "decline"}) + "\n")
-            await _read(reader)  # the broker confirms and hangs up
+            send(writer, {"type": "decline"})
+            await read_message(reader)  # the broker confirms and hangs up
             self.console.say(ui.DECLINED)
             return EXIT_REFUSED
 
         host_key = asyncssh.generate_private_key("ssh-ed25519")
-        writer.write(
-            json.dumps(
-                {
-                    "type": "consent",
-                    "scope": str(offered),
-                    "host_key": host_key.export_public_key().decode().strip(),
-                    "host": host_facts(),
-                }
-            )
-            + "\n"
+        send(
+            writer,
+            {
+                "type": "consent",
+                "scope": str(offered),
+                "host_key": host_key.export_public_key().decode().strip(),
+                "host": host_facts(),
+            },
         )
-        reply = await _read(reader)
+        reply = await read_message(reader)
         if reply is None or reply.get("type") != "consented":
             return self._over(reply)
         granted = offered.narrowed_to(Scope.parse(reply["scope"]))
@@ -215,22 +213,19 @@ class Helper:
             listener.close()
 
     async def _wait(self, writer: asyncssh.SSHWriter[str], reader: asyncssh.SSHReader[str]) -> int:
-        messages = asyncio.ensure_future(_read(reader))
-        ending = asyncio.ensure_future(self.end_requested.wait())
-        try:
-            done, _ = await asyncio.wait({messages, ending}, return_when=asyncio.FIRST_COMPLETED)
-            if ending in done:
-                writer.write(json.dumps({"type": "end"}) + "\n")
-                try:  # the broker confirms once engineers are told; do not wait long for it
-                    await asyncio.wait_for(asyncio.shield(messages), 2)
-                except (TimeoutError, asyncssh.Error, OSError):
-                    pass
-                self.console.say(ui.ENDED_BY_CUSTOMER)
-                return EXIT_ENDED_BY_CUSTOMER
-            return self._over(messages.result())
-        finally:
-            messages.cancel()
-            ending.cancel()
+        loop = ControlLoop(
+            writer,
+            reader,
+            self.console,
+            yes=self.opts.yes,
+            end_requested=self.end_requested,
+            names=self.display_names,
+        )
+        outcome = await loop.run()
+        if outcome.how == "customer":
+            self.console.say(ui.ENDED_BY_CUSTOMER)
+            return EXIT_ENDED_BY_CUSTOMER
+        return self._over(outcome.message)
 
     def _over(self, message: dict[str, Any] | None) -> int:
         if message is None:
@@ -257,20 +252,3 @@ class Helper:
             self.console.say(f"{who} connected to port {detail['port']} on {detail['host']}.")
         elif kind == "refused":
             self.console.say(f"Refused for {who}: {detail.get('what')}.")
-
-
-async def _read(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None:
-    """The next control message, or ``None`` when the broker hung up."""
-    while True:
-        try:
-            line = await reader.readline()
-        except (asyncssh.Error, OSError):
-            return None
-        if not line:
-            return None
-        if line.strip():
-            try:
-                message = json.loads(line)
-            except ValueError:
-                return None
-            return message if isinstance(message, dict) else None

@@ -30,7 +30,16 @@ UNREACHABLE = (
 )
 CONNECTED = (
     "Connected. {engineer} can now {scope} on this computer for ticket {ticket}.\n"
-    "Everything is recorded by the support desk. Press Ctrl-C at any time to end the session."
+    "Everything is recorded by the support desk. Press Ctrl-C at any time to end the session.\n"
+    "Type 'who' to see who is connected, 'remove NAME' to remove one engineer."
+)
+JOIN_QUESTION = (
+    "{engineer} from support wants to join: {what}. Allow? "
+    "[y = yes, a = always for {engineer}, N = no] "
+)
+HELP = (
+    "Type 'who' to see who is connected, 'remove NAME' to remove one engineer, "
+    "'end' (or Ctrl-C) to end the session."
 )
 ENDED_BY_CUSTOMER = (
     "You ended the session. It is over: nobody can reach this computer through it any more."
@@ -53,36 +62,55 @@ def consent_question(hello: dict[str, Any], scope_text: str) -> str:
 
 
 class Console:
-    """Prints for the customer and asks yes/no questions without blocking the event loop."""
+    """Prints for the customer and reads their lines without blocking the event loop.
+
+    One daemon thread reads standard input line by line (an unanswered question never blocks
+    the helper from exiting); questions and commands take lines from it in order."""
 
     def __init__(self, out: TextIO = sys.stdout, inp: TextIO = sys.stdin) -> None:
         self.out = out
         self.inp = inp
+        self._lines: asyncio.Queue[str | None] | None = None
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
-    async def ask_yes_no(self, question: str) -> bool:
-        """Only "y" or "yes" is a yes; anything else, or end of input, is a no."""
+    def _start(self) -> asyncio.Queue[str | None]:
+        if self._lines is None:
+            loop = asyncio.get_running_loop()
+            lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+            def read() -> None:
+                while True:
+                    try:
+                        line = self.inp.readline()
+                    except (OSError, ValueError):
+                        line = ""
+                    loop.call_soon_threadsafe(lines.put_nowait, line or None)
+                    if not line:
+                        return
+
+            threading.Thread(target=read, name="customer-input", daemon=True).start()
+            self._lines = lines
+        return self._lines
+
+    async def next_line(self) -> str | None:
+        """The customer's next line, or ``None`` once input has ended (it stays ended)."""
+        lines = self._start()
+        line = await lines.get()
+        if line is None:
+            lines.put_nowait(None)
+        return line
+
+    async def ask(self, question: str) -> str:
+        """Ask and return the lower-cased answer ("" for end of input)."""
         self.out.write(question)
         self.out.flush()
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[str] = loop.create_future()
-
-        def read() -> None:  # a daemon thread: an unanswered question never blocks exit
-            try:
-                line = self.inp.readline()
-            except (OSError, ValueError):
-                line = ""
-            loop.call_soon_threadsafe(_settle, answer, line)
-
-        threading.Thread(target=read, name="consent-prompt", daemon=True).start()
-        line = await answer
-        if not (line.endswith("\n") and self.inp.isatty()):
+        line = await self.next_line()
+        if not (line and line.endswith("\n") and self.inp.isatty()):
             self.out.write("\n")  # the terminal echoed nothing (piped input, or end of input)
-        return line.strip().lower() in ("y", "yes")
+        return (line or "").strip().lower()
 
-
-def _settle(future: asyncio.Future[str], value: str) -> None:
-    if not future.done():
-        future.set_result(value)
+    async def ask_yes_no(self, question: str) -> bool:
+        """Only "y" or "yes" is a yes; anything else, or end of input, is a no."""
+        return await self.ask(question) in ("y", "yes")

@@ -31,10 +31,12 @@ class Result:
 
 @dataclass
 class HelperProc:
-    """A running ``assist-helper connect`` child process and what it printed."""
+    """A running ``assist-helper connect`` child process and what it printed (also questions
+    that wait on the same line for an answer)."""
 
     proc: asyncio.subprocess.Process
-    lines: list[str] = field(default_factory=list)
+    output: str = ""
+    ended: bool = False
     _reader: asyncio.Task[None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
@@ -43,27 +45,41 @@ class HelperProc:
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
+        while chunk := await self.proc.stdout.read(4096):
             async with self._changed:
-                self.lines.append(line.decode(errors="replace").rstrip("\n"))
+                self.output += chunk.decode(errors="replace")
                 self._changed.notify_all()
         async with self._changed:
-            self.lines.append("<EOF>")
+            self.ended = True
             self._changed.notify_all()
 
     @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
+    def lines(self) -> list[str]:
+        return self.output.rstrip("\n").split("\n") if self.output else []
 
-    async def wait_for(self, needle: str, timeout: float = TIMEOUT) -> str:
-        """Wait until a printed line contains ``needle``; return that line."""
+    @property
+    def text(self) -> str:
+        return self.output
+
+    def count(self, needle: str) -> int:
+        return self.output.count(needle)
+
+    async def wait_for(self, needle: str, timeout: float = TIMEOUT, count: int = 1) -> str:
+        """Wait until ``needle`` was printed ``count`` times; return the line of the last one."""
 
         def found() -> str | None:
-            return next((ln for ln in self.lines if needle in ln), None)
+            if self.output.count(needle) < count:
+                return None
+            at = -1
+            for _ in range(count):
+                at = self.output.index(needle, at + 1)
+            start = self.output.rfind("\n", 0, at) + 1
+            end = self.output.find("\n", at)
+            return self.output[start : end if end >= 0 else None]
 
         async def waiter() -> str:
             async with self._changed:
-                await self._changed.wait_for(lambda: found() is not None or "<EOF>" in self.lines)
+                await self._changed.wait_for(lambda: found() is not None or self.ended)
             line = found()
             if line is None:
                 raise AssertionError(f"helper ended without printing {needle!r}:\n{self.text}")
@@ -73,6 +89,12 @@ class HelperProc:
             return await asyncio.wait_for(waiter(), timeout)
         except TimeoutError:
             raise AssertionError(f"helper did not print {needle!r}:\n{self.text}") from None
+
+    async def type(self, line: str) -> None:
+        """The customer types a line."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
 
     async def finish(self, timeout: float = TIMEOUT) -> int:
         status = await asyncio.wait_for(self.proc.wait(), timeout)

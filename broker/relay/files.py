@@ -114,9 +114,9 @@ class FilesChannel:
             if not decision:
                 await edge.refuse(relay.kind, decision.reason, **detail)
                 raise Denied(f"Refused: {decision.reason}.")
+            nested = await edge.nested(live, "file transfer")
             relay.ref = edge.ref(live, relay.kind)
             await relay.dispatcher.emit(ChannelOpened(relay.ref, detail))
-            nested = await edge.nested(live)
             client = await nested.start_sftp_client()
         except BrokerError as exc:
             relay.reason = exc.code

@@ -120,9 +120,10 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             if not decision:
                 await self.edge.refuse(self.kind, decision.reason, **detail)
                 raise Denied(f"Refused: {decision.reason}.")
+            what = "shell" if self.command is None else f"command: {self.command[:80]}"
+            nested = await self.edge.nested(live, what)
             self.ref = self.edge.ref(live, self.kind)
             await self.dispatcher.emit(ChannelOpened(self.ref, detail))
-            nested = await self.edge.nested(live)
             self.upstream, _ = await nested.create_session(
                 lambda: Upstream(self),
                 command=self.command,

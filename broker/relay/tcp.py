@@ -42,14 +42,14 @@ async def open_forward(
     if not decision:
         await edge.refuse("forward", decision.reason, **detail)
         raise _refused(f"Refused: {decision.reason}.")
-    relay = TcpRelay(edge, edge.ref(live, "forward"))
-    edge.relays.add(relay)
     try:
+        nested = await edge.nested(live, f"port {port} on {host}")
+        relay = TcpRelay(edge, edge.ref(live, "forward"))
         await edge.ctx.dispatcher.emit(ChannelOpened(relay.ref, detail))
     except BrokerError as exc:
         raise _refused(exc.message) from None
+    edge.relays.add(relay)
     try:
-        nested = await edge.nested(live)
         relay.upstream, _ = await nested.create_connection(
             lambda: TcpUpstream(relay), host, port, orig_host, orig_port
         )

@@ -88,6 +88,20 @@ class SessionManager:
             )
         await self.end(live, "declined")
 
+    async def record(
+        self, live: LiveSession, action: str, actor: str, details: dict[str, object]
+    ) -> None:
+        """An audit event about a live session (joins, removals, handoffs)."""
+        async with self.store.begin() as db:
+            await q.append_audit(
+                db,
+                action=action,
+                actor=actor,
+                ticket_id=live.redemption.ticket_id,
+                session_id=live.id,
+                details=details,
+            )
+
     async def started(self, live: LiveSession) -> None:
         """The helper's forward is up: engineers can now reach the customer."""
         live.forwarded = True

@@ -26,6 +26,8 @@ END_MESSAGES = {
     "admin": "An administrator ended the session.",
     "sink_failed": "Recording is unavailable; the session was stopped to protect the customer.",
     "error": "The session ended because of an internal error.",
+    "removed": "The customer removed you from the session.",
+    "handoff": "The session was handed over to another engineer.",
 }
 
 
@@ -46,6 +48,10 @@ class LiveSession:
     granted: Scope | None = None
     helper_host_key: str | None = None
     forwarded: bool = False
+    #: engineers the customer let in for the rest of the session (the issuer, by consenting)
+    approved: set[str] = field(default_factory=set)
+    #: after a handoff, the only engineer who may continue
+    handed_to: str | None = None
     end_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     _on_end: list[Callable[[str], None]] = field(default_factory=list)
@@ -72,7 +78,25 @@ class LiveSession:
         )
         self.helper_host_key = host_key
         self.state = State.ACTIVE
+        self.approved = {self.redemption.engineer_name}
         return self.granted
+
+    def join_refusal(self, engineer: str) -> str | None:
+        """Why ``engineer`` may not join at all (before asking the customer), or ``None``."""
+        if self.handed_to is not None and engineer != self.handed_to:
+            return (
+                f"The session on {self.ticket_key} was handed over to {self.handed_to}; "
+                "only they may continue."
+            )
+        return None
+
+    def needs_approval(self, engineer: str) -> bool:
+        return engineer not in self.approved
+
+    def hand_over(self, engineer: str) -> None:
+        """Only ``engineer`` may continue, after a fresh approval by the customer."""
+        self.handed_to = engineer
+        self.approved = set()
 
     def may_forward(self, host: str, port: int) -> bool:
         """Only the helper's own virtual forward, once, after consent."""

@@ -15,6 +15,7 @@ from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveS
 from broker.session.policy import Scope, ScopeError
 from broker.transport.context import CIPHERS, Context
 from broker.transport.control import ControlSession
+from broker.transport.joins import Attendance
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +51,7 @@ class AgentEdge:
         self.peer = peer
         self.live: LiveSession | None = None
         self.control: ControlSession | None = None
+        self.attendance: Attendance | None = None
         self.tried = False
         #: control messages in arrival order; ``None`` tells the worker the connection is gone
         self._messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -140,6 +142,7 @@ class AgentEdge:
                 live, message.get("scope"), host_key.export_public_key().decode().strip(), host
             )
             self._log.info("session_consented", scope=str(live.granted))
+            self.attendance = Attendance(live, self.ctx.manager, self._send)
             assert self.control is not None and live.granted is not None
             self.control.send(
                 {
@@ -152,6 +155,21 @@ class AgentEdge:
             await self.ctx.manager.declined(live)
         elif kind == "end":
             await self._end("customer")
+        elif kind == "join_answer" and self.attendance is not None:
+            self.attendance.answered(message)
+        elif kind == "who" and self.attendance is not None and self.control is not None:
+            self.control.send({"type": "engineers", "engineers": self.attendance.who()})
+        elif kind == "remove" and self.attendance is not None and self.control is not None:
+            name = str(message["engineer"])[:64]
+            count = await self.attendance.remove(name)
+            await self.ctx.manager.record(
+                live,
+                "session.engineer_removed",
+                "customer",
+                {"engineer": name, "connections": count},
+            )
+            text = f"{name} was removed." if count else f"{name} is not connected."
+            self.control.send({"type": "notice", "message": text})
         else:
             raise ValueError(f"unexpected {kind!r} in state {live.state}")
 
@@ -162,6 +180,10 @@ class AgentEdge:
             await asyncio.shield(
                 self.ctx.spawn(self.ctx.manager.end(self.live, reason), None, self.log_context)
             )
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.control is not None:
+            self.control.send(message)
 
     def _session_ended(self, reason: str) -> None:
         """The session ended (for any reason): tell the helper, then hang up."""
@@ -217,6 +239,8 @@ class AgentEdge:
         self._lost()
 
     def _lost(self) -> None:
+        if self.attendance is not None:
+            self.attendance.decline_all()
         # Let the worker finish what it is doing (recording a decline, an end), then stop.
         self._messages.put_nowait(None)
         if self.live is not None and self.live.state is not State.ENDED:

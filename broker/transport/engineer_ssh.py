@@ -19,6 +19,7 @@ from broker.transport.context import Context
 
 if TYPE_CHECKING:
     from broker.transport.agent_ssh import AgentEdge
+    from broker.transport.joins import Attendance
 
 
 class Relay(Protocol):
@@ -54,12 +55,14 @@ class EngineerEdge:
         self._find_agent = find_agent
         self.account_id: int | None = None
         self.account_name: str | None = None
+        self.account_display: str | None = None
         self.rejected_keys: list[str] = []
         self.relays: set[Relay] = set()
         self._nested: asyncssh.SSHClientConnection | None = None
         self._nested_for: LiveSession | None = None
         self._nested_lock = asyncio.Lock()
         self._unregister: Callable[[], None] | None = None
+        self._attendance: Attendance | None = None
         self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
         self._log = log.bind(**self.log_context)
 
@@ -71,6 +74,7 @@ class EngineerEdge:
             account = await q.account_for_key(db, fingerprint)
         if account is not None and account.role == "engineer":
             self.account_id, self.account_name = account.id, account.name
+            self.account_display = account.display_name
             return True
         if fingerprint not in self.rejected_keys:
             if not self.rejected_keys:
@@ -131,15 +135,18 @@ class EngineerEdge:
             f"An admin can add you: assist-broker ticket assign {self.ticket} ..."
         )
 
-    async def nested(self, live: LiveSession) -> asyncssh.SSHClientConnection:
-        """This login's nested connection to the customer's helper, opened on first use."""
+    async def nested(self, live: LiveSession, what: str) -> asyncssh.SSHClientConnection:
+        """This login's nested connection to the customer's helper, opened on first use, after
+        the customer let this engineer in (``what`` tells them for what)."""
         async with self._nested_lock:
             if self._nested is not None and self._nested_for is live:
                 return self._nested
             agent = self._find_agent(live)
-            if agent is None:
+            if agent is None or agent.attendance is None:
                 raise NotFound(f"No customer is connected for {self.ticket}.")
             assert self.account_name is not None
+            await agent.attendance.admit(self, what)
+            self._attendance = agent.attendance
             try:
                 self._nested = await agent.open_nested(self.account_name)
             except (OSError, asyncssh.Error) as exc:
@@ -148,7 +155,7 @@ class EngineerEdge:
                     "The customer's computer could not be reached; the helper may have stopped."
                 ) from exc
             self._nested_for = live
-            self._unregister = live.on_end(self._session_ended)
+            self._unregister = live.on_end(self.session_ended)
             return self._nested
 
     async def refuse(self, kind: str, reason: str, **detail: object) -> None:
@@ -156,7 +163,8 @@ class EngineerEdge:
         live = self.ctx.manager.find(self.ticket)
         await self.ctx.dispatcher.emit(ChannelRefused(self.ref(live, kind), reason, dict(detail)))
 
-    def _session_ended(self, reason: str) -> None:
+    def session_ended(self, reason: str) -> None:
+        """The session ended, or this engineer was removed from it: tell them, hang up."""
         message = END_MESSAGES.get(reason, END_MESSAGES["error"])
         for relay in list(self.relays):
             relay.end(message, reason)
@@ -170,6 +178,8 @@ class EngineerEdge:
         self.relays.discard(relay)
 
     def connection_lost(self) -> None:
+        if self._attendance is not None:
+            self._attendance.left(self)
         if self._unregister is not None:
             self._unregister()
         if self._nested is not None:

@@ -1,0 +1,165 @@
+"""While a session runs: the broker's control messages (join requests, the list of engineers,
+the end) and the customer's own lines (answers, ``who``, ``remove NAME``, ``end``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import asyncssh
+
+from agent_client import consent_ui as ui
+
+
+async def read_message(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None:
+    """The next control message, or ``None`` when the broker hung up."""
+    while True:
+        try:
+            line = await reader.readline()
+        except (asyncssh.Error, OSError):
+            return None
+        if not line:
+            return None
+        if line.strip():
+            try:
+                message = json.loads(line)
+            except ValueError:
+                return None
+            return message if isinstance(message, dict) else None
+
+
+def send(writer: asyncssh.SSHWriter[str], message: dict[str, Any]) -> None:
+    writer.write(json.dumps(message) + "\n")
+
+
+@dataclass
+class Outcome:
+    """How the session ended: ``customer``, ``ended`` (by the broker's word) or ``lost``."""
+
+    how: str
+    message: dict[str, Any] | None = None
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        writer: asyncssh.SSHWriter[str],
+        reader: asyncssh.SSHReader[str],
+        console: ui.Console,
+        *,
+        yes: bool,
+        end_requested: asyncio.Event,
+        names: dict[str, str],
+    ) -> None:
+        self.writer = writer
+        self.reader = reader
+        self.console = console
+        self.yes = yes
+        self.end_requested = end_requested
+        self.pending: deque[dict[str, Any]] = deque()
+        #: engineer account name -> display name, for the customer's messages
+        self.names = names
+
+    async def run(self) -> Outcome:
+        message_task = asyncio.ensure_future(read_message(self.reader))
+        line_task: asyncio.Future[str | None] | None = asyncio.ensure_future(
+            self.console.next_line()
+        )
+        end_task = asyncio.ensure_future(self.end_requested.wait())
+        try:
+            while True:
+                waiting = {message_task, end_task} | ({line_task} if line_task else set())
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if end_task in done:
+                    return await self._end(message_task)
+                if message_task in done:
+                    message = message_task.result()
+                    if message is None:
+                        return Outcome("lost")
+                    if message.get("type") == "ended":
+                        return Outcome("ended", message)
+                    self._on_message(message)
+                    message_task = asyncio.ensure_future(read_message(self.reader))
+                if line_task is not None and line_task in done:
+                    line = line_task.result()
+                    if line is None:
+                        line_task = None  # no more input: Ctrl-C still ends the session
+                    else:
+                        self._on_line(line.strip())
+                        line_task = asyncio.ensure_future(self.console.next_line())
+        finally:
+            for task in (message_task, line_task, end_task):
+                if task is not None:
+                    task.cancel()
+
+    async def _end(self, message_task: asyncio.Future[dict[str, Any] | None]) -> Outcome:
+        send(self.writer, {"type": "end"})
+        try:  # the broker confirms once engineers are told; do not wait long for it
+            await asyncio.wait_for(asyncio.shield(message_task), 2)
+        except (TimeoutError, asyncssh.Error, OSError):
+            pass
+        return Outcome("customer")
+
+    # --- from the broker -------------------------------------------------------------------
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "join":
+            self.names[message["engineer"]["name"]] = message["engineer"]["display"]
+            if self.yes:
+                who = message["engineer"]["display"]
+                self.console.say(f"{who} joined: {message['what']} (allowed by --yes).")
+                send(self.writer, {"type": "join_answer", "id": message["id"], "allow": True})
+                return
+            self.pending.append(message)
+            if len(self.pending) == 1:
+                self._ask_next()
+        elif kind == "engineers":
+            names = [f"{e['display']} ({e['name']})" for e in message.get("engineers", [])]
+            self.console.say("Connected: " + (", ".join(names) if names else "nobody right now."))
+        elif kind == "notice":
+            self.console.say(str(message.get("message", "")))
+        elif kind == "error":
+            self.console.say(f"The broker said: {message.get('message')}")
+
+    def _ask_next(self) -> None:
+        if self.pending:
+            join = self.pending[0]
+            self.console.out.write(
+                ui.JOIN_QUESTION.format(engineer=join["engineer"]["display"], what=join["what"])
+            )
+            self.console.out.flush()
+
+    # --- from the customer -----------------------------------------------------------------
+
+    def _on_line(self, line: str) -> None:
+        if self.pending:
+            join = self.pending.popleft()
+            answer = line.lower()
+            allow = answer in ("y", "yes", "a", "always")
+            send(
+                self.writer,
+                {
+                    "type": "join_answer",
+                    "id": join["id"],
+                    "allow": allow,
+                    "always": answer in ("a", "always"),
+                },
+            )
+            who = join["engineer"]["display"]
+            self.console.say(f"{who} may join." if allow else f"{who} was not let in.")
+            self._ask_next()
+            return
+        word, _, rest = line.partition(" ")
+        word = word.lower()
+        if word == "who":
+            send(self.writer, {"type": "who"})
+        elif word == "remove" and rest.strip():
+            send(self.writer, {"type": "remove", "engineer": rest.strip()})
+        elif word in ("end", "q", "quit", "exit"):
+            self.end_requested.set()
+        elif word:
+            self.console.say(ui.HELP)

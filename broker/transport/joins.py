@@ -1,0 +1,108 @@
+"""Who is with the customer: per-join approval, the list of connected engineers, removals.
+
+Each new engineer connection asks the customer over the control channel ("Bob Jones from support
+wants to join: shell"), unless the customer allowed that engineer for the rest of the session
+(the engineer who issued the code is allowed by the consent itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from broker.errors import Denied
+from broker.session.manager import SessionManager
+from broker.session.model import LiveSession
+
+if TYPE_CHECKING:
+    from broker.transport.engineer_ssh import EngineerEdge
+
+log = structlog.get_logger(__name__)
+
+#: how long an engineer waits for the customer's answer
+JOIN_TIMEOUT = 120.0
+
+
+class Attendance:
+    def __init__(
+        self,
+        live: LiveSession,
+        manager: SessionManager,
+        send: Callable[[dict[str, Any]], None],
+        *,
+        join_timeout: float = JOIN_TIMEOUT,
+    ) -> None:
+        self.live = live
+        self.manager = manager
+        self.send = send
+        self.join_timeout = join_timeout
+        self.engineers: set[EngineerEdge] = set()
+        self._questions: dict[int, asyncio.Future[tuple[bool, bool]]] = {}
+        self._ids = itertools.count(1)
+
+    async def admit(self, edge: EngineerEdge, what: str) -> None:
+        """Let ``edge`` in, asking the customer if needed; :class:`Denied` if not."""
+        name, display = edge.account_name or "?", edge.account_display or "?"
+        refusal = self.live.join_refusal(name)
+        if refusal:
+            raise Denied(refusal)
+        if self.live.needs_approval(name):
+            allowed, always = await self._ask(name, display, what)
+            action = "session.join_allowed" if allowed else "session.join_declined"
+            await self.manager.record(
+                self.live, action, "customer", {"engineer": name, "what": what, "always": always}
+            )
+            if not allowed:
+                raise Denied(f"The customer did not let you join {self.live.ticket_key} ({what}).")
+            if always:
+                self.live.approved.add(name)
+        self.engineers.add(edge)
+
+    async def _ask(self, name: str, display: str, what: str) -> tuple[bool, bool]:
+        question_id = next(self._ids)
+        answer: asyncio.Future[tuple[bool, bool]] = asyncio.get_running_loop().create_future()
+        self._questions[question_id] = answer
+        self.send(
+            {
+                "type": "join",
+                "id": question_id,
+                "engineer": {"name": name, "display": display},
+                "what": what,
+            }
+        )
+        try:
+            return await asyncio.wait_for(answer, self.join_timeout)
+        except TimeoutError:
+            return False, False
+        finally:
+            self._questions.pop(question_id, None)
+
+    def answered(self, message: dict[str, Any]) -> None:
+        answer = self._questions.get(int(message["id"]))
+        if answer is not None and not answer.done():
+            answer.set_result((bool(message.get("allow")), bool(message.get("always"))))
+
+    def left(self, edge: EngineerEdge) -> None:
+        self.engineers.discard(edge)
+
+    def who(self) -> list[dict[str, str]]:
+        seen = {(e.account_name, e.account_display) for e in self.engineers if e.account_name}
+        return [{"name": n or "?", "display": d or "?"} for n, d in sorted(seen)]
+
+    async def remove(self, name: str, reason: str = "removed") -> int:
+        """Disconnect every connection of engineer ``name``; they must ask again to return."""
+        self.live.approved.discard(name)
+        removed = [e for e in self.engineers if e.account_name == name]
+        for edge in removed:
+            self.engineers.discard(edge)
+            edge.session_ended(reason)
+        return len(removed)
+
+    def decline_all(self) -> None:
+        for answer in self._questions.values():
+            if not answer.done():
+                answer.set_result((False, False))
