@@ -22,6 +22,7 @@ from broker.relay.flow import ReadGate
 from broker.session.policy import ChannelRequest, decide, split_env
 
 if TYPE_CHECKING:
+    from broker.relay.observe import ObserverSession
     from broker.transport.engineer_ssh import EngineerEdge
 
 log = structlog.get_logger(__name__)
@@ -58,6 +59,20 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.engineer_gate = ReadGate()
         #: set for sftp and scp: asyncssh's SFTP/scp server then handles the channel
         self.files: FilesChannel | None = None
+        #: engineers watching this shell (``T-1+watch``)
+        self.observers: set[ObserverSession] = set()
+
+    @property
+    def started(self) -> float:
+        return self._began
+
+    def is_open_shell(self) -> bool:
+        return (
+            self.kind == "shell"
+            and self.term_type is not None
+            and self.upstream is not None
+            and self.chan is not None
+        )
 
     # --- requests from the engineer --------------------------------------------------------
 
@@ -223,6 +238,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.dispatcher.data(Output(self.ref, data, stream))
         if self.chan is not None:
             self.chan.write(data, datatype)
+        for observer in list(self.observers):
+            observer.feed(data)
 
     def upstream_eof(self) -> None:
         if self.chan is not None:
@@ -230,6 +247,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
 
     def upstream_closed(self) -> None:
         self.upstream = None
+        for observer in list(self.observers):
+            observer.driver_ended()
         self.upstream_gate.attach(None)
         if self.chan is None:
             return

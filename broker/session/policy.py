@@ -146,6 +146,10 @@ def decide(scope: Scope, request: ChannelRequest) -> Decision:
                 return Decision(True, "sftp-read")
             return Decision(False, f"uploads are not in the consent (granted: {granted})")
         return Decision(False, f"file transfer is not in the consent (granted: {granted})")
+    if request.kind == "observe":
+        if "observe" in scope.items:
+            return Decision(True, "observe")
+        return Decision(False, f"watching is not in the consent (granted: {granted})")
     if request.kind == "subsystem":
         return Decision(False, f"the subsystem {request.subsystem!r} is not available")
     if request.kind == "forward":

@@ -13,6 +13,7 @@ import structlog
 
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelRef, ChannelRefused
+from broker.relay.pump import RelaySession
 from broker.session.model import END_MESSAGES, LiveSession, State
 from broker.store import queries as q
 from broker.transport.context import Context
@@ -51,7 +52,11 @@ class EngineerEdge:
         self.conn = conn
         self.ctx = ctx
         self.peer = peer
-        self.ticket = ticket
+        # ``T-1+watch``: a read-only view of the ticket's open shell
+        base, plus, mode = ticket.partition("+")
+        self.ticket = base
+        self.watch = bool(plus) and mode == "watch"
+        self.bad_mode = mode[:32] if plus and not self.watch else None
         self._find_agent = find_agent
         self.account_id: int | None = None
         self.account_name: str | None = None
@@ -104,6 +109,11 @@ class EngineerEdge:
 
     async def find_live(self) -> LiveSession:
         """The ticket's live, consented session, or a :class:`BrokerError` saying why not."""
+        if self.bad_mode is not None:
+            raise Denied(
+                f"Unknown mode '+{self.bad_mode}': use {self.ticket}@broker to work, or "
+                f"{self.ticket}+watch@broker to watch."
+            )
         live = self.ctx.manager.find(self.ticket)
         if live is None or live.state is State.ENDED:
             if not await self.ctx.manager.ticket_exists(self.ticket):
@@ -157,6 +167,19 @@ class EngineerEdge:
             self._nested_for = live
             self._unregister = live.on_end(self.session_ended)
             return self._nested
+
+    def find_shell(self, live: LiveSession) -> RelaySession | None:
+        """The most recent open PTY shell on ``live`` (what an observer watches)."""
+        agent = self._find_agent(live)
+        if agent is None or agent.attendance is None:
+            return None
+        shells = [
+            relay
+            for edge in agent.attendance.engineers
+            for relay in edge.relays
+            if isinstance(relay, RelaySession) and relay.is_open_shell()
+        ]
+        return max(shells, key=lambda r: r.started, default=None)
 
     async def refuse(self, kind: str, reason: str, **detail: object) -> None:
         """Audit a refused request (a forward, an unknown subsystem ...)."""

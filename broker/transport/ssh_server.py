@@ -9,6 +9,7 @@ from typing import Any
 import asyncssh
 import structlog
 
+from broker.relay.observe import ObserverSession
 from broker.relay.pump import RelaySession
 from broker.relay.tcp import open_forward
 from broker.transport.agent_ssh import AgentEdge
@@ -101,7 +102,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
                     edge.refuse(what, f"{what} forwarding is never allowed"), None, edge.log_context
                 ),
             )
-            return chan, RelaySession(edge)
+            return chan, ObserverSession(edge) if edge.watch else RelaySession(edge)
         return False
 
     async def server_requested(self, listen_host: str, listen_port: int) -> Any:
@@ -119,7 +120,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
     async def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Any:
-        if self.engineer is not None:
+        if self.engineer is not None and not self.engineer.watch:
             return await open_forward(self.engineer, dest_host, dest_port, orig_host, orig_port)
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED

@@ -1,0 +1,145 @@
+"""Observers: ``ssh -t T-1+watch@broker`` shows a live, read-only copy of an open PTY shell on
+the ticket's session (``observe`` must be in the consent). Keys are discarded; the shell's size
+follows its driver. An observer that cannot keep up is dropped rather than slowing the driver.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import asyncssh
+import structlog
+
+from broker.errors import BrokerError, Denied, NotFound
+from broker.events import ChannelClosed, ChannelOpened, ChannelRef
+from broker.session.policy import ChannelRequest, decide
+
+if TYPE_CHECKING:
+    from broker.relay.pump import RelaySession
+    from broker.transport.engineer_ssh import EngineerEdge
+
+log = structlog.get_logger(__name__)
+
+#: an observer further behind than this is dropped
+MAX_BEHIND = 1024 * 1024
+
+
+class ObserverSession(asyncssh.SSHServerSession[bytes]):
+    def __init__(self, edge: EngineerEdge) -> None:
+        self.edge = edge
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.driver: RelaySession | None = None
+        self.ref: ChannelRef | None = None
+        self.bytes_out = 0
+        self.reason = "engineer"
+        self._began = time.monotonic()
+        self._finished = False
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+        self.edge.relays.add(self)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        return True
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True  # refused with a message once started
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return False
+
+    def session_started(self) -> None:
+        self.edge.ctx.spawn(self._attach(), "observe", self.edge.log_context)
+
+    async def _attach(self) -> None:
+        edge = self.edge
+        try:
+            if self.chan is not None and self.chan.get_command() is not None:
+                raise Denied("A watch connection only shows the open shell; it runs nothing.")
+            live = await edge.find_live()
+            assert live.granted is not None
+            decision = decide(live.granted, ChannelRequest("observe"))
+            if not decision:
+                await edge.refuse("observe", decision.reason)
+                raise Denied(f"Refused: {decision.reason}.")
+            driver = edge.find_shell(live)
+            if driver is None or driver.ref is None:
+                raise NotFound(f"No shell is open on {edge.ticket} to watch yet.")
+            await edge.nested(live, f"watch {driver.ref.engineer_name}'s shell")
+            self.ref = edge.ref(live, "observe")
+            detail = {"driver": driver.ref.engineer_name, "driver_channel": driver.ref.key}
+            await edge.ctx.dispatcher.emit(ChannelOpened(self.ref, detail))
+        except BrokerError as exc:
+            self.reason = exc.code
+            self.stop(exc.message)
+            return
+        if self.chan is None:
+            return
+        self.driver = driver
+        driver.observers.add(self)
+        self.chan.write_stderr(
+            f"\r\n[Watching {driver.ref.engineer_name}'s shell on {edge.ticket}. "
+            "Your keys are ignored.]\r\n".encode()
+        )
+
+    def feed(self, data: bytes) -> None:
+        """Output of the watched shell."""
+        if self.chan is None:
+            return
+        if self.chan.get_write_buffer_size() > MAX_BEHIND:
+            self.reason = "behind"
+            self.stop("You fell behind the shell you were watching; reconnect to watch again.")
+            return
+        self.bytes_out += len(data)
+        self.chan.write(data)
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        """Observers cannot type: input is discarded."""
+
+    def eof_received(self) -> bool:
+        return True  # the end of an observer's input changes nothing
+
+    def driver_ended(self) -> None:
+        self.reason = "driver_ended"
+        self.stop("The shell you were watching has ended.", status=0)
+
+    def end(self, message: str, reason: str) -> None:
+        self.reason = reason
+        self.stop(message)
+
+    def stop(self, message: str, status: int = 255) -> None:
+        if self.driver is not None:
+            self.driver.observers.discard(self)
+            self.driver = None
+        if self.chan is not None:
+            try:
+                self.chan.write_stderr(f"\r\n{message}\r\n".encode())
+            except BrokenPipeError:
+                pass  # the observer is already gone
+            self.chan.exit(status)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.chan = None
+        if self.driver is not None:
+            self.driver.observers.discard(self)
+        if self._finished:
+            return
+        self._finished = True
+        self.edge.relay_closed(self)
+        if self.ref is not None:
+            took = round((time.monotonic() - self._began) * 1000)
+            event = ChannelClosed(self.ref, self.reason, 0, self.bytes_out, duration_ms=took)
+            self.edge.ctx.spawn(self._emit(event), "observe-closed", self.edge.log_context)
+
+    async def _emit(self, event: ChannelClosed) -> None:
+        try:
+            await self.edge.ctx.dispatcher.emit(event)
+        except BrokerError:
+            log.error("channel_close_not_recorded", channel=event.channel.key)
