@@ -10,6 +10,7 @@ import asyncssh
 import structlog
 from aiohttp import web
 
+from broker.admin import AdminWorker
 from broker.config import Settings
 from broker.errors import ConfigError
 from broker.relay.dispatch import Dispatcher
@@ -47,6 +48,7 @@ class Broker:
         self.tunnels = TunnelRegistry()
         self._server: asyncssh.SSHAcceptor | None = None
         self._http: web.AppRunner | None = None
+        self._admin: asyncio.Task[None] | None = None
 
     @property
     def manager(self) -> SessionManager:
@@ -72,6 +74,9 @@ class Broker:
         except OSError as exc:
             where = f"{self.settings.ssh_host}:{self.settings.ssh_port}"
             raise ConfigError(f"cannot listen for SSH on {where}: {exc.strerror or exc}") from None
+        self._admin = asyncio.create_task(
+            AdminWorker(self.store, manager, self.tunnels).run(), name="admin-requests"
+        )
         ssh_name = self._server.sockets[0].getsockname()
         http_name = await self._start_http(manager)
         listening = Listening(
@@ -105,6 +110,9 @@ class Broker:
 
     async def stop(self) -> None:
         """Graceful: every live session ends with reason ``shutdown`` and engineers are told."""
+        if self._admin is not None:
+            self._admin.cancel()
+            await asyncio.gather(self._admin, return_exceptions=True)
         if self.ctx is not None:
             await self.ctx.manager.shutdown()
         if self._server is not None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from broker import render
+from broker import admin, render
 from broker.config import Settings, load_settings, parse_duration
 from broker.errors import BrokerError, Invalid
 from broker.logsetup import configure_logging
@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     slist = session.add_parser("list", parents=[common], help="list sessions")
     slist.add_argument("--ticket")
+    send = session.add_parser("end", parents=[common], help="end a live session (as admin)")
+    send.add_argument("session", help="session id (or a unique prefix of it)")
+    handoff = session.add_parser(
+        "handoff", parents=[common], help="hand a session over: only this engineer may continue"
+    )
+    handoff.add_argument("session", help="session id (or a unique prefix of it)")
+    handoff.add_argument("--to", required=True, help="the engineer who takes over")
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="action", required=True
@@ -225,6 +232,14 @@ async def cmd_session_list(args: argparse.Namespace, settings: Settings, store: 
         ]
 
 
+async def cmd_session_end(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return await admin.request(store, "end", {"session": args.session})
+
+
+async def cmd_session_handoff(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return await admin.request(store, "handoff", {"session": args.session, "to": args.to})
+
+
 async def cmd_audit_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket) if args.ticket else None
@@ -248,6 +263,8 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("account", "list"): cmd_account_list,
     ("code", "issue"): cmd_code_issue,
     ("session", "list"): cmd_session_list,
+    ("session", "end"): cmd_session_end,
+    ("session", "handoff"): cmd_session_handoff,
     ("audit", "show"): cmd_audit_show,
     ("ssh-config", None): cmd_ssh_config,
 }

@@ -117,6 +117,14 @@ def human(command: str, action: str | None, result: Any) -> str:
                     f"Valid until {result['expires_at']}, for one use. It is not shown again.",
                 ]
             )
+        case ("session", "end"):
+            return f"Session {result['session']} ended."
+        case ("session", "handoff"):
+            gone = ", ".join(result["disconnected"]) or "nobody"
+            return (
+                f"Session {result['session']} is handed over to {result['to']} "
+                f"(disconnected: {gone}). The customer will be asked to let them in."
+            )
         case ("ticket", "assign"):
             who = ", ".join(result["assignees"]) or "every engineer"
             return f"{result['ticket']} is open to {who}."

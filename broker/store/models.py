@@ -172,3 +172,20 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(60))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AdminRequest(Base):
+    """A request from the command line to the running broker (end a session, hand it over).
+
+    The broker polls for pending rows; the command line waits for the answer. Going through the
+    store (not a local socket) lets any node of a cluster pick up requests for its sessions."""
+
+    __tablename__ = "admin_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    op: Mapped[str] = mapped_column(String(40))
+    args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    result: Mapped[dict[str, Any] | None]
+    requested_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[dt.datetime | None]

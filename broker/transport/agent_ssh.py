@@ -181,6 +181,10 @@ class AgentEdge:
                 self.ctx.spawn(self.ctx.manager.end(self.live, reason), None, self.log_context)
             )
 
+    def notify(self, text: str) -> None:
+        """A line for the customer's screen."""
+        self._send({"type": "notice", "message": text})
+
     def _send(self, message: dict[str, Any]) -> None:
         if self.control is not None:
             self.control.send(message)
