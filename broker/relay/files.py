@@ -113,7 +113,7 @@ class FilesChannel:
             decision = decide(live.granted, request)
             if not decision:
                 await edge.refuse(relay.kind, decision.reason, **detail)
-                raise Denied(f"Refused: {decision.reason}.")
+                raise Denied(f"Refused: {decision.reason}.", code="refused")
             nested = await edge.nested(live, "file transfer")
             relay.ref = edge.ref(live, relay.kind)
             await relay.dispatcher.emit(ChannelOpened(relay.ref, detail))
@@ -122,6 +122,7 @@ class FilesChannel:
             relay.reason = exc.code
             self.stopped = True
             relay.stop(exc.message)
+            await edge.audit_refusal(relay.kind, exc, **detail)
             return SFTPProxy(self.chan, None, self._audit, read_only=True, granted="")
         except (OSError, asyncssh.Error) as exc:
             log.warning("sftp_open_failed", error=repr(exc))

@@ -68,7 +68,7 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
             decision = decide(live.granted, ChannelRequest("observe"))
             if not decision:
                 await edge.refuse("observe", decision.reason)
-                raise Denied(f"Refused: {decision.reason}.")
+                raise Denied(f"Refused: {decision.reason}.", code="refused")
             driver = edge.find_shell(live)
             if driver is None or driver.ref is None:
                 raise NotFound(f"No shell is open on {edge.ticket} to watch yet.")
@@ -79,6 +79,7 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         except BrokerError as exc:
             self.reason = exc.code
             self.stop(exc.message)
+            await edge.audit_refusal("observe", exc)
             return
         if self.chan is None:
             return

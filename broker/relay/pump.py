@@ -134,7 +134,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             decision = decide(live.granted, request)
             if not decision:
                 await self.edge.refuse(self.kind, decision.reason, **detail)
-                raise Denied(f"Refused: {decision.reason}.")
+                raise Denied(f"Refused: {decision.reason}.", code="refused")
             what = "shell" if self.command is None else f"command: {self.command[:80]}"
             nested = await self.edge.nested(live, what)
             self.ref = self.edge.ref(live, self.kind)
@@ -152,6 +152,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         except BrokerError as exc:
             self.reason = exc.code
             self.stop(exc.message)
+            await self.edge.audit_refusal(self.kind, exc, **detail)
             return
         except asyncssh.ChannelOpenError as exc:
             self.reason = "helper_refused"

@@ -36,6 +36,7 @@ async def open_forward(
     try:
         live = await edge.find_live()
     except BrokerError as exc:
+        await edge.audit_refusal("forward", exc, **detail)
         raise _refused(exc.message) from None
     assert live.granted is not None
     decision = decide(live.granted, ChannelRequest("forward", host=host, port=port))
@@ -47,6 +48,7 @@ async def open_forward(
         relay = TcpRelay(edge, edge.ref(live, "forward"))
         await edge.ctx.dispatcher.emit(ChannelOpened(relay.ref, detail))
     except BrokerError as exc:
+        await edge.audit_refusal("forward", exc, **detail)
         raise _refused(exc.message) from None
     edge.relays.add(relay)
     try:

@@ -69,7 +69,7 @@ class AuditSink:
                 db,
                 action=event.name,
                 actor=ref.engineer_name,
-                ticket_id=ref.ticket_id,
+                ticket_id=ref.ticket_id or None,
                 session_id=ref.session_id or None,
                 details={"kind": ref.kind, "reason": event.reason, **event.detail},
             )

@@ -13,6 +13,7 @@ from broker.errors import CodeRejected
 from broker.session.consent import Redemption
 from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveSession, State
 from broker.session.policy import Scope, ScopeError
+from broker.store import queries as q
 from broker.transport.context import CIPHERS, Context
 from broker.transport.control import ControlSession
 from broker.transport.joins import Attendance
@@ -53,6 +54,8 @@ class AgentEdge:
         self.control: ControlSession | None = None
         self.attendance: Attendance | None = None
         self.tried = False
+        #: SSH keys offered for user "agent" (someone trying to log in to the broker itself)
+        self.offered_keys: list[str] = []
         #: control messages in arrival order; ``None`` tells the worker the connection is gone
         self._messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -239,8 +242,32 @@ class AgentEdge:
             keepalive_interval=self.ctx.settings.keepalive_interval,
         )
 
+    def key_offered(self, fingerprint: str) -> None:
+        if fingerprint not in self.offered_keys and len(self.offered_keys) < 10:
+            self.offered_keys.append(fingerprint)
+
     def connection_lost(self) -> None:
+        if self.offered_keys and not self.tried:
+            self.ctx.spawn(self._audit_key_login(), None, self.log_context)
         self._lost()
+
+    async def _audit_key_login(self) -> None:
+        self._log.warning("agent_key_login_refused", keys=self.offered_keys)
+        try:
+            async with self.ctx.store.begin() as db:
+                await q.append_audit(
+                    db,
+                    action="engineer.auth_failed",
+                    actor=f"unknown@{self.peer}",
+                    details={
+                        "user": "agent",
+                        "source": self.peer,
+                        "keys": self.offered_keys,
+                        "reason": "the broker itself accepts no SSH key logins",
+                    },
+                )
+        except Exception:
+            self._log.exception("audit_write_failed", action="engineer.auth_failed")
 
     def _lost(self) -> None:
         if self.attendance is not None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 import asyncssh
 import structlog
 
-from broker.errors import BrokerError, Denied, NotFound
+from broker.errors import BrokerError, Denied, NotFound, SinkFailed
 from broker.events import ChannelRef, ChannelRefused
 from broker.relay.pump import RelaySession
 from broker.session.model import END_MESSAGES, LiveSession, State
@@ -184,7 +185,22 @@ class EngineerEdge:
     async def refuse(self, kind: str, reason: str, **detail: object) -> None:
         """Audit a refused request (a forward, an unknown subsystem ...)."""
         live = self.ctx.manager.find(self.ticket)
-        await self.ctx.dispatcher.emit(ChannelRefused(self.ref(live, kind), reason, dict(detail)))
+        ref = self.ref(live, kind)
+        if live is None:  # still name the ticket, if there is one
+            async with self.ctx.store.read() as db:
+                ticket = await q.find_ticket(db, self.ticket)
+            ref = replace(ref, ticket_id=ticket.id if ticket else 0)
+        extra = {"user": f"{self.ticket}+{self.bad_mode}"} if self.bad_mode else {}
+        await self.ctx.dispatcher.emit(ChannelRefused(ref, reason, {**extra, **detail}))
+
+    async def audit_refusal(self, kind: str, exc: BrokerError, **detail: object) -> None:
+        """Audit a refusal that was not audited where it was decided."""
+        if exc.code == "refused" or isinstance(exc, SinkFailed):
+            return
+        try:
+            await self.refuse(kind, exc.message, **detail)
+        except BrokerError:
+            self._log.error("refusal_not_audited", kind=kind)
 
     def session_ended(self, reason: str) -> None:
         """The session ended, or this engineer was removed from it: tell them, hang up."""

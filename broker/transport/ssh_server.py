@@ -79,9 +79,12 @@ class BrokerSSHServer(asyncssh.SSHServer):
         return accepted
 
     def public_key_auth_supported(self) -> bool:
-        return self.engineer is not None
+        return True  # for helpers only to notice (and audit) keys offered as "agent"
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self.agent is not None:
+            self.agent.key_offered(str(key.get_fingerprint("sha256")))
+            return False
         return self.engineer is not None and await self.engineer.validate_public_key(key)
 
     def auth_completed(self) -> None:
