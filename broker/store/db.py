@@ -31,6 +31,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _autocommit_driver(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+
+
+def _begin_immediate(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class Store:
     """Owns the engine. ``async with store.begin() as db:`` is one transaction."""
 
@@ -41,9 +49,18 @@ class Store:
         if not self.is_sqlite:
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
+        self.read_engine = self.engine
         if self.is_sqlite:
+            # Writes begin IMMEDIATE: the write lock is held from the first statement, so a
+            # read-then-write (the audit chain's head, then the new event) cannot interleave
+            # with another process's. Reads keep SQLite's deferred transactions.
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _autocommit_driver)
+            event.listen(self.engine.sync_engine, "begin", _begin_immediate)
+            self.read_engine = create_async_engine(url)
+            event.listen(self.read_engine.sync_engine, "connect", _sqlite_pragmas)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = async_sessionmaker(self.read_engine, expire_on_commit=False)
         # SQLite allows one writer at a time; serializing writers here avoids "database is locked"
         # retries inside this process (other processes wait on busy_timeout).
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -60,7 +77,7 @@ class Store:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as db:
+        async with self._reads() as db:
             yield db
 
     async def upgrade(self) -> None:
@@ -70,6 +87,8 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()
 
 
 def _upgrade(connection: Connection) -> None:

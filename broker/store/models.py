@@ -165,13 +165,29 @@ class AuditEvent(Base):
 
     __tablename__ = "audit_event"
 
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     time: Mapped[dt.datetime] = mapped_column(default=utcnow)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("ticket.id"), index=True)
     session_id: Mapped[str | None] = mapped_column(String(36), index=True)
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(60))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: see broker.evidence.chain: hash = SHA-256(prev_hash + SHA-256(canonical event))
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditCheckpoint(Base):
+    """The chain head at ``seq``, signed by the broker's Ed25519 audit key."""
+
+    __tablename__ = "audit_checkpoint"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(Integer, index=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    signature: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class AdminRequest(Base):

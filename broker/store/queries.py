@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.errors import Invalid, NotFound
+from broker.evidence import chain
 from broker.store.models import (
     Account,
     AccountKey,
@@ -26,6 +27,8 @@ from broker.store.models import (
 )
 
 ROLES = ("engineer", "auditor", "admin")
+#: PostgreSQL advisory lock that serializes audit appends across nodes
+AUDIT_LOCK = 0x41554449
 #: ticket keys double as SSH user names, so they stay short and plain
 TICKET_KEY = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
 LIVE_STATES = ("pending", "active")
@@ -315,12 +318,38 @@ async def append_audit(
     session_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
+    """Append one event to the hash chain. Appends are serialized (SQLite: the transaction
+    holds the write lock from its start; PostgreSQL: an advisory lock), so the chain never
+    forks, whichever process or node writes."""
+    if db.get_bind().dialect.name == "postgresql":
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
+    head = (
+        await db.execute(
+            select(AuditEvent.seq, AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)
+        )
+    ).first()
+    seq, prev = (head[0] + 1, head[1]) if head else (1, chain.GENESIS)
+    time = utcnow()
+    details = details or {}
+    encoded = chain.canonical(
+        seq=seq,
+        time=time,
+        ticket_id=ticket_id,
+        session_id=session_id,
+        actor=actor,
+        action=action,
+        details=details,
+    )
     event = AuditEvent(
+        seq=seq,
+        time=time,
         action=action,
         actor=actor,
         ticket_id=ticket_id,
         session_id=session_id,
-        details=details or {},
+        details=details,
+        prev_hash=prev,
+        hash=chain.link(prev, chain.digest(encoded)),
     )
     db.add(event)
     await db.flush()

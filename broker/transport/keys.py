@@ -20,7 +20,7 @@ def ensure_data_dir(data_dir: Path) -> None:
     os.chmod(data_dir, 0o700)
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     """Create ``path`` with mode 0600 atomically; never widen the mode of an existing file."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -35,13 +35,13 @@ def _write_private(path: Path, data: bytes) -> None:
 def _ssh_key(path: Path) -> asyncssh.SSHKey:
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment=f"assist-broker {path.name}")
-        _write_private(path, key.export_private_key())
+        write_private(path, key.export_private_key())
     return asyncssh.read_private_key(path)
 
 
 def _secret(path: Path) -> bytes:
     if not path.exists():
-        _write_private(path, secrets.token_bytes(32).hex().encode())
+        write_private(path, secrets.token_bytes(32).hex().encode())
     return bytes.fromhex(path.read_text().strip())
 
 
