@@ -13,6 +13,8 @@ from aiohttp import web
 from broker.admin import AdminWorker
 from broker.config import Settings
 from broker.errors import ConfigError
+from broker.evidence.checkpoints import Checkpointer
+from broker.evidence.signing import Signer
 from broker.relay.dispatch import Dispatcher
 from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
 from broker.session.manager import SessionManager
@@ -48,7 +50,8 @@ class Broker:
         self.tunnels = TunnelRegistry()
         self._server: asyncssh.SSHAcceptor | None = None
         self._http: web.AppRunner | None = None
-        self._admin: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self.checkpointer: Checkpointer | None = None
 
     @property
     def manager(self) -> SessionManager:
@@ -67,16 +70,20 @@ class Broker:
             self.store, CodeHasher(self.keys.code_key), limiter, node=socket.gethostname()
         )
         dispatcher = Dispatcher([AuditSink(self.store), LogLineSink()])
-        manager = SessionManager(self.store, codes)
+        self.checkpointer = Checkpointer(self.store, Signer.load(self.settings.data_dir))
+        manager = SessionManager(self.store, codes, self.checkpointer.checkpoint)
         self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher)
         try:
             self._server = await start_ssh_server(self.ctx, self.tunnels)
         except OSError as exc:
             where = f"{self.settings.ssh_host}:{self.settings.ssh_port}"
             raise ConfigError(f"cannot listen for SSH on {where}: {exc.strerror or exc}") from None
-        self._admin = asyncio.create_task(
-            AdminWorker(self.store, manager, self.tunnels).run(), name="admin-requests"
-        )
+        self._background = [
+            asyncio.create_task(
+                AdminWorker(self.store, manager, self.tunnels).run(), name="admin-requests"
+            ),
+            asyncio.create_task(self.checkpointer.run(), name="audit-checkpoints"),
+        ]
         ssh_name = self._server.sockets[0].getsockname()
         http_name = await self._start_http(manager)
         listening = Listening(
@@ -110,9 +117,9 @@ class Broker:
 
     async def stop(self) -> None:
         """Graceful: every live session ends with reason ``shutdown`` and engineers are told."""
-        if self._admin is not None:
-            self._admin.cancel()
-            await asyncio.gather(self._admin, return_exceptions=True)
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.ctx is not None:
             await self.ctx.manager.shutdown()
         if self._server is not None:
@@ -123,5 +130,7 @@ class Broker:
             self._http = None
         if self.ctx is not None and self.ctx.tasks:
             await asyncio.wait(list(self.ctx.tasks), timeout=5)
+        if self.checkpointer is not None:
+            await self.checkpointer.checkpoint()
         await self.store.close()
         log.info("broker_stopped")

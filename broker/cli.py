@@ -17,6 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from broker import admin, render
 from broker.config import Settings, load_settings, parse_duration
 from broker.errors import BrokerError, Invalid
+from broker.evidence.signing import Signer
+from broker.evidence.verify import verify_store
 from broker.logsetup import configure_logging
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.policy import Scope, ScopeError
@@ -101,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ashow = audit.add_parser("show", parents=[common], help="a ticket's audit events")
     ashow.add_argument("ticket", nargs="?")
+    audit.add_parser("pubkey", parents=[common], help="the public key that signs checkpoints")
+    averify = audit.add_parser(
+        "verify", parents=[common], help="check the chain, the signatures and the recordings"
+    )
+    averify.add_argument("--ticket", help="count and check this ticket's events and recordings")
 
     sshconf = sub.add_parser("ssh-config", parents=[common], help="ssh_config block for a ticket")
     sshconf.add_argument("ticket")
@@ -247,6 +254,31 @@ async def cmd_audit_show(args: argparse.Namespace, settings: Settings, store: St
         return [render.audit(e, tickets) for e in await q.list_audit(db, ticket)]
 
 
+async def cmd_audit_pubkey(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    signer = Signer.load(settings.data_dir)
+    return {"key_id": signer.key_id, "public_key": signer.public_pem}
+
+
+async def cmd_audit_verify(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    ticket_id = None
+    if args.ticket:
+        async with store.read() as db:
+            ticket_id = (await q.get_ticket(db, args.ticket)).id
+    report = await verify_store(
+        store, Signer.load(settings.data_dir).public, settings.data_dir, ticket_id
+    )
+    if not report.ok:
+        raise BrokerError(report.summary(), code="verify_failed")
+    return {
+        "ok": True,
+        "summary": report.summary(),
+        "events": report.events,
+        "checkpoints": report.checkpoints,
+        "recordings": report.recordings,
+        "head": report.head,
+    }
+
+
 async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket)
@@ -266,6 +298,8 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("session", "end"): cmd_session_end,
     ("session", "handoff"): cmd_session_handoff,
     ("audit", "show"): cmd_audit_show,
+    ("audit", "pubkey"): cmd_audit_pubkey,
+    ("audit", "verify"): cmd_audit_verify,
     ("ssh-config", None): cmd_ssh_config,
 }
 

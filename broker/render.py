@@ -117,6 +117,10 @@ def human(command: str, action: str | None, result: Any) -> str:
                     f"Valid until {result['expires_at']}, for one use. It is not shown again.",
                 ]
             )
+        case ("audit", "pubkey"):
+            return f"{result['public_key'].rstrip()}\n# key id {result['key_id']}"
+        case ("audit", "verify"):
+            return str(result["summary"])
         case ("session", "end"):
             return f"Session {result['session']} ended."
         case ("session", "handoff"):

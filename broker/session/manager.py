@@ -5,6 +5,8 @@ The in-memory maps are a cache of live connections on this node; the store is th
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 
 from broker.errors import CodeRejected
@@ -18,9 +20,16 @@ log = structlog.get_logger(__name__)
 
 
 class SessionManager:
-    def __init__(self, store: Store, codes: ConsentCodes) -> None:
+    def __init__(
+        self,
+        store: Store,
+        codes: ConsentCodes,
+        after_end: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self.store = store
         self.codes = codes
+        #: runs after a session's end is recorded (the broker signs a checkpoint there)
+        self.after_end = after_end
         self._by_ticket: dict[int, LiveSession] = {}
         self._by_key: dict[str, LiveSession] = {}
 
@@ -125,6 +134,8 @@ class SessionManager:
             self._by_key.pop(live.ticket_key.upper(), None)
         await self._record_end(live, reason)
         log.info("session_ended", session=live.id, ticket=live.ticket_key, reason=reason)
+        if self.after_end is not None:
+            await self.after_end()
 
     async def _record_end(self, live: LiveSession, reason: str) -> None:
         live.end(reason)
