@@ -37,7 +37,7 @@ class Checkpointer:
                     select(AuditCheckpoint.seq).order_by(AuditCheckpoint.seq.desc()).limit(1)
                 )
             ).scalar()
-            if head is None or (last is not None and head[0] - last < only_if_behind_by):
+            if head is None or head[0] - (last or 0) < only_if_behind_by:
                 return None
             point = AuditCheckpoint(
                 seq=head[0],

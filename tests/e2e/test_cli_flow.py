@@ -41,16 +41,32 @@ async def test_readme_flow_with_serve_in_its_own_process(tmp_path: Path) -> None
         "serve",
         "--ssh-listen",
         "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
         cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
     )
     assert serve.stdout is not None
+    try:
+        await _readme_flow(serve, tmp_path, env)
+    finally:
+        if serve.returncode is None:
+            serve.kill()
+            await serve.wait()
+
+
+async def _readme_flow(
+    serve: asyncio.subprocess.Process, tmp_path: Path, env: dict[str, str]
+) -> None:
+    assert serve.stdout is not None
     banner = ""
     while "Press Ctrl-C to stop." not in banner:
         line = await asyncio.wait_for(serve.stdout.readline(), 30)
-        assert line, f"serve ended early: {banner}"
+        if not line:
+            assert serve.stderr is not None
+            raise AssertionError(f"serve ended early: {banner}{await serve.stderr.read()!r}")
         banner += line.decode()
     port = int(re.search(r"listening for SSH on 127\.0\.0\.1:(\d+)", banner).group(1))
     fingerprint = re.search(r"host key fingerprint: (SHA256:\S+)", banner).group(1)
@@ -60,11 +76,12 @@ async def test_readme_flow_with_serve_in_its_own_process(tmp_path: Path) -> None
     )
     data = tmp_path / "var"
     assert sorted(p.name for p in data.iterdir() if not p.name.startswith("broker.db")) == [
+        "audit_ed25519_key",
         "code_hmac.key",
         "relay_ed25519_key",
         "ssh_host_ed25519_key",
     ]
-    for name in ("code_hmac.key", "relay_ed25519_key", "ssh_host_ed25519_key", "broker.db"):
+    for name in ("audit_ed25519_key", "code_hmac.key", "relay_ed25519_key", "broker.db"):
         assert (data / name).stat().st_mode & 0o077 == 0, name
 
     try:
@@ -187,6 +204,11 @@ async def test_readme_flow_with_serve_in_its_own_process(tmp_path: Path) -> None
         status, out, _ = await run("audit", "show", "T-1", cwd=tmp_path)
         assert "session.ended" in out and "reason=customer" in out
         assert code not in out and code.replace("-", "") not in out
+        status, out, err = await run("audit", "verify", cwd=tmp_path)
+        assert status == 0, err
+        assert out.startswith("OK: 8 events chained") and "1 checkpoint signatures valid" in out
+        status, out, _ = await run("audit", "pubkey", cwd=tmp_path)
+        assert out.startswith("-----BEGIN PUBLIC KEY-----") and "# key id SHA256:" in out
     finally:
         serve.send_signal(signal.SIGTERM)
         rest, errors = await asyncio.wait_for(serve.communicate(), 20)
