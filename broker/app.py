@@ -20,6 +20,7 @@ from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
 from broker.session.manager import SessionManager
 from broker.sinks.audit import AuditSink
 from broker.sinks.logline import LogLineSink
+from broker.sinks.recorder import RecorderSink
 from broker.store.db import Store
 from broker.transport.context import Context
 from broker.transport.keys import BrokerKeys
@@ -69,7 +70,14 @@ class Broker:
         codes = ConsentCodes(
             self.store, CodeHasher(self.keys.code_key), limiter, node=socket.gethostname()
         )
-        dispatcher = Dispatcher([AuditSink(self.store), LogLineSink()])
+        recorder = RecorderSink(
+            self.store,
+            self.settings.recordings,
+            self.settings.data_dir,
+            record_input=self.settings.record_input,
+            cap=self.settings.recording_cap,
+        )
+        dispatcher = Dispatcher([AuditSink(self.store), recorder, LogLineSink()])
         self.checkpointer = Checkpointer(self.store, Signer.load(self.settings.data_dir))
         manager = SessionManager(self.store, codes, self.checkpointer.checkpoint)
         self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher)

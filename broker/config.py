@@ -70,6 +70,12 @@ class Settings:
     code_fail_global: int = 200
     code_fail_window: float = 300.0
     keepalive_interval: float = 15.0
+    #: recordings of shell and exec channels (default DATA_DIR/recordings)
+    recordings_dir: Path | None = None
+    #: keep what engineers type in recordings (else only output, and the audit says so)
+    record_input: bool = True
+    #: bytes of a non-PTY stream kept in its recording; beyond, only counted and hashed
+    recording_cap: int = 16 * 1024 * 1024
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -79,6 +85,10 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'broker.db').resolve()}"
+
+    @property
+    def recordings(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     @property
     def advertised_host(self) -> str:
@@ -94,8 +104,15 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
 
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
-    if name == "data_dir":
+    if name in ("data_dir", "recordings_dir"):
         return Path(value)
+    if name == "record_input":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ConfigError(f"record_input must be true or false, got {value!r}")
+        return text in ("1", "true", "yes", "on")
     if name in ("code_ttl", "code_fail_window", "keepalive_interval"):
         return parse_duration(value, what=name)
     if "int" in str(kind) and "str" not in str(kind):

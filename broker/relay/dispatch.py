@@ -57,7 +57,7 @@ class Dispatcher:
 
     @staticmethod
     def _failed(sink: Sink, event: Event, exc: Exception) -> None:
-        log.error("sink_failed", sink=sink.name, event=event.name, error=repr(exc))
+        log.error("sink_failed", sink=sink.name, on=event.name, error=repr(exc))
         if sink.required:
             raise SinkFailed(
                 "Recording is unavailable; the session was stopped to protect the customer.",

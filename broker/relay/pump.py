@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 import structlog
 
-from broker.errors import BrokerError, Denied
+from broker.errors import BrokerError, Denied, SinkFailed
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
 from broker.relay.files import FilesChannel, scp_mode
 from broker.relay.flow import ReadGate
@@ -138,6 +138,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             what = "shell" if self.command is None else f"command: {self.command[:80]}"
             nested = await self.edge.nested(live, what)
             self.ref = self.edge.ref(live, self.kind)
+            host = live.customer_host
+            detail["customer_host"] = f"{host.get('user', '?')}@{host.get('hostname', '?')}"
             await self.dispatcher.emit(ChannelOpened(self.ref, detail))
             self.upstream, _ = await nested.create_session(
                 lambda: Upstream(self),
@@ -168,6 +170,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             return
         self.upstream_gate.attach(self.upstream)
         for chunk in self._pending:
+            if self.dispatcher.wants_data:  # typed before the channel was open: record it now
+                self.dispatcher.data(Input(self.ref, chunk))
             self.upstream.write(chunk)
         self._pending.clear()
         if self._pending_eof:
@@ -179,7 +183,11 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             return
         self.bytes_in += len(data)
         if self.ref is not None and self.dispatcher.wants_data:
-            self.dispatcher.data(Input(self.ref, data))
+            try:
+                self.dispatcher.data(Input(self.ref, data))
+            except SinkFailed as exc:
+                self.end(exc.message, "sink_failed")
+                return
         if self.upstream is not None:
             self.upstream.write(data)
         else:
@@ -197,7 +205,11 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.term_size = (width, height, pixwidth, pixheight)
         if self.ref is not None and self.dispatcher.wants_data:
-            self.dispatcher.data(Resized(self.ref, width, height))
+            try:
+                self.dispatcher.data(Resized(self.ref, width, height))
+            except SinkFailed as exc:
+                self.end(exc.message, "sink_failed")
+                return
         if self.upstream is not None:
             self.upstream.change_terminal_size(width, height, pixwidth, pixheight)
 
@@ -236,7 +248,11 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.bytes_out += len(data)
         if self.ref is not None and self.dispatcher.wants_data:
             stream = 2 if datatype == asyncssh.EXTENDED_DATA_STDERR else 1
-            self.dispatcher.data(Output(self.ref, data, stream))
+            try:
+                self.dispatcher.data(Output(self.ref, data, stream))
+            except SinkFailed as exc:
+                self.end(exc.message, "sink_failed")
+                return
         if self.chan is not None:
             self.chan.write(data, datatype)
         for observer in list(self.observers):

@@ -67,6 +67,7 @@ class SessionManager:
         self, live: LiveSession, granted: str | None, host_key: str, host: dict[str, str]
     ) -> None:
         scope = live.consent(granted, host_key)
+        live.customer_host = dict(host)
         async with self.store.begin() as db:
             await q.update_session(
                 db, live.id, state=State.ACTIVE.value, granted_scope=str(scope), customer_host=host

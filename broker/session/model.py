@@ -52,6 +52,8 @@ class LiveSession:
     approved: set[str] = field(default_factory=set)
     #: after a handoff, the only engineer who may continue
     handed_to: str | None = None
+    #: what the helper told about the customer's computer (hostname, user, os)
+    customer_host: dict[str, str] = field(default_factory=dict)
     end_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     _on_end: list[Callable[[str], None]] = field(default_factory=list)

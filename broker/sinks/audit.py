@@ -39,6 +39,7 @@ class AuditSink:
                 engineer_id=ref.engineer_id,
                 kind=ref.kind,
                 detail=event.detail,
+                ref=ref.key,
             )
             await q.append_audit(
                 db,

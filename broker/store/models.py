@@ -145,6 +145,8 @@ class Channel(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("session.id"), index=True)
+    #: the relay's id for the channel (events name channels by it before the row exists)
+    ref: Mapped[str | None] = mapped_column(String(40), unique=True)
     engineer_id: Mapped[int] = mapped_column(ForeignKey("account.id"))
     kind: Mapped[str] = mapped_column(String(20))
     detail: Mapped[dict[str, Any] | None]

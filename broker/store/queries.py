@@ -287,9 +287,17 @@ async def list_sessions(db: AsyncSession, ticket: Ticket | None = None) -> Seque
 
 
 async def open_channel(
-    db: AsyncSession, *, session_id: str, engineer_id: int, kind: str, detail: dict[str, Any]
+    db: AsyncSession,
+    *,
+    session_id: str,
+    engineer_id: int,
+    kind: str,
+    detail: dict[str, Any],
+    ref: str | None = None,
 ) -> Channel:
-    channel = Channel(session_id=session_id, engineer_id=engineer_id, kind=kind, detail=detail)
+    channel = Channel(
+        session_id=session_id, engineer_id=engineer_id, kind=kind, detail=detail, ref=ref
+    )
     db.add(channel)
     await db.flush()
     return channel
@@ -299,6 +307,10 @@ async def close_channel(db: AsyncSession, channel_id: int, **values: Any) -> Non
     await db.execute(
         update(Channel).where(Channel.id == channel_id).values(closed_at=utcnow(), **values)
     )
+
+
+async def channel_by_ref(db: AsyncSession, ref: str) -> Channel | None:
+    return (await db.execute(select(Channel).where(Channel.ref == ref))).scalar_one_or_none()
 
 
 async def list_channels(db: AsyncSession, session_id: str) -> Sequence[Channel]:

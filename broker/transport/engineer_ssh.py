@@ -4,7 +4,7 @@ SSH user name naming the ticket, and one nested connection to the customer per e
 from __future__ import annotations
 
 import asyncio
-import itertools
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 import asyncssh
 import structlog
 
-from broker.errors import BrokerError, Denied, NotFound, SinkFailed
+from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelRef, ChannelRefused
 from broker.relay.pump import RelaySession
 from broker.session.model import END_MESSAGES, LiveSession, State
@@ -31,7 +31,6 @@ class Relay(Protocol):
 
 
 log = structlog.get_logger(__name__)
-_channel_numbers = itertools.count(1)
 
 UNKNOWN_KEY = (
     "assist-broker: the key {fp} is not registered to an engineer account.\n"
@@ -99,7 +98,7 @@ class EngineerEdge:
     def ref(self, live: LiveSession | None, kind: str) -> ChannelRef:
         assert self.account_id is not None and self.account_name is not None
         return ChannelRef(
-            key=f"c{next(_channel_numbers)}",
+            key=uuid.uuid4().hex,
             session_id=live.id if live else "",
             ticket_id=live.redemption.ticket_id if live else 0,
             ticket_key=live.ticket_key if live else self.ticket,
@@ -195,7 +194,7 @@ class EngineerEdge:
 
     async def audit_refusal(self, kind: str, exc: BrokerError, **detail: object) -> None:
         """Audit a refusal that was not audited where it was decided."""
-        if exc.code == "refused" or isinstance(exc, SinkFailed):
+        if exc.code in ("refused", "audit_failed"):
             return
         try:
             await self.refuse(kind, exc.message, **detail)

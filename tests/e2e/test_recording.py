@@ -1,0 +1,146 @@
+"""Recordings: asciicast v2 of every shell and exec channel, playable by asciinema, hashed into
+the channel row and the audit chain, checked by `audit verify`; and fail-closed."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.evidence.signing import Signer
+from broker.evidence.verify import verify_store
+from broker.store import queries as q
+from tests.harness import BrokerHarness
+from tests.ptydriver import PtyDriver
+
+
+@pytest.fixture
+async def terminal() -> AsyncIterator[PtyDriver]:
+    driver = PtyDriver()
+    yield driver
+    driver.close()
+
+
+async def _recording(harness: BrokerHarness, ticket: str, kind: str) -> tuple[Path, dict]:
+    closed = await harness.wait_audit(ticket, "recording.closed")
+    async with harness.store.read() as db:
+        (session,) = await q.list_sessions(db)
+        channels = [c for c in await q.list_channels(db, session.id) if c.kind == kind]
+    channel = channels[-1]
+    assert channel.recording_path == closed["path"]
+    assert channel.recording_sha256 == closed["sha256"]
+    return harness.settings.data_dir / str(channel.recording_path), closed
+
+
+async def test_pty_recording_plays_in_asciinema_and_verifies(
+    harness: BrokerHarness, terminal: PtyDriver
+) -> None:
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    await terminal.start(harness.ssh_args(key, ticket, "-tt"), cols=90, rows=25)
+    terminal.type(b"echo recorded-$((6*7))\n")
+    await terminal.expect(rb"recorded-42")
+    terminal.resize(120, 40)
+    terminal.type(b"stty size\n")
+    await terminal.expect(rb"\d+ \d+\r\n")
+    terminal.type(b"exit\n")
+    assert await terminal.wait() == 0
+
+    path, closed = await _recording(harness, ticket, "shell")
+    raw = path.read_bytes()
+    assert hashlib.sha256(raw).hexdigest() == closed["sha256"] and len(raw) == closed["size"]
+    lines = raw.decode().splitlines()
+    header = json.loads(lines[0])
+    assert header["version"] == 2 and (header["width"], header["height"]) == (90, 25)
+    assert header["title"].startswith(f"{ticket}: alice on ")
+    events = [json.loads(line) for line in lines[1:]]
+    codes = {e[1] for e in events}
+    assert {"o", "i", "r"} <= codes
+    assert ["120x40"] == [e[2] for e in events if e[1] == "r"][:1]
+    typed = "".join(e[2] for e in events if e[1] == "i")
+    assert "echo recorded-$((6*7))" in typed
+
+    asciinema = shutil.which("asciinema") or str(Path(sys.executable).parent / "asciinema")
+    proc = await asyncio.create_subprocess_exec(
+        asciinema,
+        "cat",
+        str(path),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err
+    assert b"recorded-42" in out and b"echo recorded-$((6*7))" in out
+
+    signer = Signer.load(harness.settings.data_dir)
+    report = await verify_store(harness.store, signer.public, harness.settings.data_dir)
+    assert report.ok and report.recordings == 1, report.problems
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(flipped))
+    report = await verify_store(harness.store, signer.public, harness.settings.data_dir)
+    assert report.summary().startswith("BROKEN: recording of channel ")
+    assert "its SHA-256 does not match the record" in report.summary()
+
+
+async def test_bulk_exec_is_capped_but_counted_and_hashed(tmp_path: Path) -> None:
+    harness = await BrokerHarness(tmp_path, recording_cap=10_000).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        await harness.connected_helper(ticket)
+        result = await harness.ssh(key, ticket, "head -c 300000 /dev/urandom | od -An -tx1")
+        assert result.status == 0
+        path, closed = await _recording(harness, ticket, "exec")
+        assert closed["truncated"] is True
+        assert closed["output_bytes"] == len(result.stdout)
+        assert closed["output_sha256"] == hashlib.sha256(result.stdout).hexdigest()
+        kept = sum(len(json.loads(line)[2]) for line in path.read_text().splitlines()[1:])
+        assert 9_000 <= kept <= 10_000
+    finally:
+        await harness.stop()
+
+
+async def test_input_is_not_kept_when_policy_says_so(tmp_path: Path) -> None:
+    harness = await BrokerHarness(tmp_path, record_input=False).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        await harness.connected_helper(ticket)
+        result = await harness.ssh(key, ticket, "cat", stdin=b"typed secret\n")
+        assert result.stdout == b"typed secret\n"
+        path, closed = await _recording(harness, ticket, "exec")
+        assert closed["record_input"] is False
+        events = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+        assert [e[1] for e in events] == ["o"]
+        assert json.loads(path.read_text().splitlines()[0])["assist"]["record_input"] is False
+    finally:
+        await harness.stop()
+
+
+async def test_no_recording_no_access(tmp_path: Path) -> None:
+    """Fail closed: when recordings cannot be written, the channel does not open."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the recordings directory should be")
+    harness = await BrokerHarness(tmp_path, recordings_dir=blocker).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        helper = await harness.connected_helper(ticket)
+        result = await harness.ssh(key, ticket, "echo should-not-run")
+        assert result.status == 255 and result.stdout == b""
+        assert result.stderr.decode() == (
+            "Recording is unavailable; the session was stopped to protect the customer.\n"
+        )
+        assert "opened a command" not in helper.text
+        refused = await harness.wait_audit(ticket, "channel.refused")
+        assert refused["reason"].startswith("Recording is unavailable")
+    finally:
+        await harness.stop()
