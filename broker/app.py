@@ -14,6 +14,7 @@ from broker.admin import AdminWorker
 from broker.config import Settings
 from broker.errors import ConfigError
 from broker.evidence.checkpoints import Checkpointer
+from broker.evidence.recovery import recover
 from broker.evidence.signing import Signer
 from broker.relay.dispatch import Dispatcher
 from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
@@ -62,6 +63,9 @@ class Broker:
     async def start(self) -> Listening:
         self.keys = BrokerKeys.load(self.settings.data_dir)
         await self.store.upgrade()
+        await recover(
+            self.store, socket.gethostname(), self.settings.recordings, self.settings.data_dir
+        )
         limiter = RateLimiter(
             per_source=self.settings.code_fail_per_source,
             overall=self.settings.code_fail_global,
