@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+import tarfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from sqlalchemy.exc import DBAPIError
 from broker import admin, render
 from broker.config import Settings, load_settings, parse_duration
 from broker.errors import BrokerError, Invalid
-from broker.evidence.signing import Signer
+from broker.evidence.bundle import export_bundle, verify_bundle
+from broker.evidence.signing import Signer, load_public
 from broker.evidence.verify import verify_store
 from broker.logsetup import configure_logging
 from broker.session.consent import CodeHasher, ConsentCodes
@@ -108,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", parents=[common], help="check the chain, the signatures and the recordings"
     )
     averify.add_argument("--ticket", help="count and check this ticket's events and recordings")
+    averify.add_argument("--bundle", help="check an export bundle instead (no database needed)")
+    averify.add_argument("--pubkey", help="with --bundle: the broker's public key file (PEM)")
+    aexport = audit.add_parser("export", parents=[common], help="one ticket's evidence, one file")
+    aexport.add_argument("--ticket", required=True)
+    aexport.add_argument("--out", required=True, help="the bundle file to write (a tar)")
 
     sshconf = sub.add_parser("ssh-config", parents=[common], help="ssh_config block for a ticket")
     sshconf.add_argument("ticket")
@@ -279,6 +286,31 @@ async def cmd_audit_verify(args: argparse.Namespace, settings: Settings, store: 
     }
 
 
+async def cmd_audit_export(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return await export_bundle(
+        store, Signer.load(settings.data_dir), settings.data_dir, args.ticket, Path(args.out)
+    )
+
+
+def verify_bundle_file(bundle: str, pubkey: str | None) -> dict[str, Any]:
+    try:
+        trusted = load_public(Path(pubkey).read_text()) if pubkey else None
+        report = verify_bundle(Path(bundle), trusted)
+    except (OSError, ValueError, KeyError, tarfile.TarError) as exc:
+        raise BrokerError(f"cannot read the bundle {bundle}: {exc}", code="verify_failed") from None
+    if not report.ok:
+        raise BrokerError(report.summary(), code="verify_failed")
+    return {
+        "ok": True,
+        "summary": report.summary(),
+        "events": report.events,
+        "checkpoints": report.checkpoints,
+        "recordings": report.recordings,
+        "head": report.head,
+        "key_id": report.key_id,
+    }
+
+
 async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket)
@@ -300,6 +332,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("audit", "show"): cmd_audit_show,
     ("audit", "pubkey"): cmd_audit_pubkey,
     ("audit", "verify"): cmd_audit_verify,
+    ("audit", "export"): cmd_audit_export,
     ("ssh-config", None): cmd_ssh_config,
 }
 
@@ -334,7 +367,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from broker.serve import serve
 
             return asyncio.run(serve(settings))
-        result = asyncio.run(_run(args, settings))
+        if args.command == "audit" and args.action == "verify" and args.bundle:
+            result = verify_bundle_file(args.bundle, args.pubkey)
+        else:
+            result = asyncio.run(_run(args, settings))
     except BrokerError as exc:
         print(f"assist-broker: {exc.message}", file=sys.stderr)
         return exc.exit_status

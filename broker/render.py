@@ -119,6 +119,12 @@ def human(command: str, action: str | None, result: Any) -> str:
             )
         case ("audit", "pubkey"):
             return f"{result['public_key'].rstrip()}\n# key id {result['key_id']}"
+        case ("audit", "export"):
+            return (
+                f"Wrote {result['out']}: {result['own_events']} events of {result['ticket']} "
+                f"(in a chain of {result['events']}), {result['recordings']} recordings, "
+                f"signed by {result['key_id']}."
+            )
         case ("audit", "verify"):
             return str(result["summary"])
         case ("session", "end"):

@@ -49,6 +49,8 @@ class Report:
     recordings: int = 0
     head: str = chain.GENESIS
     problems: list[str] = field(default_factory=list)
+    #: for bundles: the key that signed them (compare with `assist-broker audit pubkey`)
+    key_id: str = ""
 
     @property
     def ok(self) -> bool:
@@ -57,9 +59,11 @@ class Report:
     def summary(self) -> str:
         if self.problems:
             return f"BROKEN: {self.problems[0]}"
+        signed_by = f" Signed by {self.key_id}." if self.key_id else ""
         return (
             f"OK: {self.events} events chained (head {self.head[:16]}), {self.checkpoints} "
             f"checkpoint signatures valid, {self.recordings} recordings match their hashes."
+            f"{signed_by}"
         )
 
 
