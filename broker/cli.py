@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import sys
-import tarfile
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,16 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from broker import admin, render
+from broker.cli_evidence import (
+    cmd_audit_export,
+    cmd_audit_pubkey,
+    cmd_audit_verify,
+    cmd_recording_export,
+    cmd_recording_play,
+    verify_bundle_file,
+)
 from broker.config import Settings, load_settings, parse_duration
 from broker.errors import BrokerError, Invalid
-from broker.evidence.bundle import export_bundle, verify_bundle
-from broker.evidence.signing import Signer, load_public
-from broker.evidence.verify import verify_store
 from broker.logsetup import configure_logging
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.policy import Scope, ScopeError
@@ -115,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     aexport = audit.add_parser("export", parents=[common], help="one ticket's evidence, one file")
     aexport.add_argument("--ticket", required=True)
     aexport.add_argument("--out", required=True, help="the bundle file to write (a tar)")
+
+    recording = sub.add_parser("recording", help="recordings").add_subparsers(
+        dest="action", required=True
+    )
+    rplay = recording.add_parser("play", parents=[common], help="replay a channel's recording")
+    rplay.add_argument("channel", type=int, help="the channel id (in audit show)")
+    rplay.add_argument("--speed", type=float, default=1.0, help="2 = twice as fast")
+    rplay.add_argument("--idle", type=float, default=2.0, help="longest pause, in seconds")
+    rexport = recording.add_parser("export", parents=[common], help="copy a recording out")
+    rexport.add_argument("channel", type=int)
+    rexport.add_argument("--out", required=True)
 
     sshconf = sub.add_parser("ssh-config", parents=[common], help="ssh_config block for a ticket")
     sshconf.add_argument("ticket")
@@ -261,56 +276,6 @@ async def cmd_audit_show(args: argparse.Namespace, settings: Settings, store: St
         return [render.audit(e, tickets) for e in await q.list_audit(db, ticket)]
 
 
-async def cmd_audit_pubkey(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    signer = Signer.load(settings.data_dir)
-    return {"key_id": signer.key_id, "public_key": signer.public_pem}
-
-
-async def cmd_audit_verify(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    ticket_id = None
-    if args.ticket:
-        async with store.read() as db:
-            ticket_id = (await q.get_ticket(db, args.ticket)).id
-    report = await verify_store(
-        store, Signer.load(settings.data_dir).public, settings.data_dir, ticket_id
-    )
-    if not report.ok:
-        raise BrokerError(report.summary(), code="verify_failed")
-    return {
-        "ok": True,
-        "summary": report.summary(),
-        "events": report.events,
-        "checkpoints": report.checkpoints,
-        "recordings": report.recordings,
-        "head": report.head,
-    }
-
-
-async def cmd_audit_export(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    return await export_bundle(
-        store, Signer.load(settings.data_dir), settings.data_dir, args.ticket, Path(args.out)
-    )
-
-
-def verify_bundle_file(bundle: str, pubkey: str | None) -> dict[str, Any]:
-    try:
-        trusted = load_public(Path(pubkey).read_text()) if pubkey else None
-        report = verify_bundle(Path(bundle), trusted)
-    except (OSError, ValueError, KeyError, tarfile.TarError) as exc:
-        raise BrokerError(f"cannot read the bundle {bundle}: {exc}", code="verify_failed") from None
-    if not report.ok:
-        raise BrokerError(report.summary(), code="verify_failed")
-    return {
-        "ok": True,
-        "summary": report.summary(),
-        "events": report.events,
-        "checkpoints": report.checkpoints,
-        "recordings": report.recordings,
-        "head": report.head,
-        "key_id": report.key_id,
-    }
-
-
 async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket)
@@ -333,6 +298,8 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("audit", "pubkey"): cmd_audit_pubkey,
     ("audit", "verify"): cmd_audit_verify,
     ("audit", "export"): cmd_audit_export,
+    ("recording", "play"): cmd_recording_play,
+    ("recording", "export"): cmd_recording_export,
     ("ssh-config", None): cmd_ssh_config,
 }
 
@@ -384,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         return 130
+    if isinstance(result, dict) and result.pop("_quiet", False) and not args.json:
+        return 0
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

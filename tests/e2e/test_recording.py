@@ -16,6 +16,7 @@ import pytest
 from broker.evidence.signing import Signer
 from broker.evidence.verify import verify_store
 from broker.store import queries as q
+from tests.e2e.test_handoff import cli
 from tests.harness import BrokerHarness
 from tests.ptydriver import PtyDriver
 
@@ -78,6 +79,12 @@ async def test_pty_recording_plays_in_asciinema_and_verifies(
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
     assert b"recorded-42" in out and b"echo recorded-$((6*7))" in out
+
+    channel_id = str(closed["channel_id"])
+    played = await cli(harness, "recording", "play", channel_id, "--speed", "100", "--idle", "0.1")
+    assert played.status == 0, played.stderr
+    assert b"recorded-42" in played.stdout
+    await harness.wait_audit(ticket, "recording.viewed", how="play")
 
     signer = Signer.load(harness.settings.data_dir)
     report = await verify_store(harness.store, signer.public, harness.settings.data_dir)
