@@ -17,6 +17,7 @@ from sqlalchemy.exc import DBAPIError
 from broker import admin, render
 from broker.cli_evidence import (
     cmd_audit_export,
+    cmd_audit_prune,
     cmd_audit_pubkey,
     cmd_audit_verify,
     cmd_recording_export,
@@ -116,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--ticket", help="count and check this ticket's events and recordings")
     averify.add_argument("--bundle", help="check an export bundle instead (no database needed)")
     averify.add_argument("--pubkey", help="with --bundle: the broker's public key file (PEM)")
+    aprune = audit.add_parser("prune", parents=[common], help="delete recordings past retention")
+    aprune.add_argument("--dry-run", action="store_true", help="only list what would go")
     aexport = audit.add_parser("export", parents=[common], help="one ticket's evidence, one file")
     aexport.add_argument("--ticket", required=True)
     aexport.add_argument("--out", required=True, help="the bundle file to write (a tar)")
@@ -298,6 +301,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("audit", "pubkey"): cmd_audit_pubkey,
     ("audit", "verify"): cmd_audit_verify,
     ("audit", "export"): cmd_audit_export,
+    ("audit", "prune"): cmd_audit_prune,
     ("recording", "play"): cmd_recording_play,
     ("recording", "export"): cmd_recording_export,
     ("ssh-config", None): cmd_ssh_config,

@@ -10,6 +10,7 @@ from typing import Any
 
 from broker.config import Settings
 from broker.errors import BrokerError, NotFound
+from broker.evidence import retention
 from broker.evidence.bundle import export_bundle, verify_bundle
 from broker.evidence.playback import play
 from broker.evidence.signing import Signer, load_public
@@ -101,3 +102,14 @@ async def cmd_recording_export(args: argparse.Namespace, settings: Settings, sto
     path = await _recording(store, settings, args.channel, "export")
     Path(args.out).write_bytes(path.read_bytes())  # noqa: ASYNC240 - one local file
     return f"Wrote {args.out}."
+
+
+async def cmd_audit_prune(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    days = retention.policy(settings.extra)
+    pruned = await retention.prune(store, settings.data_dir, days, dry_run=args.dry_run)
+    verb = "Would delete" if args.dry_run else "Deleted"
+    return {
+        "pruned": pruned,
+        "dry_run": args.dry_run,
+        "summary": f"{verb} {len(pruned)} recordings past retention; their hashes stay.",
+    }

@@ -119,6 +119,8 @@ def human(command: str, action: str | None, result: Any) -> str:
             )
         case ("audit", "pubkey"):
             return f"{result['public_key'].rstrip()}\n# key id {result['key_id']}"
+        case ("audit", "prune"):
+            return str(result["summary"])
         case ("audit", "export"):
             return (
                 f"Wrote {result['out']}: {result['own_events']} events of {result['ticket']} "

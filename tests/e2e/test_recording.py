@@ -151,3 +151,27 @@ async def test_no_recording_no_access(tmp_path: Path) -> None:
         assert refused["reason"].startswith("Recording is unavailable")
     finally:
         await harness.stop()
+
+
+async def test_prune_deletes_recordings_past_retention_and_the_chain_verifies(
+    harness: BrokerHarness,
+) -> None:
+    ticket = await harness.ticket(severity=4)
+    key = await harness.engineer()
+    helper = await harness.connected_helper(ticket)
+    await harness.ssh(key, ticket, "echo short-lived")
+    helper.interrupt()
+    await helper.finish()
+    path, closed = await _recording(harness, ticket, "exec")
+    (harness.settings.data_dir / "broker.toml").write_text('[retention]\n"4" = 0\n"1" = 365\n')
+
+    dry = await cli(harness, "audit", "prune", "--dry-run")
+    assert dry.stdout == b"Would delete 1 recordings past retention; their hashes stay.\n"
+    assert path.exists()
+    done = await cli(harness, "audit", "prune")
+    assert done.status == 0 and b"Deleted 1 recordings" in done.stdout
+    assert not path.exists()
+    pruned = await harness.wait_audit(ticket, "recording.pruned")
+    assert pruned["sha256"] == closed["sha256"]
+    verified = await cli(harness, "audit", "verify")
+    assert verified.status == 0 and verified.stdout.startswith(b"OK: "), verified.stderr

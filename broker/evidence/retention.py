@@ -1,0 +1,81 @@
+"""Retention: recordings older than their ticket's severity allows are deleted, but their
+hashes stay in the channel row and a ``recording.pruned`` event goes into the chain, so that
+``audit verify`` still passes. Policy (settings file)::
+
+    [retention]          # days to keep recordings, per severity; a missing severity keeps all
+    "3" = 180
+    "4" = 90
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from broker.errors import ConfigError
+from broker.store import queries as q
+from broker.store.db import Store
+from broker.store.models import Channel, Session, Ticket, utcnow
+
+
+def policy(extra: Mapping[str, Any]) -> dict[int, int]:
+    """``{severity: days}`` from the ``[retention]`` settings table."""
+    table = extra.get("retention", {})
+    days: dict[int, int] = {}
+    for key, value in table.items():
+        try:
+            severity, keep = int(key), int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f'[retention] {key} = {value!r}: use "1" = 365 and so on') from None
+        if severity not in (1, 2, 3, 4) or keep < 0:
+            raise ConfigError(f"[retention] {key} = {value!r}: severity 1-4, days 0 or more")
+        days[severity] = keep
+    return days
+
+
+async def prune(
+    store: Store, data_dir: Path, days: Mapping[int, int], *, dry_run: bool = False
+) -> list[dict[str, Any]]:
+    """Delete the recordings past retention; return what was (or would be) pruned."""
+    now = utcnow()
+    pruned: list[dict[str, Any]] = []
+    async with store.begin() as db:
+        rows = (
+            await db.execute(
+                select(Channel, Session, Ticket)
+                .join(Session, Session.id == Channel.session_id)
+                .join(Ticket, Ticket.id == Session.ticket_id)
+                .where(Channel.recording_path.is_not(None), Session.ended_at.is_not(None))
+            )
+        ).all()
+        for channel, session, ticket in rows:
+            keep = days.get(ticket.severity)
+            assert session.ended_at is not None and channel.recording_path is not None
+            if keep is None or now - session.ended_at < dt.timedelta(days=keep):
+                continue
+            entry = {
+                "channel_id": channel.id,
+                "ticket": ticket.key,
+                "path": channel.recording_path,
+                "sha256": channel.recording_sha256,
+                "size": channel.recording_size,
+                "retention_days": keep,
+            }
+            pruned.append(entry)
+            if dry_run:
+                continue
+            (data_dir / channel.recording_path).unlink(missing_ok=True)
+            channel.recording_path = None  # the hash and size stay
+            await q.append_audit(
+                db,
+                action="recording.pruned",
+                actor="retention",
+                ticket_id=ticket.id,
+                session_id=session.id,
+                details=entry,
+            )
+    return pruned
