@@ -19,6 +19,7 @@ from broker.evidence.signing import Signer
 from broker.relay.dispatch import Dispatcher
 from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
 from broker.session.manager import SessionManager
+from broker.session.watchdog import StoreWatchdog
 from broker.sinks.audit import AuditSink
 from broker.sinks.logline import LogLineSink
 from broker.sinks.recorder import RecorderSink
@@ -95,6 +96,7 @@ class Broker:
                 AdminWorker(self.store, manager, self.tunnels).run(), name="admin-requests"
             ),
             asyncio.create_task(self.checkpointer.run(), name="audit-checkpoints"),
+            asyncio.create_task(StoreWatchdog(self.store, manager).run(), name="store-watchdog"),
         ]
         ssh_name = self._server.sockets[0].getsockname()
         http_name = await self._start_http(manager)

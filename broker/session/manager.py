@@ -138,6 +138,10 @@ class SessionManager:
         if self.after_end is not None:
             await self.after_end()
 
+    async def record_end(self, live: LiveSession, reason: str) -> None:
+        """Record an end that could not be written when it happened (the store was down)."""
+        await self._record_end(live, reason)
+
     async def _record_end(self, live: LiveSession, reason: str) -> None:
         live.end(reason)
         try:

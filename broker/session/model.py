@@ -25,6 +25,9 @@ END_MESSAGES = {
     "shutdown": "The broker is shutting down; the session has ended.",
     "admin": "An administrator ended the session.",
     "sink_failed": "Recording is unavailable; the session was stopped to protect the customer.",
+    "store_unavailable": (
+        "Recording is unavailable; the session was stopped to protect the customer."
+    ),
     "error": "The session ended because of an internal error.",
     "removed": "The customer removed you from the session.",
     "handoff": "The session was handed over to another engineer.",

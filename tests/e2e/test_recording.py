@@ -175,3 +175,54 @@ async def test_prune_deletes_recordings_past_retention_and_the_chain_verifies(
     assert pruned["sha256"] == closed["sha256"]
     verified = await cli(harness, "audit", "verify")
     assert verified.status == 0 and verified.stdout.startswith(b"OK: "), verified.stderr
+
+
+async def test_database_gone_ends_open_sessions_and_refuses_new_channels(
+    harness: BrokerHarness,
+) -> None:
+    """Fail closed: with the database unwritable, open channels end with the message and
+    nothing new opens; the outage is recorded once the database is back."""
+    from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    helper = await harness.connected_helper(ticket)
+    engineer = await asyncio.create_subprocess_exec(
+        *harness.ssh_args(key, ticket),
+        "echo started; sleep 60",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert engineer.stdout is not None and engineer.stderr is not None
+    assert await asyncio.wait_for(engineer.stdout.readline(), 10) == b"started\n"
+
+    store = harness.store  # a failing storage fixture: every write now fails
+    saved = store._sessions
+    broken = create_async_engine(f"sqlite+aiosqlite:///{harness.tmp}/missing/dir/broker.db")
+    store._sessions = async_sessionmaker(broken)
+    try:
+        assert await asyncio.wait_for(engineer.wait(), 10) == 255
+        assert (
+            (await engineer.stderr.read())
+            .decode()
+            .endswith(
+                "Recording is unavailable; the session was stopped to protect the customer.\n"
+            )
+        )
+        assert await helper.finish() == 1
+        assert "Recording is unavailable" in helper.text
+    finally:
+        store._sessions = saved
+        await broken.dispose()
+
+    async def recorded() -> dict[str, object]:
+        while True:
+            for action, details in await harness.audit():
+                if action == "broker.store_unavailable":
+                    return details
+            await asyncio.sleep(0.05)
+
+    outage = await asyncio.wait_for(recorded(), 10)
+    assert harness.broker.manager.live() == []
+    assert len(outage["sessions_ended"]) == 1  # type: ignore[arg-type]
+    await harness.wait_audit(ticket, "session.ended", reason="store_unavailable")
