@@ -41,7 +41,8 @@ class Recording:
     fd: int
     started: float
     pty: bool
-    pending: list[tuple[float, str, bytes]] = field(default_factory=list)
+    #: ``[seconds, code, chunks]``: chunks of one burst are joined only when written
+    pending: list[tuple[float, str, list[bytes]]] = field(default_factory=list)
     kept: int = 0
     truncated: bool = False
     size: int = 0
@@ -131,7 +132,7 @@ class RecorderSink:
             raise recording.failed
         now = time.monotonic() - recording.started
         if isinstance(event, Resized):
-            recording.pending.append((now, "r", f"{event.width}x{event.height}".encode()))
+            recording.pending.append((now, "r", [f"{event.width}x{event.height}".encode()]))
             return
         if isinstance(event, Input):
             if self.record_input:
@@ -153,10 +154,9 @@ class RecorderSink:
             recording.kept += len(data)
         pending = recording.pending
         if pending and pending[-1][1] == code and now - pending[-1][0] < 0.01:
-            last = pending[-1]
-            pending[-1] = (last[0], code, last[2] + data)  # coalesce bursts
+            pending[-1][2].append(data)  # coalesce a burst into one event
         else:
-            pending.append((now, code, data))
+            pending.append((now, code, [data]))
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -165,7 +165,8 @@ class RecorderSink:
             return
         entries, recording.pending = recording.pending, []
         lines = []
-        for at, code, data in entries:
+        for at, code, parts in entries:
+            data = b"".join(parts)
             if code == "r":
                 text = data.decode()
             else:
