@@ -52,7 +52,7 @@ def run_per_chunk_json(path: Path, chunks: int, data: bytes) -> float:
 def run_recorder(root: Path, chunks: int, data: bytes) -> float:
     sink = RecorderSink(None, root, root, record_input=True, cap=1 << 62)  # type: ignore[arg-type]
     ref = ChannelRef("bench", "session", 1, "T-1", 1, "bench", "exec")
-    sink._start(ChannelOpened(ref, {"pty": True, "width": 80, "height": 24}))  # noqa: SLF001
+    sink._start(ChannelOpened(ref, {"pty": True, "width": 80, "height": 24}))
     recording = sink.open["bench"]
     event = Output(ref, data)
     flush_every = max(1, (50 * 1024 * 1024) // CHUNK)  # about one flush per second of traffic
@@ -60,8 +60,8 @@ def run_recorder(root: Path, chunks: int, data: bytes) -> float:
     for i in range(chunks):
         sink.data(event)
         if i % flush_every == flush_every - 1:
-            sink._flush(recording)  # noqa: SLF001
-    sink._flush(recording)  # noqa: SLF001
+            sink._flush(recording)
+    sink._flush(recording)
     os.fsync(recording.fd)
     elapsed = time.perf_counter() - start
     os.close(recording.fd)
@@ -82,7 +82,7 @@ def main() -> None:
             for name, run in (
                 ("raw", lambda: run_raw(root / "raw.bin", chunks, data)),
                 ("per-chunk JSON", lambda: run_per_chunk_json(root / "naive.cast", chunks, data)),
-                ("recorder", lambda: run_recorder(root / f"r{round_}", chunks, data)),
+                ("recorder", lambda r=round_: run_recorder(root / f"r{r}", chunks, data)),
             ):
                 seconds = run()
                 results[name] = min(results.get(name, seconds), seconds)
