@@ -174,3 +174,20 @@ async def test_accounts_and_keys(store: Store) -> None:
     with pytest.raises(Invalid, match="role must be one of"):
         async with store.begin() as db:
             await q.add_account(db, name="x", role="root", display_name="X")
+
+
+def test_head_revision_constant_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from broker.store.db import HEAD_REVISION, MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+async def test_upgrade_reaches_head(store: Store) -> None:
+    from broker.store.db import HEAD_REVISION
+
+    assert await store.revision() == HEAD_REVISION
