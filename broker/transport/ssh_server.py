@@ -33,6 +33,9 @@ class BrokerSSHServer(asyncssh.SSHServer):
         self.peer = "?"
         self.agent: AgentEdge | None = None
         self.engineer: EngineerEdge | None = None
+        self.username: str | None = None
+        #: set when the client changed its user name: nothing may authenticate any more
+        self.locked = False
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -50,7 +53,18 @@ class BrokerSSHServer(asyncssh.SSHServer):
     # --- authentication --------------------------------------------------------------------
 
     def begin_auth(self, username: str) -> bool:
+        """One user name per connection. asyncssh calls this again when a client changes the
+        name between attempts; a change would mix a helper's code with an engineer's key
+        (probed without proof) on one connection, so it ends the attempt at logging in."""
         assert self.conn is not None
+        if self.username is not None and username != self.username:
+            log.warning("auth_username_changed", peer=self.peer)
+            self.agent = self.engineer = None
+            self.locked = True
+            return True
+        if self.username is not None:
+            return True  # the same user again: keep the edge and what it has seen
+        self.username = username
         if username == AGENT_USER:
             self.agent = AgentEdge(self.conn, self.ctx, self.peer)
         else:
@@ -63,7 +77,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
         return False
 
     def kbdint_auth_supported(self) -> bool:
-        return self.agent is not None
+        return self.agent is not None and not self.locked
 
     def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
@@ -71,7 +85,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
         return self.agent.get_kbdint_challenge() if self.agent is not None else False
 
     async def validate_kbdint_response(self, username: str, responses: Any) -> bool:
-        if self.agent is None:
+        if self.agent is None or self.locked or username != self.username:
             return False
         accepted = await self.agent.validate_kbdint_response(list(responses))
         if accepted and self.agent.live is not None:
@@ -82,12 +96,23 @@ class BrokerSSHServer(asyncssh.SSHServer):
         return True  # for helpers only to notice (and audit) keys offered as "agent"
 
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        if self.locked or username != self.username:
+            return False
         if self.agent is not None:
             self.agent.key_offered(str(key.get_fingerprint("sha256")))
             return False
         return self.engineer is not None and await self.engineer.validate_public_key(key)
 
     def auth_completed(self) -> None:
+        # Belt and braces: exactly one edge, the one for the user name that logged in.
+        assert self.conn is not None and not self.locked
+        if self.conn.get_extra_info("username") != self.username or (
+            (self.agent is None) == (self.engineer is None)
+        ):
+            log.error("auth_state_inconsistent", peer=self.peer)
+            self.agent = self.engineer = None
+            self.conn.close()
+            return
         if self.engineer is not None:
             self.engineer.auth_completed()
 

@@ -166,3 +166,47 @@ async def test_scp_to_a_customer_without_file_transfer_is_refused(world: World) 
     )
     assert result.status != 0 and not (h.tmp / "stolen").exists()
     await h.wait_audit("T-1", "channel.refused", kind="scp")
+
+
+class _StubConn:
+    """Just enough of a server connection to drive the SSH edge's hooks directly."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.banners: list[str] = []
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else None
+
+    def send_auth_banner(self, msg: str) -> None:
+        self.banners.append(msg)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_changing_the_user_name_during_login_gets_nowhere(harness: BrokerHarness) -> None:
+    """A key probed for T-1 (no proof needed) then a code as `agent` on the same connection
+    must not make an engineer out of a helper login: the name change locks the login."""
+    import asyncssh
+
+    from broker.transport.ssh_server import BrokerSSHServer
+
+    ticket = await harness.ticket()
+    alice = await harness.engineer()
+    code = await harness.code(ticket)
+    ctx = harness.broker.ctx
+    assert ctx is not None
+    server = BrokerSSHServer(ctx, harness.broker.tunnels)
+    server.connection_made(_StubConn())  # type: ignore[arg-type]
+    public = asyncssh.read_private_key(str(alice)).convert_to_public()
+
+    assert server.begin_auth(ticket) is True
+    assert await server.validate_public_key(ticket, public) is True  # a probe, no signature
+    server.begin_auth("agent")
+    assert server.kbdint_auth_supported() is False
+    assert await server.validate_kbdint_response("agent", [code]) is False
+    assert await server.validate_public_key(ticket, public) is False
+    assert server.engineer is None and server.agent is None
+    assert not [a for a, _ in await harness.audit(ticket) if a == "consent.redeemed"]
+    assert harness.broker.manager.live() == []  # the code was never even tried
