@@ -157,13 +157,6 @@ async def cmd_ticket_create(args: argparse.Namespace, settings: Settings, store:
             customer_name=args.customer_name,
             key=args.key,
         )
-        await q.append_audit(
-            db,
-            action="ticket.created",
-            actor="admin",
-            ticket_id=ticket.id,
-            details={"key": ticket.key, "severity": ticket.severity},
-        )
     return render.ticket(ticket)
 
 

@@ -36,7 +36,12 @@ from broker.store.models import AuditCheckpoint, AuditEvent, Channel, Session
 
 
 def _event_line(row: AuditEvent, full: bool) -> dict[str, Any]:
-    base = {"seq": row.seq, "prev_hash": row.prev_hash, "hash": row.hash}
+    base = {
+        "seq": row.seq,
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+        "ticket_id": row.ticket_id,
+    }
     if not full:
         encoded = chain.canonical(
             seq=row.seq,
@@ -51,7 +56,6 @@ def _event_line(row: AuditEvent, full: bool) -> dict[str, Any]:
     return {
         **base,
         "time": row.time.astimezone(dt.UTC).isoformat(timespec="microseconds"),
-        "ticket_id": row.ticket_id,
         "session_id": row.session_id,
         "actor": row.actor,
         "action": row.action,
@@ -180,10 +184,48 @@ async def export_bundle(
 
 def _chain_event(line: dict[str, Any]) -> ChainEvent:
     if "digest" in line:
-        return ChainEvent(line["seq"], line["prev_hash"], line["hash"], given_digest=line["digest"])
+        return ChainEvent(
+            line["seq"],
+            line["prev_hash"],
+            line["hash"],
+            ticket_id=line["ticket_id"],
+            given_digest=line["digest"],
+        )
     fields = {k: line[k] for k in ("seq", "ticket_id", "session_id", "actor", "action", "details")}
     fields["time"] = dt.datetime.fromisoformat(line["time"])
-    return ChainEvent(line["seq"], line["prev_hash"], line["hash"], line["action"], fields)
+    return ChainEvent(
+        line["seq"],
+        line["prev_hash"],
+        line["hash"],
+        ticket_id=line["ticket_id"],
+        action=line["action"],
+        fields=fields,
+    )
+
+
+def _completeness(lines: list[dict[str, Any]], ticket_id: int, names: set[str]) -> list[str]:
+    """The ticket's events are all there in full, from its creation on, with every recording."""
+    problems = []
+    first = lines[0] if lines else {}
+    if first.get("action") != "ticket.created" or first.get("ticket_id") != ticket_id:
+        problems.append("the bundle does not start with the ticket's creation")
+    for line in lines:
+        if line.get("ticket_id") == ticket_id and "digest" in line:
+            problems.append(f"event {line['seq']} of this ticket is left out of the bundle")
+    kept = {
+        Path(str(d.get("path"))).name
+        for d in (
+            line.get("details", {}) for line in lines if line.get("action") == "recording.closed"
+        )
+    }
+    kept -= {
+        Path(str(line.get("details", {}).get("path"))).name
+        for line in lines
+        if line.get("action") == "recording.pruned"
+    }
+    for name in sorted(kept - names):
+        problems.append(f"the recording {name} named in the chain is missing from the bundle")
+    return problems
 
 
 def verify_bundle(path: Path, trusted: Ed25519PublicKey | None = None) -> Report:
@@ -219,6 +261,10 @@ def verify_bundle(path: Path, trusted: Ed25519PublicKey | None = None) -> Report
         events, points, public, first_seq=events[0].seq, first_prev=events[0].prev_hash
     )
     report.problems += problems
+    if not problems:
+        ticket_id = int(json.loads(files["ticket.json"])["id"])
+        recordings = {Path(n).name for n in files if n.startswith("recordings/")}
+        report.problems += _completeness(lines, ticket_id, recordings)
     report.events, report.checkpoints, report.head = len(events), len(points), head
     if not problems and not any(p.seq == events[-1].seq and p.hash == head for p in points):
         report.problems.append("no valid signature covers the last event of the bundle")

@@ -6,11 +6,14 @@ Each audit event is encoded canonically: JSON with sorted keys, no spaces, UTF-8
      "action", "details"}
 
     digest = SHA-256(canonical event), hex
-    hash   = SHA-256(prev_hash + digest), hex; prev_hash of the first event is 64 zeros
+    hash   = SHA-256(prev_hash + "|" + ticket_id + "|" + digest), hex
+             (ticket_id as decimal, or empty; prev_hash of the first event is 64 zeros)
 
 so ``hash`` covers the event and every event before it. Chaining the digest (rather than the
 event itself) lets an export bundle prove one ticket's events with the other tickets' events
-given only as ``(seq, digest)``: nothing of other customers is disclosed.
+given only as ``(seq, ticket_id, digest)``: nothing of other customers is disclosed, and since
+the ticket id is chained in the clear, a bundle cannot pass off one of its own ticket's events
+as someone else's.
 
 Checkpoints sign the chain head with Ed25519 over the bytes of
 ``"assist-broker checkpoint v1\\nseq=<seq>\\nhash=<hash>\\n"``.
@@ -52,8 +55,9 @@ def digest(encoded: bytes) -> str:
     return hashlib.sha256(encoded).hexdigest()
 
 
-def link(prev_hash: str, event_digest: str) -> str:
-    return hashlib.sha256((prev_hash + event_digest).encode()).hexdigest()
+def link(prev_hash: str, ticket_id: int | None, event_digest: str) -> str:
+    ticket = "" if ticket_id is None else str(ticket_id)
+    return hashlib.sha256(f"{prev_hash}|{ticket}|{event_digest}".encode()).hexdigest()
 
 
 def checkpoint_message(seq: int, head: str) -> bytes:

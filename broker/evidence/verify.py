@@ -19,7 +19,7 @@ from sqlalchemy import select
 from broker.evidence import chain
 from broker.evidence.signing import valid
 from broker.store.db import Store
-from broker.store.models import AuditCheckpoint, AuditEvent, Channel
+from broker.store.models import AuditCheckpoint, AuditEvent
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class ChainEvent:
     seq: int
     prev_hash: str
     hash: str
+    ticket_id: int | None = None
     action: str = ""
     fields: dict[str, Any] | None = None
     given_digest: str | None = None
@@ -101,17 +102,23 @@ def check_chain(
                 "(an event was removed, inserted or reordered)"
             )
             break
-        if chain.link(prev, event_digest(event)) != event.hash:
+        if chain.link(prev, event.ticket_id, event_digest(event)) != event.hash:
             problems.append(
                 f"{name}: its content does not match its hash (it was changed after it was written)"
             )
             break
         hashes[event.seq] = event.hash
         prev, expected_seq = event.hash, expected_seq + 1
+    last = expected_seq - 1
     for point in checkpoints:
         if problems:
             break
-        if point.seq in hashes and hashes[point.seq] != point.hash:
+        if point.seq > last:
+            problems.append(
+                f"checkpoint at event {point.seq} is past the last event ({last}): "
+                "events were removed from the end"
+            )
+        elif point.seq in hashes and hashes[point.seq] != point.hash:
             problems.append(f"checkpoint at event {point.seq}: its hash is not the chain's")
         elif not valid(public, point.seq, point.hash, point.signature):
             problems.append(f"checkpoint at event {point.seq}: the signature is not valid")
@@ -124,6 +131,7 @@ def as_chain_event(row: AuditEvent) -> ChainEvent:
         seq=row.seq,
         prev_hash=row.prev_hash,
         hash=row.hash,
+        ticket_id=row.ticket_id,
         action=row.action,
         fields={
             "seq": row.seq,
@@ -152,6 +160,20 @@ def check_recording(path: Path, sha256: str | None, size: int | None) -> str | N
     return None
 
 
+def recordings_in_chain(rows: Iterable[AuditEvent]) -> dict[str, dict[str, Any]]:
+    """Recording path -> what its ``recording.closed`` event says, less the pruned ones.
+
+    The chain, not the (unchained) channel table, is what recordings are checked against."""
+    found: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        path = str(row.details.get("path", ""))
+        if row.action == "recording.closed" and path:
+            found[path] = {**row.details, "ticket_id": row.ticket_id}
+        elif row.action == "recording.pruned":
+            found.pop(path, None)
+    return found
+
+
 async def verify_store(
     store: Store, public: Ed25519PublicKey, data_dir: Path, ticket_id: int | None = None
 ) -> Report:
@@ -160,30 +182,17 @@ async def verify_store(
         rows = (await db.execute(select(AuditEvent).order_by(AuditEvent.seq))).scalars().all()
         points = await db.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
         checkpoints = [Checkpoint(p.seq, p.hash, p.signature) for p in points.scalars()]
-        channels = (
-            (
-                await db.execute(
-                    select(Channel).where(Channel.recording_path.is_not(None)).order_by(Channel.id)
-                )
-            )
-            .scalars()
-            .all()
-        )
     problems, head = check_chain([as_chain_event(r) for r in rows], checkpoints, public)
     report.problems += problems
     report.events = len(rows) if ticket_id is None else sum(r.ticket_id == ticket_id for r in rows)
     report.checkpoints, report.head = len(checkpoints), head
-    sessions_of_ticket = {r.session_id for r in rows if r.ticket_id == ticket_id}
-    for channel in channels:
-        if ticket_id is not None and channel.session_id not in sessions_of_ticket:
+    for path, record in recordings_in_chain(rows).items():
+        if ticket_id is not None and record["ticket_id"] != ticket_id:
             continue
-        assert channel.recording_path is not None
-        problem = check_recording(
-            data_dir / channel.recording_path, channel.recording_sha256, channel.recording_size
-        )
+        problem = check_recording(data_dir / path, record.get("sha256"), record.get("size"))
         if problem:
             report.problems.append(
-                f"recording of channel {channel.id} ({channel.recording_path}): {problem}"
+                f"recording of channel {record.get('channel_id')} ({path}): {problem}"
             )
         report.recordings += 1
     return report

@@ -45,6 +45,7 @@ async def create_ticket(
     customer_email: str | None = None,
     customer_name: str | None = None,
     key: str | None = None,
+    actor: str = "admin",
 ) -> Ticket:
     if not title.strip():
         raise Invalid("a ticket needs a title")
@@ -70,6 +71,14 @@ async def create_ticket(
     if key is None:
         ticket.key = f"T-{ticket.id}"
         await db.flush()
+    # Every ticket's evidence starts here: an export bundle must begin with this event.
+    await append_audit(
+        db,
+        action="ticket.created",
+        actor=actor,
+        ticket_id=ticket.id,
+        details={"key": ticket.key, "severity": ticket.severity},
+    )
     return ticket
 
 
@@ -361,7 +370,7 @@ async def append_audit(
         session_id=session_id,
         details=details,
         prev_hash=prev,
-        hash=chain.link(prev, chain.digest(encoded)),
+        hash=chain.link(prev, ticket_id, chain.digest(encoded)),
     )
     db.add(event)
     await db.flush()

@@ -37,10 +37,10 @@ async def test_untouched_chain_verifies(store: Store, tmp_path: Path) -> None:
     signer = Signer.load(tmp_path)
     await _events(store, 5)
     point = await Checkpointer(store, signer).checkpoint()
-    assert point is not None and point.seq == 5
+    assert point is not None and point.seq == 6  # ticket.created, then five events
     report = await verify_store(store, signer.public, tmp_path)
-    assert report.ok and report.events == 5 and report.checkpoints == 1
-    assert report.summary().startswith("OK: 5 events chained")
+    assert report.ok and report.events == 6 and report.checkpoints == 1
+    assert report.summary().startswith("OK: 6 events chained")
     assert await Checkpointer(store, signer).checkpoint() is None  # nothing new to sign
 
 
@@ -123,4 +123,16 @@ async def test_fifty_writers_at_once_make_one_chain(store: Store, tmp_path: Path
     await asyncio.gather(*(writer(n) for n in range(50)))
     report = await verify_store(store, signer.public, tmp_path)
     assert report.ok, report.problems
-    assert report.events == 200
+    assert report.events == 201
+
+
+async def test_events_removed_from_the_end_are_named(store: Store, tmp_path: Path) -> None:
+    """A checkpoint past the chain's end means its tail was cut off."""
+    signer = Signer.load(tmp_path)
+    await _events(store, 5)
+    await Checkpointer(store, signer).checkpoint()
+    async with store.begin() as db:
+        await db.execute(delete(AuditEvent).where(AuditEvent.seq >= 5))
+    assert await _verify(store, signer, tmp_path) == (
+        "BROKEN: checkpoint at event 6 is past the last event (4): events were removed from the end"
+    )

@@ -16,6 +16,7 @@ def _rewrite(bundle: Path, out: Path, change: dict[str, bytes], fix_manifest: bo
     with tarfile.open(bundle) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
     files.update(change)
+    files = {n: d for n, d in files.items() if d != b"<delete>"}
     if fix_manifest:  # a careful forger also recomputes the manifest
         manifest = json.loads(files["manifest.json"])
         manifest["files"] = {
@@ -77,7 +78,40 @@ async def test_bundle_verifies_offline_and_catches_tampering(harness: BrokerHarn
     own["details"]["exit_status"] = 1
     forged_events = "".join(json.dumps(e) + "\n" for e in edited).encode()
 
+    from broker.evidence import chain
+
+    def digest_only(line: dict) -> dict:
+        import datetime as dt
+
+        fields = {
+            k: line[k] for k in ("seq", "ticket_id", "session_id", "actor", "action", "details")
+        }
+        encoded = chain.canonical(time=dt.datetime.fromisoformat(line["time"]), **fields)
+        return {k: line[k] for k in ("seq", "prev_hash", "hash", "ticket_id")} | {
+            "digest": chain.digest(encoded)
+        }
+
+    originals = [json.loads(line) for line in lines]
+    hidden = [digest_only(e) if e.get("action") == "channel.opened" else e for e in originals]
+    hidden_events = "".join(json.dumps(e) + "\n" for e in hidden).encode()
+    shortened = "".join(json.dumps(e) + "\n" for e in originals[1:]).encode()
+
     cases = {
+        "own event hidden as another's": (
+            {"events.jsonl": hidden_events},
+            True,
+            "of this ticket is left out of the bundle",
+        ),
+        "recording removed, manifest forged": (
+            {recording: b"<delete>"},
+            True,
+            "named in the chain is missing from the bundle",
+        ),
+        "leading events dropped": (
+            {"events.jsonl": shortened},
+            True,
+            "the bundle does not start with the ticket's creation",
+        ),
         "recording, manifest kept": (
             {recording: bytes(flipped)},
             False,

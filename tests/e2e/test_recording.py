@@ -95,6 +95,15 @@ async def test_pty_recording_plays_in_asciinema_and_verifies(
     report = await verify_store(harness.store, signer.public, harness.settings.data_dir)
     assert report.summary().startswith("BROKEN: recording of channel ")
     assert "its SHA-256 does not match the record" in report.summary()
+    # The channel table is not evidence: hiding the recording there changes nothing.
+    from sqlalchemy import update
+
+    from broker.store.models import Channel
+
+    async with harness.store.begin() as db:
+        await db.execute(update(Channel).values(recording_path=None, recording_sha256=None))
+    report = await verify_store(harness.store, signer.public, harness.settings.data_dir)
+    assert "its SHA-256 does not match the record" in report.summary()
 
 
 async def test_bulk_exec_is_capped_but_counted_and_hashed(tmp_path: Path) -> None:

@@ -63,13 +63,14 @@ async def test_session_and_channels_are_logged_against_the_ticket(harness: Broke
 
     actions = [action for action, _ in await harness.audit(ticket)]
 
-    assert actions[:4] == [
+    assert actions[:5] == [
+        "ticket.created",
         "consent.issued",
         "consent.redeemed",
         "session.consented",
         "session.started",
     ]
-    assert actions[4:6] == ["channel.opened", "channel.closed"]
+    assert actions[5:7] == ["channel.opened", "channel.closed"]
     opened = dict(await harness.audit(ticket))["channel.opened"]
     assert opened["command"] == "true" and opened["pty"] is False
 

@@ -47,7 +47,7 @@ def upgrade() -> None:
             action=row["action"],
             details=row["details"],
         )
-        current = link(prev, digest(encoded))
+        current = link(prev, row["ticket_id"], digest(encoded))
         bind.execute(
             events.update().where(events.c.seq == row["seq"]).values(prev_hash=prev, hash=current)
         )
