@@ -68,6 +68,8 @@ class EngineerEdge:
         self._nested_lock = asyncio.Lock()
         self._unregister: Callable[[], None] | None = None
         self._attendance: Attendance | None = None
+        #: set once this login was removed from (or outlived) its session
+        self.removed = False
         self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
         self._log = log.bind(**self.log_context)
 
@@ -149,6 +151,8 @@ class EngineerEdge:
         """This login's nested connection to the customer's helper, opened on first use, after
         the customer let this engineer in (``what`` tells them for what)."""
         async with self._nested_lock:
+            if self.removed:
+                raise Denied(f"You are no longer part of the session on {self.ticket}.")
             if self._nested is not None and self._nested_for is live:
                 return self._nested
             agent = self._find_agent(live)
@@ -203,9 +207,14 @@ class EngineerEdge:
 
     def session_ended(self, reason: str) -> None:
         """The session ended, or this engineer was removed from it: tell them, hang up."""
+        # No new channel may ride on the old approval in the moments before the hang-up.
+        self.removed = True
         message = END_MESSAGES.get(reason, END_MESSAGES["error"])
         for relay in list(self.relays):
             relay.end(message, reason)
+        if self._nested is not None:  # after the relays told the engineer why
+            self._nested.close()
+            self._nested = None
         if not self.relays:
             self.conn.close()
         else:

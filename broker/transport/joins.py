@@ -52,6 +52,9 @@ class Attendance:
             raise Denied(refusal)
         if self.live.needs_approval(name):
             allowed, always = await self._ask(name, display, what)
+            refusal = self.live.join_refusal(name)  # a handoff while the customer answered
+            if refusal:
+                raise Denied(refusal)
             action = "session.join_allowed" if allowed else "session.join_declined"
             await self.manager.record(
                 self.live, action, "customer", {"engineer": name, "what": what, "always": always}
