@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 
 #: exit status the engineer's ssh sees when the broker, not the remote command, ended the channel
 BROKER_EXIT = 255
+#: engineer input held while the channel opens; beyond it the engineer's side is paused
+PENDING_LIMIT = 256 * 1024
 
 
 class RelaySession(asyncssh.SSHServerSession[bytes]):
@@ -176,6 +178,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self._pending.clear()
         if self._pending_eof:
             self.upstream.write_eof()
+        # Only now: resuming delivers what asyncssh held back (and a held EOF) straight upstream.
+        self.engineer_gate.resume()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self.files is not None:
@@ -190,8 +194,10 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
                 return
         if self.upstream is not None:
             self.upstream.write(data)
-        else:
+        else:  # waiting for the customer's approval: hold, but not without bound
             self._pending.append(data)
+            if sum(map(len, self._pending)) > PENDING_LIMIT:
+                self.engineer_gate.pause()
 
     def eof_received(self) -> bool:
         if self.files is not None:

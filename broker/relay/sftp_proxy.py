@@ -124,13 +124,34 @@ class SFTPProxy(asyncssh.SFTPServer):
             await self.audit("sftp.denied", {"op": op, "path": _text(path), "reason": reason})
             raise asyncssh.SFTPPermissionDenied(f"Refused: {reason}")
 
+    async def _change(
+        self, action: str, detail: dict[str, Any], operation: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        """Audit first, then act (fail closed: no change without its record); a failure on the
+        customer's side is audited too."""
+        await self.audit(action, detail)
+        try:
+            return await operation()
+        except asyncssh.SFTPError as exc:
+            await self.audit("sftp.failed", {"op": action, **detail, "error": exc.reason})
+            raise
+
+    def format_user(self, uid: int | None) -> str:
+        return str(uid) if uid is not None else ""  # the broker's own user names mean nothing
+
+    def format_group(self, gid: int | None) -> str:
+        return str(gid) if gid is not None else ""
+
     # --- files -----------------------------------------------------------------------------
 
     async def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> ProxyFile:
         if pflags & WRITE_FLAGS:
             await self._deny_if_read_only("open", path)
-        remote = await self.client.open(path, pflags, attrs, encoding=None)
-        await self.audit("sftp.open", {"path": _text(path), "flags": describe_flags(pflags)})
+        detail = {"path": _text(path), "flags": describe_flags(pflags)}
+        remote = await self._change(
+            "sftp.open", detail, lambda: self.client.open(path, pflags, attrs, encoding=None)
+        )
+        assert isinstance(remote, asyncssh.SFTPClientFile)
         return ProxyFile(path, pflags, remote)
 
     async def open56(
@@ -183,8 +204,11 @@ class SFTPProxy(asyncssh.SFTPServer):
     async def fsetstat(self, file_obj: object, attrs: SFTPAttrs) -> None:
         assert isinstance(file_obj, ProxyFile)
         await self._deny_if_read_only("fsetstat", file_obj.path)
-        await file_obj.remote.setstat(attrs)
-        await self.audit("sftp.setstat", {"path": _text(file_obj.path), **_attrs(attrs)})
+        await self._change(
+            "sftp.setstat",
+            {"path": _text(file_obj.path), **_attrs(attrs)},
+            lambda: file_obj.remote.setstat(attrs),
+        )
 
     async def fstatvfs(self, file_obj: object) -> asyncssh.SFTPVFSAttrs:
         assert isinstance(file_obj, ProxyFile)
@@ -232,48 +256,65 @@ class SFTPProxy(asyncssh.SFTPServer):
 
     async def setstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         await self._deny_if_read_only("setstat", path)
-        await self.client.setstat(path, attrs)
-        await self.audit("sftp.setstat", {"path": _text(path), **_attrs(attrs)})
+        await self._change(
+            "sftp.setstat",
+            {"path": _text(path), **_attrs(attrs)},
+            lambda: self.client.setstat(path, attrs),
+        )
 
     async def lsetstat(self, path: bytes, attrs: SFTPAttrs) -> None:
         await self._deny_if_read_only("setstat", path)
-        await self.client.setstat(path, attrs, follow_symlinks=False)
-        await self.audit("sftp.setstat", {"path": _text(path), **_attrs(attrs)})
+        await self._change(
+            "sftp.setstat",
+            {"path": _text(path), **_attrs(attrs)},
+            lambda: self.client.setstat(path, attrs, follow_symlinks=False),
+        )
 
     async def remove(self, path: bytes) -> None:
         await self._deny_if_read_only("remove", path)
-        await self.client.remove(path)
-        await self.audit("sftp.remove", {"path": _text(path)})
+        await self._change("sftp.remove", {"path": _text(path)}, lambda: self.client.remove(path))
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         await self._deny_if_read_only("rename", oldpath)
-        await self.client.rename(oldpath, newpath)
-        await self.audit("sftp.rename", {"from": _text(oldpath), "to": _text(newpath)})
+        await self._change(
+            "sftp.rename",
+            {"from": _text(oldpath), "to": _text(newpath)},
+            lambda: self.client.rename(oldpath, newpath),
+        )
 
     async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
         await self._deny_if_read_only("rename", oldpath)
-        await self.client.posix_rename(oldpath, newpath)
-        await self.audit("sftp.rename", {"from": _text(oldpath), "to": _text(newpath)})
+        await self._change(
+            "sftp.rename",
+            {"from": _text(oldpath), "to": _text(newpath)},
+            lambda: self.client.posix_rename(oldpath, newpath),
+        )
 
     async def mkdir(self, path: bytes, attrs: SFTPAttrs) -> None:
         await self._deny_if_read_only("mkdir", path)
-        await self.client.mkdir(path, attrs)
-        await self.audit("sftp.mkdir", {"path": _text(path)})
+        await self._change(
+            "sftp.mkdir", {"path": _text(path)}, lambda: self.client.mkdir(path, attrs)
+        )
 
     async def rmdir(self, path: bytes) -> None:
         await self._deny_if_read_only("rmdir", path)
-        await self.client.rmdir(path)
-        await self.audit("sftp.rmdir", {"path": _text(path)})
+        await self._change("sftp.rmdir", {"path": _text(path)}, lambda: self.client.rmdir(path))
 
     async def symlink(self, oldpath: bytes, newpath: bytes) -> None:
         await self._deny_if_read_only("symlink", newpath)
-        await self.client.symlink(oldpath, newpath)
-        await self.audit("sftp.symlink", {"target": _text(oldpath), "path": _text(newpath)})
+        await self._change(
+            "sftp.symlink",
+            {"target": _text(oldpath), "path": _text(newpath)},
+            lambda: self.client.symlink(oldpath, newpath),
+        )
 
     async def link(self, oldpath: bytes, newpath: bytes) -> None:
         await self._deny_if_read_only("link", newpath)
-        await self.client.link(oldpath, newpath)
-        await self.audit("sftp.link", {"target": _text(oldpath), "path": _text(newpath)})
+        await self._change(
+            "sftp.link",
+            {"target": _text(oldpath), "path": _text(newpath)},
+            lambda: self.client.link(oldpath, newpath),
+        )
 
     def exit(self) -> None:
         if self._client is not None:

@@ -9,6 +9,7 @@ Helper -> broker: ``consent`` (granted scope, the helper's ephemeral host key, h
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ import structlog
 
 CONTROL_SUBSYSTEM = "assist-control"
 MAX_LINE = 64 * 1024
+#: control messages a helper may send in one second (people type a few a minute)
+MAX_RATE = 20
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +38,8 @@ class ControlSession(asyncssh.SSHServerSession[bytes]):
         self._on_close = on_close
         self._chan: asyncssh.SSHServerChannel[bytes] | None = None
         self._buffer = b""
+        self._window_start = 0.0
+        self._count = 0
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self._chan = chan
@@ -58,10 +63,22 @@ class ControlSession(asyncssh.SSHServerSession[bytes]):
         self._buffer += data
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
+            if len(line) > MAX_LINE or not self._allowed_now():
+                log.warning("control_abuse", line_bytes=len(line))
+                self.close()
+                return
             self._dispatch(line)
         if len(self._buffer) > MAX_LINE:
             log.warning("control_line_too_long")
             self.close()
+
+    def _allowed_now(self) -> bool:
+        """At most ``MAX_RATE`` messages a second: a helper that floods is cut off."""
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._count = now, 0
+        self._count += 1
+        return self._count <= MAX_RATE
 
     def _dispatch(self, line: bytes) -> None:
         if not line.strip():
@@ -80,7 +97,10 @@ class ControlSession(asyncssh.SSHServerSession[bytes]):
 
     def send(self, message: dict[str, Any]) -> None:
         if self._chan is not None:
-            self._chan.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+            try:
+                self._chan.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+            except BrokenPipeError:
+                pass  # the helper is gone; its connection_lost tells the rest
 
     def close(self) -> None:
         if self._chan is not None:

@@ -270,3 +270,18 @@ async def test_ticket_restricted_to_its_assignees(harness: BrokerHarness) -> Non
     )
     with pytest.raises(Invalid, match="is assigned to alice, not to bob"):
         await harness.code(ticket, "bob")
+
+
+async def test_a_helper_that_floods_the_control_channel_is_cut_off(
+    agent_conn: asyncssh.SSHClientConnection, harness: BrokerHarness
+) -> None:
+    writer, reader, _ = await agent_conn.open_session(subsystem="assist-control", encoding="utf-8")
+    assert json.loads(await reader.readline())["type"] == "hello"
+    writer.write('{"type": "who"}\n' * 500)
+
+    async def closed() -> None:
+        while await reader.readline():
+            pass
+
+    await asyncio.wait_for(closed(), 10)
+    await harness.wait_audit("T-1", "session.ended")
