@@ -6,11 +6,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from agent_client.connect import EXIT_REFUSED, Helper, Options
 from agent_client.consent_ui import Console
+
+ROOT_REFUSED = (
+    "The helper is running as root, the administrator account. Through it, the engineer would\n"
+    "have full control of this computer. Run it as your normal user instead. If you really\n"
+    "want to give full control, run it again with --allow-root."
+)
+ROOT_WARNING = (
+    "Warning: running as root (--allow-root). The engineer will have full control of this computer."
+)
+UNEXPECTED = (
+    "Something went wrong in the helper, so it stopped. Nobody can reach this computer through\n"
+    "it now. The details for the support desk are in {log}"
+)
+EXIT_FAILED = 3
+
+
+def log_path() -> Path:
+    folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    folder = folder / "assist-helper"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / "helper.log"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--scope", help="allow less than asked, e.g. --scope exec")
     connect.add_argument("--yes", action="store_true", help="answer yes without asking")
     connect.add_argument("--verbose", action="store_true", help="show connection details")
+    connect.add_argument(
+        "--allow-root", action="store_true", help="run even as root (gives full control)"
+    )
     return parser
 
 
@@ -44,8 +71,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         yes=args.yes,
         scope=args.scope,
     )
+    if os.geteuid() == 0:
+        if not args.allow_root:
+            print(ROOT_REFUSED, flush=True)
+            return EXIT_REFUSED
+        print(ROOT_WARNING, flush=True)
     try:
         return asyncio.run(Helper(options, Console()).run())
     except KeyboardInterrupt:
         print("\nStopped. Nobody was given access to this computer.", flush=True)
         return EXIT_REFUSED
+    except Exception:  # unexpected: a short word for the customer, the details in a file
+        log = log_path()
+        with log.open("a") as out:
+            out.write(traceback.format_exc())
+        print(UNEXPECTED.format(log=log), flush=True)
+        return EXIT_FAILED

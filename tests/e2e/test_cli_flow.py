@@ -140,6 +140,7 @@ async def _readme_flow(
             "--fingerprint",
             fingerprint,
             "--yes",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env=env,

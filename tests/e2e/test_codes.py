@@ -99,7 +99,10 @@ async def test_broker_unreachable_is_explained(tmp_path: Path) -> None:
     harness.port, harness.fingerprint = 1, "SHA256:" + "A" * 43
     helper = await harness.helper("123-456-789")
     assert await helper.finish() == 2
-    assert helper.lines[0].startswith("Could not reach the support broker at 127.0.0.1:1")
+    assert any(
+        line.startswith("Could not reach the support broker at 127.0.0.1:1")
+        for line in helper.lines
+    )
 
 
 async def test_customer_who_says_no_gives_no_access(harness: BrokerHarness) -> None:
@@ -166,3 +169,38 @@ async def test_twenty_helpers_racing_with_one_code_open_one_session(
     actions = [a for a, _ in await harness.audit(ticket)]
     assert actions.count("consent.redeemed") == 1
     assert actions.count("consent.rejected") == 19
+
+
+async def test_helper_refuses_to_run_as_root_unless_told(harness: BrokerHarness) -> None:
+    """Running as root would hand the engineer the whole computer: refused, with the way out."""
+    import os
+    import sys
+
+    import pytest
+
+    from agent_client.cli import ROOT_REFUSED, ROOT_WARNING
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: this machine runs the tests as a normal user")
+    refused = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent_client",
+        "connect",
+        "123-456-789",
+        "--broker",
+        f"127.0.0.1:{harness.port}",
+        "--fingerprint",
+        harness.fingerprint,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(refused.communicate(), 20)
+    assert refused.returncode == 2 and out.decode() == ROOT_REFUSED + "\n"
+    assert not [a for a, _ in await harness.audit() if a.startswith("consent.")]
+
+    ticket = await harness.ticket()
+    await harness.engineer()
+    allowed = await harness.helper(await harness.code(ticket))  # with --allow-root
+    await allowed.wait_for("Connected.")
+    assert ROOT_WARNING in allowed.text

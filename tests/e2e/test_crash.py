@@ -78,6 +78,7 @@ async def test_kill_9_mid_session_then_restart(tmp_path: Path) -> None:
             "--fingerprint",
             fingerprint,
             "--yes",
+            *(["--allow-root"] if os.geteuid() == 0 else []),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
