@@ -52,6 +52,23 @@ LOST = (
 )
 
 
+def _duration(seconds: int) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour" + ("s" if hours != 1 else "")
+    if seconds >= 60:
+        minutes = round(seconds / 60)
+        return f"{minutes} minute" + ("s" if minutes != 1 else "")
+    return f"{seconds} second" + ("s" if seconds != 1 else "")
+
+
+def limits_text(seconds: int, idle_seconds: int) -> str:
+    return (
+        f"The session can last up to {_duration(seconds)}; it ends sooner if nobody uses it "
+        f"for {_duration(idle_seconds)}. You will be warned before the time is up."
+    )
+
+
 def consent_question(hello: dict[str, Any], scope_text: str) -> str:
     ticket = hello["ticket"]
     severity = SEVERITY.get(int(ticket["severity"]), f"Severity {ticket['severity']}")

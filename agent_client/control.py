@@ -120,6 +120,8 @@ class ControlLoop:
         elif kind == "engineers":
             names = [f"{e['display']} ({e['name']})" for e in message.get("engineers", [])]
             self.console.say("Connected: " + (", ".join(names) if names else "nobody right now."))
+        elif kind == "limits":
+            self.console.say(ui.limits_text(int(message["seconds"]), int(message["idle_seconds"])))
         elif kind == "notice":
             self.console.say(str(message.get("message", "")))
         elif kind == "error":

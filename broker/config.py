@@ -76,6 +76,13 @@ class Settings:
     record_input: bool = True
     #: bytes of a non-PTY stream kept in its recording; beyond, only counted and hashed
     recording_cap: int = 16 * 1024 * 1024
+    #: the longest a session may last; Severity 1 and 2 tickets get ``session_max_severe``
+    session_max: float = 2 * 3600.0
+    session_max_severe: float = 8 * 3600.0
+    #: a session with no engineer traffic for this long ends
+    session_idle: float = 30 * 60.0
+    #: the customer is warned this long before the time limit
+    session_warn_before: float = 5 * 60.0
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -113,7 +120,9 @@ def _coerce(name: str, value: Any) -> Any:
         if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"record_input must be true or false, got {value!r}")
         return text in ("1", "true", "yes", "on")
-    if name in ("code_ttl", "code_fail_window", "keepalive_interval"):
+    if name in ("code_ttl", "code_fail_window", "keepalive_interval") or name.startswith(
+        "session_"
+    ):
         return parse_duration(value, what=name)
     if "int" in str(kind) and "str" not in str(kind):
         try:

@@ -116,6 +116,7 @@ class FilesChannel:
                 raise Denied(f"Refused: {decision.reason}.", code="refused")
             nested = await edge.nested(live, "file transfer")
             relay.ref = edge.ref(live, relay.kind)
+            relay.lifetime = live.lifetime
             await relay.dispatcher.emit(ChannelOpened(relay.ref, detail))
             client = await nested.start_sftp_client()
         except BrokerError as exc:

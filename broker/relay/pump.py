@@ -23,6 +23,7 @@ from broker.session.policy import ChannelRequest, decide, split_env
 
 if TYPE_CHECKING:
     from broker.relay.observe import ObserverSession
+    from broker.session.lifetime import Lifetime
     from broker.transport.engineer_ssh import EngineerEdge
 
 log = structlog.get_logger(__name__)
@@ -61,6 +62,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.engineer_gate = ReadGate()
         #: set for sftp and scp: asyncssh's SFTP/scp server then handles the channel
         self.files: FilesChannel | None = None
+        #: the session's timers: engineer input counts as activity
+        self.lifetime: Lifetime | None = None
         #: engineers watching this shell (``T-1+watch``)
         self.observers: set[ObserverSession] = set()
 
@@ -140,6 +143,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             what = "shell" if self.command is None else f"command: {self.command[:80]}"
             nested = await self.edge.nested(live, what)
             self.ref = self.edge.ref(live, self.kind)
+            self.lifetime = live.lifetime
             host = live.customer_host
             detail["customer_host"] = f"{host.get('user', '?')}@{host.get('hostname', '?')}"
             await self.dispatcher.emit(ChannelOpened(self.ref, detail))
@@ -182,6 +186,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.engineer_gate.resume()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.lifetime is not None:
+            self.lifetime.touch()
         if self.files is not None:
             self.files.stream.data_received(data, datatype)
             return

@@ -19,6 +19,7 @@ from broker.relay.flow import ReadGate
 from broker.session.policy import ChannelRequest, decide
 
 if TYPE_CHECKING:
+    from broker.session.lifetime import Lifetime
     from broker.transport.engineer_ssh import EngineerEdge
 
 log = structlog.get_logger(__name__)
@@ -46,6 +47,7 @@ async def open_forward(
     try:
         nested = await edge.nested(live, f"port {port} on {host}")
         relay = TcpRelay(edge, edge.ref(live, "forward"))
+        relay.lifetime = live.lifetime
         await edge.ctx.dispatcher.emit(ChannelOpened(relay.ref, detail))
     except BrokerError as exc:
         await edge.audit_refusal("forward", exc, **detail)
@@ -81,6 +83,7 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
         self._early_eof = False
         self._began = time.monotonic()
         self._finished = False
+        self.lifetime: Lifetime | None = None
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.chan = chan
@@ -92,6 +95,8 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
             chan.write_eof()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.lifetime is not None:
+            self.lifetime.touch()
         self.bytes_in += len(data)
         if self.upstream is not None:
             self.upstream.write(data)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from broker.session.consent import Redemption
+from broker.session.lifetime import Lifetime
 from broker.session.policy import Scope
 
 #: the name and port of the helper's virtual forward; nothing else may be forwarded
@@ -30,6 +31,8 @@ END_MESSAGES = {
     ),
     "error": "The session ended because of an internal error.",
     "removed": "The customer removed you from the session.",
+    "timeout": "The session reached its time limit and has ended.",
+    "idle": "The session was idle for too long and has ended.",
     "handoff": "The session was handed over to another engineer.",
 }
 
@@ -55,6 +58,8 @@ class LiveSession:
     approved: set[str] = field(default_factory=set)
     #: after a handoff, the only engineer who may continue
     handed_to: str | None = None
+    #: set when the session starts: its time limit and idle timeout (see lifetime.py)
+    lifetime: Lifetime | None = None
     #: what the helper told about the customer's computer (hostname, user, os)
     customer_host: dict[str, str] = field(default_factory=dict)
     end_reason: str | None = None

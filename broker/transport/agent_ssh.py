@@ -11,6 +11,7 @@ import structlog
 
 from broker.errors import CodeRejected
 from broker.session.consent import Redemption
+from broker.session.lifetime import Lifetime, Limits
 from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveSession, State
 from broker.session.policy import Scope, ScopeError
 from broker.store import queries as q
@@ -215,7 +216,35 @@ class AgentEdge:
         listener = VirtualListener(self)
         await self.ctx.manager.started(live)
         self._log.info("session_started")
+        self._start_lifetime(live)
         return listener
+
+    def _start_lifetime(self, live: LiveSession) -> None:
+        s = self.ctx.settings
+        limits = Limits.for_severity(
+            live.redemption.severity,
+            normal=s.session_max,
+            severe=s.session_max_severe,
+            idle=s.session_idle,
+            warn_before=s.session_warn_before,
+        )
+        live.lifetime = Lifetime(limits)
+        live.on_end(lambda _reason: live.lifetime.disarm() if live.lifetime else None)
+        if self.control is not None:
+            self.control.send(
+                {
+                    "type": "limits",
+                    "seconds": round(limits.max_duration),
+                    "idle_seconds": round(limits.idle),
+                }
+            )
+
+        def warn(seconds_left: float) -> None:
+            minutes = max(1, round(seconds_left / 60))
+            unit = "minute" if minutes == 1 else "minutes"
+            self.notify(f"The session will end in {minutes} {unit} (its time limit).")
+
+        self.ctx.spawn(live.lifetime.run(warn, self._end), "lifetime", self.log_context)
 
     def forward_closed(self) -> None:
         if self.live is not None and self.live.state is State.ACTIVE:
