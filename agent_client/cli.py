@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     connect.add_argument("--fingerprint", help="the broker's key fingerprint (SHA256:...)")
     connect.add_argument("--scope", help="allow less than asked, e.g. --scope exec")
     connect.add_argument("--yes", action="store_true", help="answer yes without asking")
+    connect.add_argument("--receipt", help="save the session's receipt to this JSON file")
     connect.add_argument("--verbose", action="store_true", help="show connection details")
     connect.add_argument(
         "--allow-root", action="store_true", help="run even as root (gives full control)"
@@ -70,6 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fingerprint=args.fingerprint,
         yes=args.yes,
         scope=args.scope,
+        receipt=args.receipt,
     )
     if os.geteuid() == 0:
         if not args.allow_root:

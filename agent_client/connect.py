@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hmac
+import json
 import platform
 import signal
 import socket
@@ -36,6 +37,7 @@ class Options:
     fingerprint: str | None
     yes: bool = False
     scope: str | None = None
+    receipt: str | None = None
 
 
 class HelperClient(asyncssh.SSHClient):
@@ -75,6 +77,12 @@ class HelperClient(asyncssh.SSHClient):
         text = self.banner.strip()
         _, _, message = text.partition(": ")
         return message or "The broker did not accept the code."
+
+
+def save_receipt(path: str, receipt: dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump(receipt, out, indent=2)
+        out.write("\n")
 
 
 def host_facts() -> dict[str, str]:
@@ -222,10 +230,18 @@ class Helper:
             names=self.display_names,
         )
         outcome = await loop.run()
+        receipt = (outcome.message or {}).get("receipt")
         if outcome.how == "customer":
             self.console.say(ui.ENDED_BY_CUSTOMER)
-            return EXIT_ENDED_BY_CUSTOMER
-        return self._over(outcome.message)
+            status = EXIT_ENDED_BY_CUSTOMER
+        else:
+            status = self._over(outcome.message)
+        if isinstance(receipt, dict):
+            self.console.say(ui.receipt_text(receipt))
+            if self.opts.receipt:
+                save_receipt(self.opts.receipt, receipt)
+                self.console.say(f"The receipt was saved to {self.opts.receipt}.")
+        return status
 
     def _over(self, message: dict[str, Any] | None) -> int:
         if message is None:

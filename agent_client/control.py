@@ -97,11 +97,16 @@ class ControlLoop:
 
     async def _end(self, message_task: asyncio.Future[dict[str, Any] | None]) -> Outcome:
         send(self.writer, {"type": "end"})
-        try:  # the broker confirms once engineers are told; do not wait long for it
-            await asyncio.wait_for(asyncio.shield(message_task), 2)
+        deadline = asyncio.get_running_loop().time() + 2
+        try:  # the broker confirms (with the receipt); do not wait long for it
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                message = await asyncio.wait_for(asyncio.shield(message_task), max(left, 0.01))
+                if message is None or message.get("type") == "ended":
+                    return Outcome("customer", message)
+                message_task = asyncio.ensure_future(read_message(self.reader))
         except (TimeoutError, asyncssh.Error, OSError):
-            pass
-        return Outcome("customer")
+            return Outcome("customer")
 
     # --- from the broker -------------------------------------------------------------------
 

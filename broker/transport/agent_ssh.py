@@ -14,6 +14,7 @@ from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime, Limits
 from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveSession, State
 from broker.session.policy import Scope, ScopeError
+from broker.session.receipt import build_receipt
 from broker.store import queries as q
 from broker.transport.context import CIPHERS, Context
 from broker.transport.control import ControlSession
@@ -194,15 +195,25 @@ class AgentEdge:
             self.control.send(message)
 
     def _session_ended(self, reason: str) -> None:
-        """The session ended (for any reason): tell the helper, then hang up."""
+        """The session ended (for any reason): tell the helper, with its receipt, then hang up."""
+        if self.control is None:
+            self.conn.close()
+            return
+        self.ctx.spawn(self._say_goodbye(reason), "goodbye", self.log_context)
+
+    async def _say_goodbye(self, reason: str) -> None:
+        message: dict[str, Any] = {
+            "type": "ended",
+            "reason": reason,
+            "message": END_MESSAGES.get(reason, END_MESSAGES["error"]),
+        }
+        if self.live is not None:
+            try:
+                message["receipt"] = await build_receipt(self.ctx.store, self.live.id)
+            except Exception:  # the store may be why the session ended
+                self._log.warning("receipt_unavailable")
         if self.control is not None:
-            self.control.send(
-                {
-                    "type": "ended",
-                    "reason": reason,
-                    "message": END_MESSAGES.get(reason, END_MESSAGES["error"]),
-                }
-            )
+            self.control.send(message)
             self.control.close()
         self.conn.close()
 

@@ -86,3 +86,28 @@ async def test_broker_shutdown_tells_engineer_and_helper(harness: BrokerHarness)
     assert await helper.finish() == 1
     assert "The session is over: The broker is shutting down" in helper.text
     await harness.wait_audit(ticket, "session.ended", reason="shutdown")
+
+
+async def test_receipt_is_shown_and_saved(harness: BrokerHarness) -> None:
+    """At the end the customer sees who did what, and --receipt keeps it as JSON."""
+    import json
+    import os
+
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    receipt_file = harness.tmp / "receipt.json"
+    helper = await harness.helper(await harness.code(ticket), "--receipt", str(receipt_file))
+    await helper.wait_for("Connected.")
+    assert (await harness.ssh(key, ticket, "uname -s")).stdout == (
+        os.uname().sysname + "\n"
+    ).encode()
+    await harness.wait_audit(ticket, "channel.closed")
+    helper.interrupt()
+    assert await helper.finish() == 0
+
+    assert f"Receipt for ticket {ticket}" in helper.text
+    assert "alice: uname -s" in helper.text
+    receipt = json.loads(receipt_file.read_text())
+    assert receipt["ticket"] == ticket and receipt["engineers"] == ["alice"]
+    (channel,) = receipt["channels"]
+    assert channel["command"] == "uname -s" and channel["exit_status"] == 0
