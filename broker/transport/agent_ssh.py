@@ -4,6 +4,7 @@ and the nested client connections that carry engineers to the helper's embedded 
 from __future__ import annotations
 
 import asyncio
+import smtplib
 from typing import Any
 
 import asyncssh
@@ -12,6 +13,7 @@ import structlog
 from broker.errors import CodeRejected
 from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime, Limits
+from broker.session.mail import SmtpSettings, send_receipt
 from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveSession, State
 from broker.session.policy import Scope, ScopeError
 from broker.session.receipt import build_receipt
@@ -186,6 +188,25 @@ class AgentEdge:
                 self.ctx.spawn(self.ctx.manager.end(self.live, reason), None, self.log_context)
             )
 
+    async def _mail(self, receipt: dict[str, Any]) -> None:
+        """E-mail the receipt to the ticket's customer, when SMTP is configured."""
+        smtp = SmtpSettings.from_extra(self.ctx.settings.extra)
+        live = self.live
+        if smtp is None or live is None:
+            return
+        async with self.ctx.store.read() as db:
+            ticket = await q.find_ticket(db, live.ticket_key)
+        if ticket is None or not ticket.customer_email:
+            return
+        details: dict[str, Any] = {"to": ticket.customer_email}
+        try:
+            await send_receipt(smtp, ticket.customer_email, receipt)
+            details["sent"] = True
+        except (OSError, smtplib.SMTPException) as exc:
+            self._log.warning("receipt_mail_failed", error=str(exc))
+            details.update(sent=False, error=str(exc)[:200])
+        await self.ctx.manager.record(live, "receipt.mailed", "broker", details)
+
     def notify(self, text: str) -> None:
         """A line for the customer's screen."""
         self._send({"type": "notice", "message": text})
@@ -212,6 +233,8 @@ class AgentEdge:
                 message["receipt"] = await build_receipt(self.ctx.store, self.live.id)
             except Exception:  # the store may be why the session ended
                 self._log.warning("receipt_unavailable")
+            else:
+                self.ctx.spawn(self._mail(message["receipt"]), "mail", self.log_context)
         if self.control is not None:
             self.control.send(message)
             self.control.close()

@@ -111,3 +111,48 @@ async def test_receipt_is_shown_and_saved(harness: BrokerHarness) -> None:
     assert receipt["ticket"] == ticket and receipt["engineers"] == ["alice"]
     (channel,) = receipt["channels"]
     assert channel["command"] == "uname -s" and channel["exit_status"] == 0
+
+
+async def test_receipt_is_mailed_to_the_customer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """With [smtp] set, the customer's address on the ticket gets the receipt (a real SMTP
+    server on loopback)."""
+    import email
+    import threading
+
+    from aiosmtpd.controller import Controller
+
+    from tests.e2e.test_refusals import _free_port
+
+    received: list[bytes] = []
+    arrived = threading.Event()
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            received.append(envelope.content)
+            arrived.set()
+            return "250 OK"
+
+    port = _free_port()
+    smtp = Controller(Handler(), hostname="127.0.0.1", port=port)
+    smtp.start()
+    harness = await BrokerHarness(
+        tmp_path, extra={"smtp": {"host": "127.0.0.1", "port": port, "from": "desk@example.com"}}
+    ).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        helper = await harness.connected_helper(ticket)
+        assert (await harness.ssh(key, ticket, "echo mailed")).status == 0
+        await harness.wait_audit(ticket, "channel.closed")
+        helper.interrupt()
+        assert await helper.finish() == 0
+        assert await asyncio.to_thread(arrived.wait, 15)
+        message = email.message_from_bytes(received[0])
+        assert message["To"] == "ops@example.com"
+        assert message["Subject"] == f"Receipt: remote support on ticket {ticket}"
+        body = message.get_payload()[0].get_payload(decode=True).decode()
+        assert "alice: echo mailed" in body
+        await harness.wait_audit(ticket, "receipt.mailed", sent=True, to="ops@example.com")
+    finally:
+        await harness.stop()
+        smtp.stop()

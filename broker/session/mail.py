@@ -1,0 +1,93 @@
+"""E-mailing the receipt to the ticket's customer address, when ``[smtp]`` is configured::
+
+    [smtp]
+    host = "mail.example.com"
+    port = 587
+    from = "support@example.com"
+    starttls = true          # optional
+    username = "..."         # optional, with password
+    password = "..."
+
+The standard library's smtplib runs in a thread; a failure is logged and audited, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import smtplib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    sender: str
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any]) -> SmtpSettings | None:
+        table = extra.get("smtp")
+        if not table or not table.get("host"):
+            return None
+        return cls(
+            host=str(table["host"]),
+            port=int(table.get("port", 25)),
+            sender=str(table.get("from", "assist-broker@localhost")),
+            starttls=bool(table.get("starttls", False)),
+            username=table.get("username"),
+            password=table.get("password"),
+        )
+
+
+def receipt_text(receipt: Mapping[str, Any]) -> str:
+    lines = [
+        f"Remote support session on ticket {receipt.get('ticket')}: {receipt.get('title')}",
+        "",
+        f"Engineers: {', '.join(receipt.get('engineers') or []) or 'nobody'}",
+        f"From {receipt.get('started')} to {receipt.get('ended')} "
+        f"({receipt.get('duration_seconds')} seconds); ended: {receipt.get('end_reason')}",
+        "",
+    ]
+    for channel in receipt.get("channels", []):
+        what = channel.get("command") or channel.get("kind")
+        if channel.get("kind") == "forward":
+            what = f"connection to port {channel.get('port')} on {channel.get('host')}"
+        lines.append(f"- {channel.get('engineer')}: {what}")
+    for item in receipt.get("files", []):
+        lines.append(
+            f"- file {item.get('direction')}: {item.get('path')} ({item.get('bytes')} "
+            f"bytes, SHA-256 {item.get('sha256') or 'partial transfer'})"
+        )
+    lines += ["", "The full record is kept by the support desk and can be verified."]
+    return "\n".join(lines) + "\n"
+
+
+def _send(settings: SmtpSettings, to: str, receipt: Mapping[str, Any]) -> None:
+    message = EmailMessage()
+    message["From"] = settings.sender
+    message["To"] = to
+    message["Subject"] = f"Receipt: remote support on ticket {receipt.get('ticket')}"
+    message.set_content(receipt_text(receipt))
+    message.add_attachment(
+        json.dumps(receipt, indent=2).encode(),
+        maintype="application",
+        subtype="json",
+        filename="receipt.json",
+    )
+    with smtplib.SMTP(settings.host, settings.port, timeout=20) as smtp:
+        if settings.starttls:
+            smtp.starttls()
+        if settings.username and settings.password:
+            smtp.login(settings.username, settings.password)
+        smtp.send_message(message)
+
+
+async def send_receipt(settings: SmtpSettings, to: str, receipt: Mapping[str, Any]) -> None:
+    await asyncio.to_thread(_send, settings, to, receipt)
