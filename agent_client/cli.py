@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 
 from agent_client.connect import EXIT_REFUSED, Helper, Options
@@ -30,6 +32,19 @@ UNEXPECTED = (
 EXIT_FAILED = 3
 
 
+def _defaults() -> dict[str, str]:
+    """The broker's address and fingerprint, built into a helper downloaded from /helper."""
+    try:
+        text = (resources.files("agent_client") / "defaults.json").read_text()
+    except (FileNotFoundError, OSError):
+        return {}
+    values = json.loads(text)
+    return {k: str(v) for k, v in values.items() if k in ("broker", "fingerprint")}
+
+
+DEFAULTS = _defaults()
+
+
 def log_path() -> Path:
     folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     folder = folder / "assist-helper"
@@ -42,8 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     connect = sub.add_parser("connect", help="let a support engineer in, with your consent")
     connect.add_argument("code", help="the consent code the engineer gave you, e.g. 123-456-789")
-    connect.add_argument("--broker", required=True, help="HOST:PORT of the support broker")
-    connect.add_argument("--fingerprint", help="the broker's key fingerprint (SHA256:...)")
+    connect.add_argument(
+        "--broker", default=DEFAULTS.get("broker"), help="HOST:PORT of the support broker"
+    )
+    connect.add_argument(
+        "--fingerprint",
+        default=DEFAULTS.get("fingerprint"),
+        help="the broker's key fingerprint (SHA256:...)",
+    )
     connect.add_argument("--scope", help="allow less than asked, e.g. --scope exec")
     connect.add_argument("--yes", action="store_true", help="answer yes without asking")
     connect.add_argument("--receipt", help="save the session's receipt to this JSON file")
@@ -56,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.broker:
+        print(
+            "Which support broker? Add --broker HOST:PORT (the engineer has it).", file=sys.stderr
+        )
+        return EXIT_REFUSED
     host, sep, port = args.broker.rpartition(":")
     if not sep or not port.isdigit():
         print(

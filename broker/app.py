@@ -29,6 +29,7 @@ from broker.transport.keys import BrokerKeys
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
 from broker.web.app import create_app
+from broker.web.helper_download import build_helper
 
 log = structlog.get_logger(__name__)
 
@@ -99,7 +100,10 @@ class Broker:
             asyncio.create_task(StoreWatchdog(self.store, manager).run(), name="store-watchdog"),
         ]
         ssh_name = self._server.sockets[0].getsockname()
-        http_name = await self._start_http(manager)
+        host = self.settings.advertised_host
+        address = f"[{host}]:{ssh_name[1]}" if ":" in host else f"{host}:{ssh_name[1]}"
+        helper_app = build_helper(address, self.keys.host_fingerprint)
+        http_name = await self._start_http(manager, helper_app)
         listening = Listening(
             ssh_name[0], ssh_name[1], self.keys.host_fingerprint, http_name[0], http_name[1]
         )
@@ -111,8 +115,8 @@ class Broker:
         )
         return listening
 
-    async def _start_http(self, manager: SessionManager) -> tuple[str, int]:
-        self._http = web.AppRunner(create_app(manager, self.tunnels), access_log=None)
+    async def _start_http(self, manager: SessionManager, helper_app: bytes) -> tuple[str, int]:
+        self._http = web.AppRunner(create_app(manager, self.tunnels, helper_app), access_log=None)
         await self._http.setup()
         # Bind the socket here so that port 0 tells which port was picked.
         host, port = self.settings.http_host, self.settings.http_port

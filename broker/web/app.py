@@ -9,6 +9,7 @@ from broker.tunnels import TunnelRegistry
 
 MANAGER = web.AppKey("manager", SessionManager)
 TUNNELS = web.AppKey("tunnels", TunnelRegistry)
+HELPER = web.AppKey("helper", bytes)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -18,9 +19,21 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-def create_app(manager: SessionManager, tunnels: TunnelRegistry) -> web.Application:
+async def helper(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[HELPER],
+        content_type="application/octet-stream",
+        headers={"Content-Disposition": 'attachment; filename="helper"'},
+    )
+
+
+def create_app(
+    manager: SessionManager, tunnels: TunnelRegistry, helper_app: bytes
+) -> web.Application:
     app = web.Application()
     app[MANAGER] = manager
     app[TUNNELS] = tunnels
+    app[HELPER] = helper_app
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/helper", helper)
     return app
