@@ -10,6 +10,7 @@ import json
 import platform
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,7 +194,7 @@ class Helper:
             tunnel=conn,
             host="session",
             port=22,
-            server_factory=lambda: HelperServer(granted, self._event),
+            server_factory=lambda: HelperServer(granted, self._event, self._mirror()),
             server_host_keys=[host_key],
             authorized_client_keys=authorized,
             encryption_algs=CIPHERS,
@@ -250,6 +251,22 @@ class Helper:
             text = str(message.get("message") or "it was ended.")
             self.console.say(ui.SESSION_OVER.format(message=text))
         return EXIT_ENDED_OTHERWISE
+
+    def _mirror(self) -> Callable[[bytes], None] | None:
+        """On a terminal, the customer sees what the engineer's shell shows (a live view)."""
+        out = self.console.out
+        if not out.isatty():
+            return None  # logs or a pipe: one line per event only
+        buffer = getattr(out, "buffer", None)
+
+        def show(data: bytes) -> None:
+            if buffer is not None:
+                buffer.write(data)
+            else:
+                out.write(data.decode(errors="replace"))
+            out.flush()
+
+        return show
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
         who = self.display_names.get(str(detail.get("engineer")), str(detail.get("engineer")))

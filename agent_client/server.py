@@ -27,7 +27,11 @@ EventHook = Callable[[str, dict[str, Any]], None]
 class HelperServer(asyncssh.SSHServer):
     """One nested connection from the broker (one engineer login)."""
 
-    def __init__(self, scope: Scope, on_event: EventHook) -> None:
+    def __init__(
+        self, scope: Scope, on_event: EventHook, mirror: Callable[[bytes], None] | None = None
+    ) -> None:
+        #: the customer's live view: a copy of every PTY shell's output
+        self.mirror = mirror
         self.scope = scope
         self.on_event = on_event
         self.engineer = "?"
@@ -179,6 +183,8 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
     # --- Sink for the process --------------------------------------------------------------
 
     def output(self, data: bytes, stderr: bool) -> None:
+        if self.server.mirror is not None and isinstance(self.process, PtyProcess):
+            self.server.mirror(data)
         if self.chan is not None:
             self.chan.write(data, asyncssh.EXTENDED_DATA_STDERR if stderr else None)
 
