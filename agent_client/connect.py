@@ -238,7 +238,7 @@ class Helper:
         else:
             status = self._over(outcome.message)
         if isinstance(receipt, dict):
-            self.console.say(ui.receipt_text(receipt))
+            self.console.say(str((outcome.message or {}).get("receipt_text", "")).rstrip())
             if self.opts.receipt:
                 save_receipt(self.opts.receipt, receipt)
                 self.console.say(f"The receipt was saved to {self.opts.receipt}.")

@@ -131,25 +131,3 @@ class Console:
     async def ask_yes_no(self, question: str) -> bool:
         """Only "y" or "yes" is a yes; anything else, or end of input, is a no."""
         return await self.ask(question) in ("y", "yes")
-
-
-def receipt_text(receipt: dict[str, Any]) -> str:
-    """The receipt in plain words."""
-    who = ", ".join(receipt.get("engineers") or []) or "nobody"
-    lines = [
-        f"Receipt for ticket {receipt.get('ticket')} (session {str(receipt.get('session'))[:8]}):",
-        f"  engineers: {who}",
-        f"  from {receipt.get('started')} to {receipt.get('ended')} "
-        f"({_duration(int(receipt.get('duration_seconds') or 0))})",
-    ]
-    for channel in receipt.get("channels", []):
-        what = channel.get("command") or channel.get("kind")
-        if channel.get("kind") == "forward":
-            what = f"connection to port {channel.get('port')} on {channel.get('host')}"
-        lines.append(f"  {channel.get('engineer')}: {what}")
-    for item in receipt.get("files", []):
-        lines.append(
-            f"  file {item.get('direction')}: {item.get('path')} ({item.get('bytes')} bytes, "
-            f"SHA-256 {item.get('sha256') or 'partial transfer'})"
-        )
-    return "\n".join(lines)

@@ -119,6 +119,33 @@ def helper_env() -> dict[str, str]:
     return {**env, "PYTHONUNBUFFERED": "1"}
 
 
+async def start_helper(
+    code: str, port: int, fingerprint: str, *extra: str, yes: bool = True
+) -> HelperProc:
+    """The real helper as a child process (an empty ``fingerprint`` leaves the pin out)."""
+    args = ["connect", code, "--broker", f"127.0.0.1:{port}"]
+    if fingerprint:
+        args += ["--fingerprint", fingerprint]
+    if yes:
+        args.append("--yes")
+    if os.geteuid() == 0:
+        args.append("--allow-root")  # the test machine runs as root
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent_client",
+        *args,
+        *extra,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=helper_env(),
+    )
+    helper = HelperProc(proc)
+    helper.start_reading()
+    return helper
+
+
 class BrokerHarness:
     """A real broker plus the admin steps a test needs (tickets, engineers, codes)."""
 
@@ -193,26 +220,8 @@ class BrokerHarness:
     async def helper(
         self, code: str, *extra: str, fingerprint: str | None = None, yes: bool = True
     ) -> HelperProc:
-        args = ["connect", code, "--broker", f"127.0.0.1:{self.port}"]
-        if fingerprint != "":
-            args += ["--fingerprint", fingerprint or self.fingerprint]
-        if yes:
-            args.append("--yes")
-        if os.geteuid() == 0:
-            args.append("--allow-root")  # the test machine runs as root
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent_client",
-            *args,
-            *extra,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=helper_env(),
-        )
-        helper = HelperProc(proc)
-        helper.start_reading()
+        pin = self.fingerprint if fingerprint is None else fingerprint
+        helper = await start_helper(code, self.port, pin, *extra, yes=yes)
         self.helpers.append(helper)
         return helper
 

@@ -16,7 +16,7 @@ from broker.session.lifetime import Lifetime, Limits
 from broker.session.mail import SmtpSettings, send_receipt
 from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveSession, State
 from broker.session.policy import Scope, ScopeError
-from broker.session.receipt import build_receipt
+from broker.session.receipt import build_receipt, receipt_text
 from broker.store import queries as q
 from broker.transport.context import CIPHERS, Context
 from broker.transport.control import ControlSession
@@ -231,6 +231,7 @@ class AgentEdge:
         if self.live is not None:
             try:
                 message["receipt"] = await build_receipt(self.ctx.store, self.live.id)
+                message["receipt_text"] = receipt_text(message["receipt"])
             except Exception:  # the store may be why the session ended
                 self._log.warning("receipt_unavailable")
             else:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncssh
 
-from tests.harness import SSH, HelperProc
+from tests.harness import SSH, start_helper
 
 
 async def run(*args: str, cwd: Path) -> tuple[int, str, str]:
@@ -129,24 +129,7 @@ async def _readme_flow(
         assert status == 0, err
         code = re.search(r"Consent code for T-1: (\d{3}-\d{3}-\d{3})\n", out).group(1)
 
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent_client",
-            "connect",
-            code,
-            "--broker",
-            f"127.0.0.1:{port}",
-            "--fingerprint",
-            fingerprint,
-            "--yes",
-            *(["--allow-root"] if os.geteuid() == 0 else []),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-        )
-        helper = HelperProc(proc)
-        helper.start_reading()
+        helper = await start_helper(code, port, fingerprint)
         line = await helper.wait_for("Allow? [y/N]")
         assert line.startswith(
             "Alice Smith from support asks to open a shell on this computer for ticket T-1 "

@@ -18,7 +18,7 @@ from broker.session.consent import CodeHasher, ConsentCodes
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.transport.keys import fingerprint_of, load_code_key
-from tests.harness import SSH, BrokerHarness, HelperProc, helper_env
+from tests.harness import SSH, BrokerHarness, HelperProc, helper_env, start_helper
 
 
 async def test_kill_9_mid_session_then_restart(tmp_path: Path) -> None:
@@ -67,25 +67,7 @@ async def test_kill_9_mid_session_then_restart(tmp_path: Path) -> None:
             banner += (await asyncio.wait_for(serve.stdout.readline(), 30)).decode()
         port = int(re.search(r"SSH on 127\.0\.0\.1:(\d+)", banner).group(1))
         fingerprint = re.search(r"fingerprint: (SHA256:\S+)", banner).group(1)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "agent_client",
-            "connect",
-            code,
-            "--broker",
-            f"127.0.0.1:{port}",
-            "--fingerprint",
-            fingerprint,
-            "--yes",
-            *(["--allow-root"] if os.geteuid() == 0 else []),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=helper_env(),
-        )
-        helper = HelperProc(proc)
-        helper.start_reading()
+        helper = await start_helper(code, port, fingerprint)
         await helper.wait_for("Connected.")
         engineer = await asyncio.create_subprocess_exec(
             SSH,

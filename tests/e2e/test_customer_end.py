@@ -105,8 +105,8 @@ async def test_receipt_is_shown_and_saved(harness: BrokerHarness) -> None:
     helper.interrupt()
     assert await helper.finish() == 0
 
-    assert f"Receipt for ticket {ticket}" in helper.text
-    assert "alice: uname -s" in helper.text
+    assert f"Remote support session on ticket {ticket}: Mail queue stuck" in helper.text
+    assert "- alice: uname -s" in helper.text
     receipt = json.loads(receipt_file.read_text())
     assert receipt["ticket"] == ticket and receipt["engineers"] == ["alice"]
     (channel,) = receipt["channels"]
