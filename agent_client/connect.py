@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import hmac
 import json
 import platform
 import signal
@@ -17,12 +16,15 @@ from typing import Any
 import asyncssh
 
 from agent_client import consent_ui as ui
-from agent_client.control import ControlLoop, read_message, send
+from agent_client.control import ControlLoop, Outcome, read_message, send
+from agent_client.dial import CIPHERS, RESUME_PREFIX, DialFailed, dial
+from agent_client.park import ShellPark
 from agent_client.server import HelperServer
 from broker.session.policy import Scope, ScopeError
 
 CONTROL_SUBSYSTEM = "assist-control"
-CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+#: seconds between reconnect attempts after a drop: doubling from the first, up to the last
+BACKOFF = (0.5, 10.0)
 
 # exit statuses
 EXIT_ENDED_BY_CUSTOMER = 0
@@ -41,45 +43,6 @@ class Options:
     receipt: str | None = None
 
 
-class HelperClient(asyncssh.SSHClient):
-    """Pins the broker's host key by fingerprint and answers the code prompt."""
-
-    def __init__(self, code: str, fingerprint: str) -> None:
-        self._code = code
-        self.expected = fingerprint
-        self.seen: str | None = None
-        self.banner = ""
-        self._answered = False
-
-    def validate_host_public_key(
-        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
-    ) -> bool:
-        self.seen = str(key.get_fingerprint("sha256"))
-        return hmac.compare_digest(self.seen.encode(), self.expected.encode())
-
-    def auth_banner_received(self, msg: str, lang: str) -> None:
-        self.banner += msg
-
-    def kbdint_auth_requested(self) -> str | None:
-        if self._answered:
-            return None  # one try per connection: a refused code is final
-        return ""  # no submethods: the broker asks for the code
-
-    def kbdint_challenge_received(
-        self, name: str, instructions: str, lang: str, prompts: Any
-    ) -> list[str]:
-        if len(prompts) != 1:
-            return []
-        self._answered = True
-        return [self._code]
-
-    def refusal(self) -> str:
-        """The broker's reason, sent as ``reason: message`` in a banner."""
-        text = self.banner.strip()
-        _, _, message = text.partition(": ")
-        return message or "The broker did not accept the code."
-
-
 def save_receipt(path: str, receipt: dict[str, Any]) -> None:
     with open(path, "w", encoding="utf-8") as out:
         json.dump(receipt, out, indent=2)
@@ -94,6 +57,21 @@ def host_facts() -> dict[str, str]:
     }
 
 
+@dataclass
+class Link:
+    """One connection to the broker with its control channel and the helper's forward."""
+
+    conn: asyncssh.SSHClientConnection
+    writer: asyncssh.SSHWriter[str]
+    reader: asyncssh.SSHReader[str]
+    listener: asyncssh.SSHAcceptor | None = None
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        self.conn.close()
+
+
 class Helper:
     def __init__(self, opts: Options, console: ui.Console) -> None:
         self.opts = opts
@@ -102,48 +80,26 @@ class Helper:
         self.end_requested = asyncio.Event()
         self.ended: dict[str, Any] | None = None
         self.display_names: dict[str, str] = {}
+        #: given by the broker at consent: the way back after a network drop
+        self.resume_token: str | None = None
+        self.grace = 120.0
+        self.park: ShellPark | None = None
+        self._host_key = asyncssh.generate_private_key("ssh-ed25519")
 
     async def run(self) -> int:
         if not self.opts.fingerprint:
             self.console.say(ui.NEED_FINGERPRINT)
             return EXIT_REFUSED
-        client = HelperClient(self.opts.code, self.opts.fingerprint)
         try:
-            conn = await asyncssh.connect(
-                self.opts.host,
-                self.opts.port,
-                username="agent",
-                client_factory=lambda: client,
-                known_hosts=([], [], []),
-                server_host_key_algs=["ssh-ed25519"],
-                client_keys=None,
-                agent_path=None,
-                config=None,
-                password=None,
-                preferred_auth="keyboard-interactive",
-                encryption_algs=CIPHERS,
-                compression_algs=None,
-                keepalive_interval=15,
-                connect_timeout=20,
-            )
-        except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as exc:
-            if client.seen is not None and client.seen != client.expected:
-                self.console.say(
-                    ui.MISMATCH.format(where=self.where, got=client.seen, expected=client.expected)
-                )
-            else:
-                self.console.say(ui.UNREACHABLE.format(where=self.where, reason=exc.reason))
-            return EXIT_REFUSED
-        except asyncssh.PermissionDenied:
-            self.console.say(client.refusal())
-            return EXIT_REFUSED
-        except (OSError, asyncssh.Error, TimeoutError) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
-            self.console.say(ui.UNREACHABLE.format(where=self.where, reason=reason or "timeout"))
+            conn = await dial(self.opts.host, self.opts.port, self.opts.fingerprint, self.opts.code)
+        except DialFailed as exc:
+            self.console.say(exc.message)
             return EXIT_REFUSED
         try:
             return await self._session(conn)
         finally:
+            if self.park is not None:
+                self.park.close()  # shells still waiting for a reconnect are hung up
             conn.close()
             await conn.wait_closed()
 
@@ -174,13 +130,12 @@ class Helper:
             self.console.say(ui.DECLINED)
             return EXIT_REFUSED
 
-        host_key = asyncssh.generate_private_key("ssh-ed25519")
         send(
             writer,
             {
                 "type": "consent",
                 "scope": str(offered),
-                "host_key": host_key.export_public_key().decode().strip(),
+                "host_key": self._host_key.export_public_key().decode().strip(),
                 "host": host_facts(),
             },
         )
@@ -188,22 +143,12 @@ class Helper:
         if reply is None or reply.get("type") != "consented":
             return self._over(reply)
         granted = offered.narrowed_to(Scope.parse(reply["scope"]))
+        self.resume_token = reply.get("resume")
+        self.grace = float(reply.get("grace_seconds") or self.grace)
+        self.park = ShellPark(self.grace)
+        link = Link(conn, writer, reader)
+        await self._listen(link, granted, hello["relay_key"])
 
-        authorized = asyncssh.import_authorized_keys(hello["relay_key"] + "\n")
-        listener = await asyncssh.listen(
-            tunnel=conn,
-            host="session",
-            port=22,
-            server_factory=lambda: HelperServer(granted, self._event, self._mirror()),
-            server_host_keys=[host_key],
-            authorized_client_keys=authorized,
-            encryption_algs=CIPHERS,
-            compression_algs=None,
-            encoding=None,
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_scp=False,
-        )
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self.end_requested.set)
         loop.add_signal_handler(signal.SIGTERM, self.end_requested.set)
@@ -215,26 +160,104 @@ class Helper:
             )
         )
         try:
-            return await self._wait(writer, reader)
+            while True:
+                outcome = await self._control(link)
+                if outcome.how != "lost" or not self.resume_token or self.end_requested.is_set():
+                    return self._finish(outcome)
+                link.close()
+                back = await self._reconnect(granted, hello["relay_key"])
+                if isinstance(back, Outcome):
+                    return self._finish(back)
+                link = back
         finally:
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
-            listener.close()
+            link.close()
 
-    async def _wait(self, writer: asyncssh.SSHWriter[str], reader: asyncssh.SSHReader[str]) -> int:
+    async def _listen(self, link: Link, granted: Scope, relay_key: str) -> None:
+        """The helper's embedded server, reachable only through the broker's forward."""
+        authorized = asyncssh.import_authorized_keys(relay_key + "\n")
+        mirror, park = self._mirror(), self.park
+        link.listener = await asyncssh.listen(
+            tunnel=link.conn,
+            host="session",
+            port=22,
+            server_factory=lambda: HelperServer(granted, self._event, mirror, park),
+            server_host_keys=[self._host_key],
+            authorized_client_keys=authorized,
+            encryption_algs=CIPHERS,
+            compression_algs=None,
+            encoding=None,
+            agent_forwarding=False,
+            x11_forwarding=False,
+            allow_scp=False,
+        )
+
+    async def _reconnect(self, granted: Scope, relay_key: str) -> Link | Outcome:
+        """Dial again with the resume token until the grace period runs out (``gone``), the
+        broker refuses (``told``: the customer has read why), or the customer ends it."""
+        assert self.resume_token is not None
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        deadline = began + self.grace
+        self.console.say(ui.DROPPED.format(grace=ui.duration(round(self.grace))))
+        delay = BACKOFF[0]
+        while (left := deadline - loop.time()) > 0 and not self.end_requested.is_set():
+            try:
+                conn = await dial(
+                    self.opts.host,
+                    self.opts.port,
+                    str(self.opts.fingerprint),
+                    RESUME_PREFIX + self.resume_token,
+                    timeout=max(1.0, min(10.0, left)),
+                )
+            except DialFailed as exc:
+                if exc.final:
+                    self.console.say(exc.message)
+                    return Outcome("told")
+                try:  # wait, unless the customer ends the session meanwhile
+                    await asyncio.wait_for(self.end_requested.wait(), min(delay, left))
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, BACKOFF[1])
+                continue
+            writer, reader, _ = await conn.open_session(
+                subsystem=CONTROL_SUBSYSTEM, encoding="utf-8"
+            )
+            message = await read_message(reader)
+            if message is None or message.get("type") != "resumed":
+                conn.close()
+                if message is not None and message.get("type") == "ended":
+                    return Outcome("ended", message)
+                continue
+            link = Link(conn, writer, reader)
+            await self._listen(link, granted, relay_key)
+            self.console.say(ui.RECONNECTED.format(seconds=round(loop.time() - began)))
+            return link
+        return Outcome("customer" if self.end_requested.is_set() else "gone")
+
+    async def _control(self, link: Link) -> Outcome:
         loop = ControlLoop(
-            writer,
-            reader,
+            link.writer,
+            link.reader,
             self.console,
             yes=self.opts.yes,
             end_requested=self.end_requested,
             names=self.display_names,
         )
-        outcome = await loop.run()
+        return await loop.run()
+
+    def _finish(self, outcome: Outcome) -> int:
+        """Tell the customer how it ended, with the receipt when the broker sent one."""
         receipt = (outcome.message or {}).get("receipt")
         if outcome.how == "customer":
             self.console.say(ui.ENDED_BY_CUSTOMER)
             status = EXIT_ENDED_BY_CUSTOMER
+        elif outcome.how == "gone":
+            self.console.say(ui.NOT_BACK.format(grace=ui.duration(round(self.grace))))
+            status = EXIT_ENDED_OTHERWISE
+        elif outcome.how == "told":
+            status = EXIT_ENDED_OTHERWISE
         else:
             status = self._over(outcome.message)
         if isinstance(receipt, dict):

@@ -46,13 +46,24 @@ ENDED_BY_CUSTOMER = (
 )
 DECLINED = "You said no. Nobody was given access to this computer."
 SESSION_OVER = "The session is over: {message} Nobody can reach this computer through it any more."
+DROPPED = (
+    "The connection to the support broker dropped. Reconnecting... The engineer's shell keeps\n"
+    "running meanwhile; the session ends if the connection is not back within {grace}.\n"
+    "Press Ctrl-C to end the session now."
+)
+RECONNECTED = "Reconnected after {seconds} s. The session goes on."
+NOT_BACK = (
+    "The connection to the support broker could not be restored within {grace}, so the\n"
+    "session has ended. Nobody can reach this computer through it any more."
+)
 LOST = (
     "The connection to the support broker was lost, so the session has ended. Nobody can reach\n"
     "this computer through it any more."
 )
 
 
-def _duration(seconds: int) -> str:
+def duration(seconds: int) -> str:
+    """``120`` -> ``2 minutes``, ``45`` -> ``45 seconds``."""
     if seconds >= 3600 and seconds % 3600 == 0:
         hours = seconds // 3600
         return f"{hours} hour" + ("s" if hours != 1 else "")
@@ -64,8 +75,8 @@ def _duration(seconds: int) -> str:
 
 def limits_text(seconds: int, idle_seconds: int) -> str:
     return (
-        f"The session can last up to {_duration(seconds)}; it ends sooner if nobody uses it "
-        f"for {_duration(idle_seconds)}. You will be warned before the time is up."
+        f"The session can last up to {duration(seconds)}; it ends sooner if nobody uses it "
+        f"for {duration(idle_seconds)}. You will be warned before the time is up."
     )
 
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 CHUNK = 64 * 1024
+#: output a shell keeps for a re-attach after a network drop (about a screen or two)
+SCROLLBACK = 8 * 1024
 #: stop reading from the engineer when this much input waits for the process
 INPUT_HIGH_WATER = 1024 * 1024
 
@@ -38,6 +40,7 @@ SIGNALS = {
         "TERM",
         "USR1",
         "USR2",
+        "WINCH",
     )
 }
 
@@ -72,6 +75,29 @@ class PtyProcess:
         self._paused = False
         self._input_paused = False
         self._closed = False
+        #: the last output, re-sent when an engineer re-attaches after a drop
+        self._recent = bytearray()
+
+    def attach(self, sink: Sink) -> None:
+        """Send output to ``sink`` from now on (a new channel, or the park during a drop)."""
+        self.sink = sink
+        if self._input_paused:
+            self._input_paused = False
+            sink.input_paused(False)
+
+    def scrollback(self) -> bytes:
+        """The last output, from a line start where possible."""
+        tail = bytes(self._recent[-SCROLLBACK:])
+        cut = tail.find(b"\n")
+        return tail[cut + 1 :] if 0 <= cut < len(tail) - 1 else tail
+
+    @property
+    def running(self) -> bool:
+        return not self._closed and self.proc is not None and self.proc.returncode is None
+
+    def redraw(self) -> None:
+        """Ask the program on the terminal to redraw its screen (as after a window resize)."""
+        self.send_signal("WINCH")
 
     async def start(
         self, argv: Sequence[str], env: dict[str, str], cwd: str, size: tuple[int, int]
@@ -118,6 +144,9 @@ class PtyProcess:
         if not data:
             self._stop_reading()
             return
+        self._recent += data
+        if len(self._recent) > 2 * SCROLLBACK:
+            del self._recent[:-SCROLLBACK]
         self.sink.output(data, False)
 
     def pause_output(self) -> None:

@@ -16,6 +16,7 @@ import asyncssh
 from asyncssh.stream import SSHServerStreamSession
 
 from agent_client.files import CustomerSFTPServer, ReadOnlySFTPServer
+from agent_client.park import ShellPark
 from agent_client.pty import SIGNALS, PipeProcess, PtyProcess
 from agent_client.server_util import user_shell
 from broker.relay.flow import ReadGate
@@ -28,10 +29,16 @@ class HelperServer(asyncssh.SSHServer):
     """One nested connection from the broker (one engineer login)."""
 
     def __init__(
-        self, scope: Scope, on_event: EventHook, mirror: Callable[[bytes], None] | None = None
+        self,
+        scope: Scope,
+        on_event: EventHook,
+        mirror: Callable[[bytes], None] | None = None,
+        park: ShellPark | None = None,
     ) -> None:
         #: the customer's live view: a copy of every PTY shell's output
         self.mirror = mirror
+        #: where shells wait while the connection to the broker is down
+        self.park = park
         self.scope = scope
         self.on_event = on_event
         self.engineer = "?"
@@ -131,6 +138,12 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
 
     async def _run(self) -> None:
         assert self.chan is not None
+        park = self.server.park
+        if self.term is not None and self.command is None and park is not None:
+            taken = park.take(self.server.engineer)
+            if taken is not None:
+                await self._reattach(*taken)
+                return
         shell, home = user_shell()
         argv = [shell, "-l"] if self.command is None else [shell, "-c", self.command]
         env = dict(os.environ)
@@ -163,7 +176,34 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
             "opened",
             {"engineer": self.server.engineer, "kind": self.kind, "command": self.command},
         )
+        await self._serve(process)
+
+    async def _reattach(self, process: PtyProcess, gap: float) -> None:
+        """Give the engineer back the shell a network drop parked: a note, the last screen
+        of output, then a redraw at the new terminal size."""
+        assert self.chan is not None and self.term is not None
+        self.process = process
+        process.attach(self)
+        _, (cols, rows, xpixel, ypixel) = self.term
+        note = (
+            f"\r\n[assist] The connection dropped for {round(gap)} s; your shell kept running. "
+            "Its last output follows.\r\n"
+        )
+        self.chan.write(note.encode() + process.scrollback())
+        process.resize(cols or 80, rows or 24, xpixel, ypixel)
+        process.redraw()
+        for chunk in self._pending:
+            process.write(chunk)
+        self._pending.clear()
+        self.server.on_event(
+            "opened", {"engineer": self.server.engineer, "kind": "shell", "reattached": True}
+        )
+        await self._serve(process)
+
+    async def _serve(self, process: PtyProcess | PipeProcess) -> None:
         status = await process.wait()
+        if process.sink is not self:
+            return  # parked during a drop: the shell is not this channel's any more
         if isinstance(process, PtyProcess):
             process.drain_output()
         process.close()
@@ -244,5 +284,17 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
             self.server.on_event("closed", {"engineer": self.server.engineer, "kind": "sftp"})
         self.chan = None
         self.gate.attach(None)
-        if self.process is not None:
-            self.process.close()
+        process, park = self.process, self.server.park
+        if process is None:
+            return
+        if (
+            exc is not None  # the connection to the broker dropped (a hang-up comes clean)
+            and park is not None
+            and isinstance(process, PtyProcess)
+            and self.kind == "shell"
+            and process.running
+        ):
+            park.keep(self.server.engineer, process, self.server.mirror)
+            self.server.on_event("parked", {"engineer": self.server.engineer, "kind": "shell"})
+            return
+        process.close()

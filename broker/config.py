@@ -83,6 +83,8 @@ class Settings:
     session_idle: float = 30 * 60.0
     #: the customer is warned this long before the time limit
     session_warn_before: float = 5 * 60.0
+    #: how long a session waits for its helper to come back after a network drop
+    session_grace: float = 2 * 60.0
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
     extra: Mapping[str, Any] = field(default_factory=dict)

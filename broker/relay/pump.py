@@ -142,6 +142,10 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
                 raise Denied(f"Refused: {decision.reason}.", code="refused")
             what = "shell" if self.command is None else f"command: {self.command[:80]}"
             nested = await self.edge.nested(live, what)
+            name = self.edge.account_name or ""
+            if self.kind == "shell" and request.pty and live.cut_shells[name] > 0:
+                live.cut_shells[name] -= 1  # the helper gives this engineer their shell back
+                detail["reattach"] = True
             self.ref = self.edge.ref(live, self.kind)
             self.lifetime = live.lifetime
             host = live.customer_host

@@ -35,6 +35,10 @@ MESSAGES = {
     "revoked": "This code was withdrawn by the support desk. Ask the engineer for a new code.",
     "busy": "A session for this ticket is already open. End it first, or ask the engineer.",
     "malformed": "A code has 9 digits, like 123-456-789. Check what you typed.",
+    "resume_refused": (
+        "The session could not be resumed: it has ended (the connection was away too long). "
+        "Ask the engineer for a new code if you still need help."
+    ),
 }
 
 

@@ -5,12 +5,13 @@ The in-memory maps are a cache of live connections on this node; the store is th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
 
 from broker.errors import CodeRejected
-from broker.session.consent import MESSAGES, ConsentCodes
+from broker.session.consent import MESSAGES, ConsentCodes, rate_limited_message
 from broker.session.model import LiveSession, State
 from broker.store import queries as q
 from broker.store.db import Store
@@ -40,6 +41,9 @@ class SessionManager:
 
     def find(self, ticket_key: str) -> LiveSession | None:
         return self._by_key.get(ticket_key.upper())
+
+    def find_id(self, session_id: str) -> LiveSession | None:
+        return next((live for live in self._by_ticket.values() if live.id == session_id), None)
 
     async def ticket_exists(self, ticket_key: str) -> bool:
         async with self.store.read() as db:
@@ -112,9 +116,56 @@ class SessionManager:
                 details=details,
             )
 
+    async def resume(self, token: str, source: str) -> LiveSession:
+        """A helper back after a network drop, with the token it got at consent (never the
+        code again). Wrong tokens count against ``source`` like wrong codes."""
+        limiter = self.codes.limiter
+        if limiter is not None and (wait := limiter.check(source)) > 0:
+            raise CodeRejected(rate_limited_message(wait), code="rate_limited")
+        session_id, _, secret = token.partition(".")
+        live = self.find_id(session_id[:64])
+        if live is None or not live.resume_allowed(secret[:128]):
+            if limiter is not None:
+                limiter.failed(source)
+            async with self.store.begin() as db:
+                await q.append_audit(
+                    db,
+                    action="session.resume_refused",
+                    actor="customer",
+                    ticket_id=live.redemption.ticket_id if live else None,
+                    session_id=live.id if live else None,
+                    details={"source": source},
+                )
+            raise CodeRejected(MESSAGES["resume_refused"], code="resume_refused")
+        return live
+
+    async def dropped(self, live: LiveSession, grace: float) -> None:
+        """The helper's connection dropped: record the gap, then wait ``grace`` seconds for
+        it to come back before ending the session for ``network``."""
+        live.drop()
+        await self.record(live, "session.disconnected", "broker", {"grace_seconds": grace})
+        log.info("session_disconnected", session=live.id, grace=grace)
+        back = asyncio.ensure_future(live.connected.wait())
+        over = asyncio.ensure_future(live.ended.wait())
+        try:
+            done, _ = await asyncio.wait({back, over}, timeout=grace, return_when="FIRST_COMPLETED")
+        finally:
+            back.cancel()
+            over.cancel()
+        if not done:
+            await self.end(live, "network")
+
     async def started(self, live: LiveSession) -> None:
         """The helper's forward is up: engineers can now reach the customer."""
         live.forwarded = True
+        if live.dropped_at is not None:  # back after a drop
+            gap = live.gap()
+            await self.record(live, "session.resumed", "customer", {"gap_seconds": round(gap, 3)})
+            live.dropped_at = None
+            live.connected.set()
+            log.info("session_resumed", session=live.id, gap=round(gap, 3))
+            return
+        live.connected.set()
         async with self.store.begin() as db:
             await q.update_session(db, live.id, started_at=utcnow())
             await q.append_audit(

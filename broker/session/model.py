@@ -7,6 +7,11 @@ forward may come up) -> ``ended`` (with a reason). Ending runs the registered ca
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import secrets
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,6 +41,12 @@ END_MESSAGES = {
     "handoff": "The session was handed over to another engineer.",
 }
 
+#: what engineers read when the customer's connection drops (the session may still resume)
+DROPPED_MESSAGE = (
+    "The connection to the customer dropped. Their shell keeps running for up to {grace}: "
+    "run the same ssh command again to get back to it once they are reconnected."
+)
+
 
 class State(StrEnum):
     PENDING = "pending"
@@ -62,6 +73,16 @@ class LiveSession:
     lifetime: Lifetime | None = None
     #: what the helper told about the customer's computer (hostname, user, os)
     customer_host: dict[str, str] = field(default_factory=dict)
+    #: SHA-256 of the current resume token (the helper's way back after a network drop)
+    resume_digest: bytes | None = None
+    #: set while the helper is connected with its forward up; clear during a drop
+    connected: asyncio.Event = field(default_factory=asyncio.Event)
+    #: monotonic time of the current drop, if the helper is away
+    dropped_at: float | None = None
+    #: engineers whose PTY shells a drop cut, and how many (their next shells re-attach)
+    cut_shells: Counter[str] = field(default_factory=Counter)
+    #: a line for the customer's screen (set by the helper's current connection)
+    tell: Callable[[str], None] = lambda _text: None
     end_reason: str | None = None
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     _on_end: list[Callable[[str], None]] = field(default_factory=list)
@@ -116,6 +137,30 @@ class LiveSession:
             and host == FORWARD_HOST
             and port == FORWARD_PORT
         )
+
+    def new_resume_token(self) -> str:
+        """A fresh token (``SESSION.SECRET``) that replaces any earlier one; only its digest
+        is kept."""
+        secret = secrets.token_urlsafe(32)
+        self.resume_digest = hashlib.sha256(secret.encode()).digest()
+        return f"{self.id}.{secret}"
+
+    def resume_allowed(self, secret: str) -> bool:
+        """The secret matches (constant time) and the session is waiting for its helper."""
+        if self.resume_digest is None or self.state is not State.ACTIVE:
+            return False
+        digest = hashlib.sha256(secret.encode()).digest()
+        return hmac.compare_digest(digest, self.resume_digest) and self.dropped_at is not None
+
+    def drop(self) -> None:
+        """The helper's connection went away; the forward must come up again."""
+        self.dropped_at = time.monotonic()
+        self.forwarded = False
+        self.connected.clear()
+
+    def gap(self) -> float:
+        """Seconds since the drop (0 if connected)."""
+        return 0.0 if self.dropped_at is None else time.monotonic() - self.dropped_at
 
     def on_end(self, callback: Callable[[str], None]) -> Callable[[], None]:
         """Call ``callback(reason)`` when the session ends; returns a function that unregisters."""

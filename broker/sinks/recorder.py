@@ -32,6 +32,9 @@ log = structlog.get_logger(__name__)
 
 RECORDED_KINDS = ("shell", "exec")
 FLUSH_INTERVAL = 1.0
+#: asciicast markers ("m" events) for the gap of a network drop
+MARK_DROPPED = "the connection to the customer dropped"
+MARK_REATTACHED = "re-attached to the shell after the customer's connection dropped"
 
 
 @dataclass
@@ -120,6 +123,8 @@ class RecorderSink:
         except OSError:
             os.close(fd)
             raise
+        if detail.get("reattach"):
+            recording.pending.append((0.0, "m", [MARK_REATTACHED.encode()]))
         self.open[ref.key] = recording
 
     # --- the hot path ----------------------------------------------------------------------
@@ -167,7 +172,7 @@ class RecorderSink:
         lines = []
         for at, code, parts in entries:
             data = b"".join(parts)
-            if code == "r":
+            if code in ("r", "m"):
                 text = data.decode()
             else:
                 decoder = recording.decoders.setdefault(
@@ -192,6 +197,9 @@ class RecorderSink:
 
     async def _finish(self, event: ChannelClosed) -> None:
         recording = self.open.pop(event.channel.key)
+        if event.reason == "dropped":
+            at = time.monotonic() - recording.started
+            recording.pending.append((at, "m", [MARK_DROPPED.encode()]))
         try:
             if recording.failed is None:
                 self._flush(recording)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -14,7 +15,14 @@ from broker.errors import CodeRejected
 from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime, Limits
 from broker.session.mail import SmtpSettings, send_receipt
-from broker.session.model import END_MESSAGES, FORWARD_HOST, FORWARD_PORT, LiveSession, State
+from broker.session.model import (
+    DROPPED_MESSAGE,
+    END_MESSAGES,
+    FORWARD_HOST,
+    FORWARD_PORT,
+    LiveSession,
+    State,
+)
 from broker.session.policy import Scope, ScopeError
 from broker.session.receipt import build_receipt, receipt_text
 from broker.store import queries as q
@@ -30,6 +38,14 @@ def live_id(facts: Redemption) -> str:
 
 
 KBDINT_PROMPT = "Consent code: "
+#: a helper back after a network drop answers the prompt with this prefix and its token
+RESUME_PREFIX = "resume:"
+
+
+def duration_words(seconds: float) -> str:
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{round(seconds / 60)} minutes"
+    return f"{round(seconds)} seconds"
 
 
 class VirtualListener(asyncssh.SSHListener):
@@ -50,11 +66,23 @@ class VirtualListener(asyncssh.SSHListener):
 class AgentEdge:
     """One helper connection. Created by the SSH server when the user name is ``agent``."""
 
-    def __init__(self, conn: asyncssh.SSHServerConnection, ctx: Context, peer: str) -> None:
+    def __init__(
+        self,
+        conn: asyncssh.SSHServerConnection,
+        ctx: Context,
+        peer: str,
+        find_agent: Callable[[LiveSession], AgentEdge | None] = lambda _live: None,
+    ) -> None:
         self.conn = conn
         self.ctx = ctx
         self.peer = peer
+        self._find_agent = find_agent
         self.live: LiveSession | None = None
+        #: this connection resumed a session after a drop (it skips the consent)
+        self.resuming = False
+        self._unregister_end: Callable[[], None] = lambda: None
+        #: set once this edge handed its session over to the drop (or to a resumed edge)
+        self.abandoned = False
         self.control: ControlSession | None = None
         self.attendance: Attendance | None = None
         self.tried = False
@@ -80,8 +108,16 @@ class AgentEdge:
         if self.tried or len(responses) != 1:
             return False  # one code per connection
         self.tried = True
+        answer = responses[0]
         try:
-            self.live = await self.ctx.manager.redeem(responses[0], self.peer)
+            if answer.startswith(RESUME_PREFIX):
+                self.live = await self.ctx.manager.resume(answer[len(RESUME_PREFIX) :], self.peer)
+                self.resuming = True
+                previous = self._find_agent(self.live)
+                if previous is not None and previous is not self:
+                    previous.abandon()  # its connection is dead but not noticed yet
+            else:
+                self.live = await self.ctx.manager.redeem(answer, self.peer)
         except CodeRejected as exc:
             self._log.info("code_rejected", reason=exc.code)
             # The helper shows this banner to the customer word for word.
@@ -89,7 +125,7 @@ class AgentEdge:
             return False
         self.log_context.update(session=self.live.id, ticket=self.live.ticket_key)
         self._log = log.bind(**self.log_context)
-        self.live.on_end(self._session_ended)
+        self._unregister_end = self.live.on_end(self._session_ended)
         return True
 
     # --- the control channel ---------------------------------------------------------------
@@ -103,6 +139,9 @@ class AgentEdge:
     def _control_open(self, control: ControlSession) -> None:
         assert self.live is not None
         facts = self.live.redemption
+        if self.resuming:
+            self._resumed(control)
+            return
         control.send(
             {
                 "type": "hello",
@@ -120,6 +159,25 @@ class AgentEdge:
         )
         self._worker = self.ctx.spawn(
             self._serve_control(), f"control-{live_id(facts)}", self.log_context
+        )
+
+    def _resumed(self, control: ControlSession) -> None:
+        """Back after a drop: the consent stands; the helper brings its forward up again."""
+        live = self.live
+        assert live is not None and live.granted is not None
+        self.attendance = Attendance(live, self.ctx.manager, self._send)
+        live.tell = self.notify
+        control.send(
+            {
+                "type": "resumed",
+                "session": live.id,
+                "scope": str(live.granted),
+                "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
+                "gap_seconds": round(live.gap(), 1),
+            }
+        )
+        self._worker = self.ctx.spawn(
+            self._serve_control(), f"control-{live_id(live.redemption)}", self.log_context
         )
 
     async def _serve_control(self) -> None:
@@ -150,12 +208,16 @@ class AgentEdge:
             )
             self._log.info("session_consented", scope=str(live.granted))
             self.attendance = Attendance(live, self.ctx.manager, self._send)
+            live.tell = self.notify
             assert self.control is not None and live.granted is not None
             self.control.send(
                 {
                     "type": "consented",
                     "scope": str(live.granted),
                     "scope_text": live.granted.describe(),
+                    # the helper's way back after a network drop (never the code again)
+                    "resume": live.new_resume_token(),
+                    "grace_seconds": self.ctx.settings.session_grace,
                 }
             )
         elif kind == "decline" and live.state is State.PENDING:
@@ -249,10 +311,24 @@ class AgentEdge:
             self._log.warning("forward_refused", host=host, port=port)
             return False
         listener = VirtualListener(self)
+        resumed = live.dropped_at is not None
         await self.ctx.manager.started(live)
-        self._log.info("session_started")
-        self._start_lifetime(live)
+        if resumed and live.lifetime is not None:
+            self._send_limits(live.lifetime)
+        else:
+            self._log.info("session_started")
+            self._start_lifetime(live)
         return listener
+
+    def _send_limits(self, lifetime: Lifetime) -> None:
+        self._send(
+            {
+                "type": "limits",
+                "seconds": round(lifetime.limits.max_duration),
+                "seconds_left": round(lifetime.seconds_left()),
+                "idle_seconds": round(lifetime.limits.idle),
+            }
+        )
 
     def _start_lifetime(self, live: LiveSession) -> None:
         s = self.ctx.settings
@@ -265,23 +341,18 @@ class AgentEdge:
         )
         live.lifetime = Lifetime(limits)
         live.on_end(lambda _reason: live.lifetime.disarm() if live.lifetime else None)
-        if self.control is not None:
-            self.control.send(
-                {
-                    "type": "limits",
-                    "seconds": round(limits.max_duration),
-                    "idle_seconds": round(limits.idle),
-                }
-            )
+        self._send_limits(live.lifetime)
 
         def warn(seconds_left: float) -> None:
             minutes = max(1, round(seconds_left / 60))
             unit = "minute" if minutes == 1 else "minutes"
-            self.notify(f"The session will end in {minutes} {unit} (its time limit).")
+            live.tell(f"The session will end in {minutes} {unit} (its time limit).")
 
         self.ctx.spawn(live.lifetime.run(warn, self._end), "lifetime", self.log_context)
 
     def forward_closed(self) -> None:
+        if self.abandoned:
+            return  # the helper's connection is gone; the drop handles the session
         if self.live is not None and self.live.state is State.ACTIVE:
             self.ctx.spawn(self._end("customer"), None, self.log_context)
 
@@ -338,6 +409,33 @@ class AgentEdge:
             self.attendance.decline_all()
         # Let the worker finish what it is doing (recording a decline, an end), then stop.
         self._messages.put_nowait(None)
-        if self.live is not None and self.live.state is not State.ENDED:
-            # The customer's connection went away without saying "end".
+        live = self.live
+        if live is None or live.state is State.ENDED or self.abandoned:
+            return
+        if live.forwarded and live.resume_digest is not None:
+            self.abandon()  # the session waits for the helper to come back
+        else:
+            # The customer's connection went away without saying "end", before it started.
             self.ctx.spawn(self._end("network"), None, self.log_context)
+
+    def abandon(self) -> None:
+        """The helper's connection dropped (or a resumed one replaced it) while the session
+        ran: engineers are told and hung up, the customer's shells keep running on their
+        side, and the session waits ``session_grace`` for the helper before it ends."""
+        live = self.live
+        if self.abandoned or live is None or live.state is not State.ACTIVE:
+            return
+        self.abandoned = True
+        self._unregister_end()
+        grace = self.ctx.settings.session_grace
+        message = DROPPED_MESSAGE.format(grace=duration_words(grace))
+        if self.attendance is not None:
+            for edge in list(self.attendance.engineers):
+                shells = edge.open_shells()
+                if shells and edge.account_name:
+                    live.cut_shells[edge.account_name] += shells
+                edge.session_ended("dropped", message)
+            self.attendance.engineers.clear()
+        self._log.warning("helper_dropped", grace=grace)
+        self.ctx.spawn(self.ctx.manager.dropped(live, grace), "grace", self.log_context)
+        self.conn.close()

@@ -32,6 +32,9 @@ class Relay(Protocol):
 
 log = structlog.get_logger(__name__)
 
+#: how long a new channel waits for a dropped helper to come back
+RECONNECT_WAIT = 30.0
+
 UNKNOWN_KEY = (
     "assist-broker: the key {fp} is not registered to an engineer account.\n"
     "Ask an admin to run: assist-broker account add NAME --role engineer --ssh-key KEY.pub\n"
@@ -128,11 +131,25 @@ class EngineerEdge:
                 f"Issue a code with: assist-broker code issue {self.ticket}"
             )
         await self._authorize()
+        if live.dropped_at is not None:
+            await self._wait_for_customer(live)
         if live.state is State.PENDING or not live.forwarded:
             raise Denied(
                 f"The customer for {self.ticket} has not given consent yet. Try again shortly."
             )
         return live
+
+    async def _wait_for_customer(self, live: LiveSession) -> None:
+        """The customer's helper dropped and may come back: wait a little for it."""
+        try:
+            await asyncio.wait_for(live.connected.wait(), RECONNECT_WAIT)
+        except TimeoutError:
+            raise Denied(
+                f"The connection to the customer for {self.ticket} dropped and is not back yet. "
+                "Try again in a moment."
+            ) from None
+        if live.state is State.ENDED:
+            raise NotFound(f"No customer is connected for {self.ticket}.")
 
     async def _authorize(self) -> None:
         """A ticket with assignees is open to them only."""
@@ -205,11 +222,16 @@ class EngineerEdge:
         except BrokerError:
             self._log.error("refusal_not_audited", kind=kind)
 
-    def session_ended(self, reason: str) -> None:
+    def open_shells(self) -> int:
+        return sum(
+            1 for relay in self.relays if isinstance(relay, RelaySession) and relay.is_open_shell()
+        )
+
+    def session_ended(self, reason: str, message: str | None = None) -> None:
         """The session ended, or this engineer was removed from it: tell them, hang up."""
         # No new channel may ride on the old approval in the moments before the hang-up.
         self.removed = True
-        message = END_MESSAGES.get(reason, END_MESSAGES["error"])
+        message = message or END_MESSAGES.get(reason, END_MESSAGES["error"])
         for relay in list(self.relays):
             relay.end(message, reason)
         if self._nested is not None:  # after the relays told the engineer why

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 from agent_client import consent_ui as ui
 from tests.harness import BrokerHarness, HelperProc
@@ -66,13 +67,19 @@ async def test_after_the_end_the_ticket_has_no_customer(harness: BrokerHarness) 
     assert result.status == 255 and b"No customer is connected" in result.stderr
 
 
-async def test_helper_killed_ends_the_session_as_network(harness: BrokerHarness) -> None:
-    """A helper that vanishes without a word (kill -9) ends the session with reason network."""
-    ticket = await harness.ticket()
-    await harness.engineer()
-    helper = await harness.connected_helper(ticket)
-    helper.proc.kill()
-    await harness.wait_audit(ticket, "session.ended", reason="network")
+async def test_helper_killed_ends_the_session_as_network(tmp_path: Path) -> None:
+    """A helper that vanishes without a word (kill -9) looks like a network drop: the session
+    waits out the grace period for it, then ends with reason network."""
+    harness = await BrokerHarness(tmp_path, session_grace=1.0).start()
+    try:
+        ticket = await harness.ticket()
+        await harness.engineer()
+        helper = await harness.connected_helper(ticket)
+        helper.proc.kill()
+        await harness.wait_audit(ticket, "session.disconnected", grace_seconds=1.0)
+        await harness.wait_audit(ticket, "session.ended", reason="network")
+    finally:
+        await harness.stop()
 
 
 async def test_broker_shutdown_tells_engineer_and_helper(harness: BrokerHarness) -> None:

@@ -1,0 +1,103 @@
+"""Dialling the broker: pin its host key by fingerprint, answer the one login prompt (the
+consent code, or the resume token after a drop), and turn every failure into plain words."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import asyncssh
+
+from agent_client import consent_ui as ui
+
+CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
+#: a helper back after a network drop answers the login prompt with this and its token
+RESUME_PREFIX = "resume:"
+
+
+class DialFailed(Exception):
+    """The broker could not be reached or did not let us in; ``message`` is for the customer.
+    ``final`` is set when trying again cannot help (a refusal, a wrong fingerprint)."""
+
+    def __init__(self, message: str, *, final: bool) -> None:
+        super().__init__(message)
+        self.message = message
+        self.final = final
+
+
+class HelperClient(asyncssh.SSHClient):
+    """Pins the broker's host key by fingerprint and answers the code prompt."""
+
+    def __init__(self, answer: str, fingerprint: str) -> None:
+        self._answer = answer
+        self.expected = fingerprint
+        self.seen: str | None = None
+        self.banner = ""
+        self._answered = False
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        self.seen = str(key.get_fingerprint("sha256"))
+        return hmac.compare_digest(self.seen.encode(), self.expected.encode())
+
+    def auth_banner_received(self, msg: str, lang: str) -> None:
+        self.banner += msg
+
+    def kbdint_auth_requested(self) -> str | None:
+        if self._answered:
+            return None  # one try per connection: a refused code is final
+        return ""  # no submethods: the broker asks for the code
+
+    def kbdint_challenge_received(
+        self, name: str, instructions: str, lang: str, prompts: Any
+    ) -> list[str]:
+        if len(prompts) != 1:
+            return []
+        self._answered = True
+        return [self._answer]
+
+    def refusal(self) -> str:
+        """The broker's reason, sent as ``reason: message`` in a banner."""
+        text = self.banner.strip()
+        _, _, message = text.partition(": ")
+        return message or "The broker did not accept the code."
+
+
+async def dial(
+    host: str, port: int, fingerprint: str, answer: str, *, timeout: float = 20
+) -> asyncssh.SSHClientConnection:
+    """A logged-in connection to the broker, or :class:`DialFailed`."""
+    where = f"{host}:{port}"
+    client = HelperClient(answer, fingerprint)
+    try:
+        return await asyncssh.connect(
+            host,
+            port,
+            username="agent",
+            client_factory=lambda: client,
+            known_hosts=([], [], []),
+            server_host_key_algs=["ssh-ed25519"],
+            client_keys=None,
+            agent_path=None,
+            config=None,
+            password=None,
+            preferred_auth="keyboard-interactive",
+            encryption_algs=CIPHERS,
+            compression_algs=None,
+            keepalive_interval=15,
+            keepalive_count_max=2,
+            connect_timeout=timeout,
+        )
+    except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as exc:
+        if client.seen is not None and client.seen != client.expected:
+            text = ui.MISMATCH.format(where=where, got=client.seen, expected=client.expected)
+            raise DialFailed(text, final=True) from None
+        text = ui.UNREACHABLE.format(where=where, reason=exc.reason)
+        raise DialFailed(text, final=False) from None
+    except asyncssh.PermissionDenied:
+        raise DialFailed(client.refusal(), final=True) from None
+    except (OSError, asyncssh.Error, TimeoutError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        text = ui.UNREACHABLE.format(where=where, reason=reason or "timeout")
+        raise DialFailed(text, final=False) from None
