@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from agent_client.connect import EXIT_REFUSED, Helper, Options
-from agent_client.consent_ui import Console
+from agent_client.console import Console
 
 ROOT_REFUSED = (
     "The helper is running as root, the administrator account. Through it, the engineer would\n"

@@ -4,6 +4,7 @@ engineer through the broker's nested connection, and end when the customer says 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import platform
@@ -16,9 +17,12 @@ from typing import Any
 import asyncssh
 
 from agent_client import consent_ui as ui
+from agent_client.activity import Activity
+from agent_client.console import Console
 from agent_client.control import ControlLoop, Outcome, read_message, send
 from agent_client.dial import CIPHERS, RESUME_PREFIX, DialFailed, dial
 from agent_client.park import ShellPark
+from agent_client.screen import StatusLine
 from agent_client.server import HelperServer
 from broker.session.policy import Scope, ScopeError
 
@@ -73,13 +77,15 @@ class Link:
 
 
 class Helper:
-    def __init__(self, opts: Options, console: ui.Console) -> None:
+    def __init__(self, opts: Options, console: Console) -> None:
         self.opts = opts
         self.console = console
         self.where = f"{opts.host}:{opts.port}"
         self.end_requested = asyncio.Event()
         self.ended: dict[str, Any] | None = None
         self.display_names: dict[str, str] = {}
+        #: what engineers do here now: the status line, or one line per event
+        self.activity = Activity(names=self.display_names)
         #: given by the broker at consent: the way back after a network drop
         self.resume_token: str | None = None
         self.grace = 120.0
@@ -110,6 +116,7 @@ class Helper:
             self.console.say(ui.LOST)
             return EXIT_ENDED_OTHERWISE
         self.display_names[hello["engineer"]["name"]] = hello["engineer"]["display"]
+        self.activity.ticket = str(hello["ticket"]["key"])
         requested = Scope.parse(hello["scope"])
         try:
             offered = (
@@ -152,14 +159,21 @@ class Helper:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, self.end_requested.set)
         loop.add_signal_handler(signal.SIGTERM, self.end_requested.set)
+        connected = ui.CONNECTED_KEYS if self.console.interactive else ui.CONNECTED
         self.console.say(
-            ui.CONNECTED.format(
+            connected.format(
                 engineer=hello["engineer"]["display"],
                 scope=granted.describe(),
                 ticket=hello["ticket"]["key"],
             )
         )
+        screen = contextlib.ExitStack()
         try:
+            screen.enter_context(self.console.single_keys())
+            if self.console.interactive:
+                self.console.status = StatusLine(self.console.out, self.activity.status)
+                self.console.status.start()
+                screen.callback(self._status_off)
             while True:
                 outcome = await self._control(link)
                 if outcome.how != "lost" or not self.resume_token or self.end_requested.is_set():
@@ -170,9 +184,15 @@ class Helper:
                     return self._finish(back)
                 link = back
         finally:
+            screen.close()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
             link.close()
+
+    def _status_off(self) -> None:
+        if self.console.status is not None:
+            self.console.status.stop()
+            self.console.status = None
 
     async def _listen(self, link: Link, granted: Scope, relay_key: str) -> None:
         """The helper's embedded server, reachable only through the broker's forward."""
@@ -200,7 +220,19 @@ class Helper:
         loop = asyncio.get_running_loop()
         began = loop.time()
         deadline = began + self.grace
+        self.activity.reconnecting = True
         self.console.say(ui.DROPPED.format(grace=ui.duration(round(self.grace))))
+        try:
+            return await self._redial(granted, relay_key, deadline)
+        finally:
+            self.activity.reconnecting = False
+            if self.console.status is not None:
+                self.console.status.draw()
+
+    async def _redial(self, granted: Scope, relay_key: str, deadline: float) -> Link | Outcome:
+        assert self.resume_token is not None
+        loop = asyncio.get_running_loop()
+        began = deadline - self.grace
         delay = BACKOFF[0]
         while (left := deadline - loop.time()) > 0 and not self.end_requested.is_set():
             try:
@@ -244,6 +276,7 @@ class Helper:
             yes=self.opts.yes,
             end_requested=self.end_requested,
             names=self.display_names,
+            on_limits=self.activity.set_time_left,
         )
         return await loop.run()
 
@@ -292,19 +325,12 @@ class Helper:
         return show
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:
-        who = self.display_names.get(str(detail.get("engineer")), str(detail.get("engineer")))
-        if kind == "opened":
-            what = {"shell": "a shell", "sftp": "a file transfer"}.get(
-                str(detail.get("kind")), "a command"
-            )
-            command = f": {detail['command']}" if detail.get("command") else ""
-            self.console.say(f"{who} opened {what}{command}")
-        elif kind == "closed":
-            what = {"shell": "shell", "sftp": "file transfer"}.get(
-                str(detail.get("kind")), "command"
-            )
-            self.console.say(f"{who}'s {what} ended.")
-        elif kind == "forward":
-            self.console.say(f"{who} connected to port {detail['port']} on {detail['host']}.")
-        elif kind == "refused":
-            self.console.say(f"Refused for {who}: {detail.get('what')}.")
+        """An event from the embedded server: the status line shows it on a terminal;
+        elsewhere the customer reads one line per event."""
+        line = self.activity.event(kind, detail)
+        if self.console.status is not None:
+            self.console.status.draw()
+            if kind == "refused" and line:
+                self.console.say(line)
+        elif line:
+            self.console.say(line)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-import threading
-from typing import Any, TextIO
+from typing import Any
 
 SEVERITY = {
     1: "Severity 1",
@@ -33,6 +30,13 @@ CONNECTED = (
     "Everything is recorded by the support desk. Press Ctrl-C at any time to end the session.\n"
     "Type 'who' to see who is connected, 'remove NAME' to remove one engineer."
 )
+CONNECTED_KEYS = (
+    "Connected. {engineer} can now {scope} on this computer for ticket {ticket}.\n"
+    "Everything is recorded by the support desk. You see what the engineer's shell shows.\n"
+    "Press q (or Ctrl-C) at any time to end the session; r removes one engineer, w shows who\n"
+    "is connected."
+)
+KEYS_HELP = "Keys: q or Ctrl-C ends the session, r removes one engineer, w shows who is connected."
 JOIN_QUESTION = (
     "{engineer} from support wants to join: {what}. Allow? "
     "[y = yes, a = always for {engineer}, N = no] "
@@ -87,58 +91,3 @@ def consent_question(hello: dict[str, Any], scope_text: str) -> str:
         f"{hello['engineer']['display']} from support asks to {scope_text} on this computer "
         f"for ticket {ticket['key']} ({severity}: {ticket['title']}). Allow? [y/N] "
     )
-
-
-class Console:
-    """Prints for the customer and reads their lines without blocking the event loop.
-
-    One daemon thread reads standard input line by line (an unanswered question never blocks
-    the helper from exiting); questions and commands take lines from it in order."""
-
-    def __init__(self, out: TextIO = sys.stdout, inp: TextIO = sys.stdin) -> None:
-        self.out = out
-        self.inp = inp
-        self._lines: asyncio.Queue[str | None] | None = None
-
-    def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
-
-    def _start(self) -> asyncio.Queue[str | None]:
-        if self._lines is None:
-            loop = asyncio.get_running_loop()
-            lines: asyncio.Queue[str | None] = asyncio.Queue()
-
-            def read() -> None:
-                while True:
-                    try:
-                        line = self.inp.readline()
-                    except (OSError, ValueError):
-                        line = ""
-                    loop.call_soon_threadsafe(lines.put_nowait, line or None)
-                    if not line:
-                        return
-
-            threading.Thread(target=read, name="customer-input", daemon=True).start()
-            self._lines = lines
-        return self._lines
-
-    async def next_line(self) -> str | None:
-        """The customer's next line, or ``None`` once input has ended (it stays ended)."""
-        lines = self._start()
-        line = await lines.get()
-        if line is None:
-            lines.put_nowait(None)
-        return line
-
-    async def ask(self, question: str) -> str:
-        """Ask and return the lower-cased answer ("" for end of input)."""
-        self.out.write(question)
-        self.out.flush()
-        line = await self.next_line()
-        if not (line and line.endswith("\n") and self.inp.isatty()):
-            self.out.write("\n")  # the terminal echoed nothing (piped input, or end of input)
-        return (line or "").strip().lower()
-
-    async def ask_yes_no(self, question: str) -> bool:
-        """Only "y" or "yes" is a yes; anything else, or end of input, is a no."""
-        return await self.ask(question) in ("y", "yes")

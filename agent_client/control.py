@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
 
 from agent_client import consent_ui as ui
+from agent_client.console import Console
 
 
 async def read_message(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None:
@@ -48,12 +50,15 @@ class ControlLoop:
         self,
         writer: asyncssh.SSHWriter[str],
         reader: asyncssh.SSHReader[str],
-        console: ui.Console,
+        console: Console,
         *,
         yes: bool,
         end_requested: asyncio.Event,
         names: dict[str, str],
+        on_limits: Callable[[float], None] | None = None,
     ) -> None:
+        #: told the seconds left whenever the broker sends the session's limits
+        self.on_limits = on_limits
         self.writer = writer
         self.reader = reader
         self.console = console
@@ -62,12 +67,17 @@ class ControlLoop:
         self.pending: deque[dict[str, Any]] = deque()
         #: engineer account name -> display name, for the customer's messages
         self.names = names
+        #: after ``r``: the engineers to choose from, by number
+        self.choosing: list[dict[str, str]] | None = None
+        self.asked_removal = False
+
+    def _next_input(self) -> asyncio.Future[str | None]:
+        source = self.console.next_key if self.console.keyed else self.console.next_line
+        return asyncio.ensure_future(source())
 
     async def run(self) -> Outcome:
         message_task = asyncio.ensure_future(read_message(self.reader))
-        line_task: asyncio.Future[str | None] | None = asyncio.ensure_future(
-            self.console.next_line()
-        )
+        line_task: asyncio.Future[str | None] | None = self._next_input()
         end_task = asyncio.ensure_future(self.end_requested.wait())
         try:
             while True:
@@ -88,8 +98,11 @@ class ControlLoop:
                     if line is None:
                         line_task = None  # no more input: Ctrl-C still ends the session
                     else:
-                        self._on_line(line.strip())
-                        line_task = asyncio.ensure_future(self.console.next_line())
+                        if self.console.keyed:
+                            self._on_key(line)
+                        else:
+                            self._on_line(line.strip())
+                        line_task = self._next_input()
         finally:
             for task in (message_task, line_task, end_task):
                 if task is not None:
@@ -123,10 +136,17 @@ class ControlLoop:
             if len(self.pending) == 1:
                 self._ask_next()
         elif kind == "engineers":
-            names = [f"{e['display']} ({e['name']})" for e in message.get("engineers", [])]
+            engineers = list(message.get("engineers", []))
+            if self.asked_removal:
+                self.asked_removal = False
+                self._offer_removal(engineers)
+                return
+            names = [f"{e['display']} ({e['name']})" for e in engineers]
             self.console.say("Connected: " + (", ".join(names) if names else "nobody right now."))
         elif kind == "limits":
             self.console.say(ui.limits_text(int(message["seconds"]), int(message["idle_seconds"])))
+            if self.on_limits is not None:
+                self.on_limits(float(message.get("seconds_left", message["seconds"])))
         elif kind == "notice":
             self.console.say(str(message.get("message", "")))
         elif kind == "error":
@@ -140,25 +160,61 @@ class ControlLoop:
             )
             self.console.out.flush()
 
+    def _answer(self, answer: str) -> None:
+        join = self.pending.popleft()
+        allow = answer in ("y", "yes", "a", "always")
+        send(
+            self.writer,
+            {
+                "type": "join_answer",
+                "id": join["id"],
+                "allow": allow,
+                "always": answer in ("a", "always"),
+            },
+        )
+        who = join["engineer"]["display"]
+        self.console.say(f"{who} may join." if allow else f"{who} was not let in.")
+        self._ask_next()
+
+    def _offer_removal(self, engineers: list[dict[str, str]]) -> None:
+        if not engineers:
+            self.console.say("Nobody is connected right now.")
+            return
+        self.choosing = engineers[:9]
+        choices = ", ".join(f"{n} = {e['display']}" for n, e in enumerate(self.choosing, 1))
+        self.console.say(f"Remove whom? {choices} (any other key: nobody)")
+
+    # --- single keys (on a terminal) -------------------------------------------------------
+
+    def _on_key(self, key: str) -> None:
+        key = key.lower()
+        if self.pending:
+            if key in ("y", "a", "n", "\n", "\r"):
+                self.console.out.write(key.strip() + "\n")
+                self._answer(key.strip())
+            return
+        if self.choosing is not None:
+            choosing, self.choosing = self.choosing, None
+            if key.isdigit() and 1 <= int(key) <= len(choosing):
+                send(self.writer, {"type": "remove", "engineer": choosing[int(key) - 1]["name"]})
+            else:
+                self.console.say("Nobody was removed.")
+            return
+        if key == "q":
+            self.end_requested.set()
+        elif key == "r":
+            self.asked_removal = True
+            send(self.writer, {"type": "who"})
+        elif key == "w":
+            send(self.writer, {"type": "who"})
+        elif key in ("?", "h"):
+            self.console.say(ui.KEYS_HELP)
+
     # --- from the customer -----------------------------------------------------------------
 
     def _on_line(self, line: str) -> None:
         if self.pending:
-            join = self.pending.popleft()
-            answer = line.lower()
-            allow = answer in ("y", "yes", "a", "always")
-            send(
-                self.writer,
-                {
-                    "type": "join_answer",
-                    "id": join["id"],
-                    "allow": allow,
-                    "always": answer in ("a", "always"),
-                },
-            )
-            who = join["engineer"]["display"]
-            self.console.say(f"{who} may join." if allow else f"{who} was not let in.")
-            self._ask_next()
+            self._answer(line.lower())
             return
         word, _, rest = line.partition(" ")
         word = word.lower()

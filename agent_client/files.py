@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
 from typing import Any
 
 import asyncssh
@@ -14,9 +15,17 @@ from agent_client.server_util import user_shell
 
 
 class CustomerSFTPServer(asyncssh.SFTPServer):
-    def __init__(self, chan: Any) -> None:
+    def __init__(
+        self, chan: Any, opened: Callable[[str, bool], None] = lambda _path, _write: None
+    ) -> None:
         super().__init__(chan)
         self.home = os.fsencode(user_shell()[1])
+        #: tells the customer's screen which file is being read or written
+        self.opened = opened
+
+    def open(self, path: bytes, pflags: int, attrs: SFTPAttrs) -> object:
+        self.opened(os.fsdecode(path), bool(pflags & WRITE_FLAGS))
+        return super().open(path, pflags, attrs)
 
     def map_path(self, path: bytes) -> bytes:
         if not path.startswith(b"/"):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 
 import asyncssh
 from asyncssh.stream import SSHServerStreamSession
@@ -42,10 +42,23 @@ class HelperServer(asyncssh.SSHServer):
         self.scope = scope
         self.on_event = on_event
         self.engineer = "?"
+        self.logged_in = False
+        self.conn: asyncssh.SSHServerConnection | None = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
 
     def begin_auth(self, username: str) -> bool:
         self.engineer = username
         return True
+
+    def auth_completed(self) -> None:
+        self.logged_in = True
+        self.on_event("login", {"engineer": self.engineer})
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.logged_in:
+            self.on_event("logout", {"engineer": self.engineer})
 
     def password_auth_supported(self) -> bool:
         return False
@@ -58,7 +71,7 @@ class HelperServer(asyncssh.SSHServer):
 
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
-    ) -> bool:
+    ) -> Awaitable[asyncssh.SSHTCPSession[bytes]]:
         """A port forward: only to a destination the customer allowed (checked again here)."""
         decision = decide(self.scope, ChannelRequest("forward", host=dest_host, port=dest_port))
         if not decision:
@@ -67,8 +80,22 @@ class HelperServer(asyncssh.SSHServer):
                 asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                 f"Refused by the customer's helper: {decision.reason}",
             )
-        self.on_event("forward", {"engineer": self.engineer, "host": dest_host, "port": dest_port})
-        return True
+        return self._forward(dest_host, dest_port)
+
+    async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
+        """Connect to the destination ourselves, to tell the customer when it closes."""
+        assert self.conn is not None
+        forwarder = await self.conn.forward_connection(host, port)
+        detail = {"engineer": self.engineer, "channel": id(forwarder), "host": host, "port": port}
+        self.on_event("forward", detail)
+        lost = forwarder.connection_lost
+
+        def closed(exc: Exception | None) -> None:
+            lost(exc)
+            self.on_event("forward_closed", detail)
+
+        forwarder.connection_lost = closed  # type: ignore[method-assign]
+        return cast(asyncssh.SSHTCPSession[bytes], forwarder)
 
     def server_requested(self, *args: Any) -> bool:
         return False
@@ -125,9 +152,11 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
             return self._allowed(ChannelRequest("sftp", write=False))
         self.kind = "sftp"
         factory = ReadOnlySFTPServer if decision.reason == "sftp-read" else CustomerSFTPServer
-        self.files = SSHServerStreamSession[bytes](None, factory, 3)
+        self.files = SSHServerStreamSession[bytes](
+            None, lambda chan: factory(chan, self._file_opened), 3
+        )
         self.files.connection_made(self.chan)
-        self.server.on_event("opened", {"engineer": self.server.engineer, "kind": "sftp"})
+        self._event("opened", kind="sftp")
         return True
 
     def session_started(self) -> None:
@@ -172,10 +201,7 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         if self._pending_eof:
             self.process.write_eof()
         self._pending.clear()
-        self.server.on_event(
-            "opened",
-            {"engineer": self.server.engineer, "kind": self.kind, "command": self.command},
-        )
+        self._event("opened", kind=self.kind, command=self.command)
         await self._serve(process)
 
     async def _reattach(self, process: PtyProcess, gap: float) -> None:
@@ -195,9 +221,7 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         for chunk in self._pending:
             process.write(chunk)
         self._pending.clear()
-        self.server.on_event(
-            "opened", {"engineer": self.server.engineer, "kind": "shell", "reattached": True}
-        )
+        self._event("opened", kind="shell", reattached=True)
         await self._serve(process)
 
     async def _serve(self, process: PtyProcess | PipeProcess) -> None:
@@ -207,7 +231,7 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         if isinstance(process, PtyProcess):
             process.drain_output()
         process.close()
-        self.server.on_event("closed", {"engineer": self.server.engineer, "kind": self.kind})
+        self._event("closed", kind=self.kind)
         if self._gone():
             return
         assert self.chan is not None
@@ -216,6 +240,13 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
             self.chan.exit_with_signal(name)
         else:
             self.chan.exit(status)
+
+    def _event(self, what: str, **detail: Any) -> None:
+        who = {"engineer": self.server.engineer, "channel": id(self)}
+        self.server.on_event(what, {**who, **detail})
+
+    def _file_opened(self, path: str, write: bool) -> None:
+        self._event("file", path=path, write=write)
 
     def _gone(self) -> bool:
         return self.chan is None
@@ -281,7 +312,7 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.files is not None:
             self.files.connection_lost(exc)
-            self.server.on_event("closed", {"engineer": self.server.engineer, "kind": "sftp"})
+            self._event("closed", kind="sftp")
         self.chan = None
         self.gate.attach(None)
         process, park = self.process, self.server.park
@@ -295,6 +326,6 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
             and process.running
         ):
             park.keep(self.server.engineer, process, self.server.mirror)
-            self.server.on_event("parked", {"engineer": self.server.engineer, "kind": "shell"})
+            self._event("parked", kind="shell")
             return
         process.close()

@@ -11,6 +11,7 @@ import pytest
 from broker.logsetup import configure_logging
 from broker.store.db import Store
 from tests.harness import BrokerHarness
+from tests.ptydriver import PtyDriver
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -67,3 +68,12 @@ async def harness(tmp_path: Path) -> AsyncIterator[BrokerHarness]:
     h = await BrokerHarness(tmp_path).start()
     yield h
     await h.stop()
+
+
+@pytest.fixture
+async def screens() -> AsyncIterator[tuple[PtyDriver, PtyDriver]]:
+    """Two terminals (a pty each), closed after the test."""
+    first, second = PtyDriver(), PtyDriver()
+    yield first, second
+    first.close()
+    second.close()

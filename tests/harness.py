@@ -146,6 +146,23 @@ async def start_helper(
     return helper
 
 
+def helper_argv(harness: BrokerHarness, code: str, *extra: str) -> list[str]:
+    root = ["--allow-root"] if os.geteuid() == 0 else []
+    return [
+        sys.executable,
+        "-m",
+        "agent_client",
+        "connect",
+        code,
+        "--broker",
+        f"127.0.0.1:{harness.port}",
+        "--fingerprint",
+        harness.fingerprint,
+        *root,
+        *extra,
+    ]
+
+
 class BrokerHarness:
     """A real broker plus the admin steps a test needs (tickets, engineers, codes)."""
 

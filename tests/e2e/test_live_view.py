@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import AsyncIterator
-
-import pytest
-
-from tests.harness import BrokerHarness
+from tests.harness import BrokerHarness, helper_argv
 from tests.ptydriver import PtyDriver
-
-
-@pytest.fixture
-async def screens() -> AsyncIterator[tuple[PtyDriver, PtyDriver]]:
-    customer, engineer = PtyDriver(), PtyDriver()
-    yield customer, engineer
-    customer.close()
-    engineer.close()
 
 
 async def test_customer_sees_the_engineers_shell(
@@ -27,24 +13,7 @@ async def test_customer_sees_the_engineers_shell(
     ticket = await harness.ticket()
     key = await harness.engineer()
     code = await harness.code(ticket)
-    root = ["--allow-root"] if os.geteuid() == 0 else []
-    await customer.start(
-        [
-            sys.executable,
-            "-m",
-            "agent_client",
-            "connect",
-            code,
-            "--broker",
-            f"127.0.0.1:{harness.port}",
-            "--fingerprint",
-            harness.fingerprint,
-            "--yes",
-            *root,
-        ],
-        cols=100,
-        rows=30,
-    )
+    await customer.start(helper_argv(harness, code, "--yes"), cols=100, rows=30)
     await customer.expect(rb"Connected\.")
 
     await engineer.start(harness.ssh_args(key, ticket, "-tt"))

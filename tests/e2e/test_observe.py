@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from tests.harness import BrokerHarness
 from tests.ptydriver import PtyDriver
 
 
-@pytest.fixture
-async def terminals() -> AsyncIterator[tuple[PtyDriver, PtyDriver]]:
-    driver, watcher = PtyDriver(), PtyDriver()
-    yield driver, watcher
-    driver.close()
-    watcher.close()
-
-
 async def test_observer_sees_the_drivers_output_and_cannot_type(
-    harness: BrokerHarness, terminals: tuple[PtyDriver, PtyDriver]
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
 ) -> None:
-    driver, watcher = terminals
+    driver, watcher = screens
     ticket = await harness.ticket()
     alice = await harness.engineer()
     bob = await harness.engineer("bob", "Bob Jones")

@@ -1,0 +1,113 @@
+"""On a terminal the helper keeps a status line at the bottom (ticket, who is connected, what
+they have open, time left) and takes single keys: q ends the session, r then a number removes
+one engineer. Without a terminal it prints one line per event."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from agent_client.activity import Activity
+from tests.e2e.test_files import sftp
+from tests.harness import BrokerHarness, helper_argv
+from tests.ptydriver import PtyDriver
+
+
+async def test_status_line_names_the_engineer_and_q_ends_within_a_second(
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
+) -> None:
+    customer, engineer = screens
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await customer.start(helper_argv(harness, await harness.code(ticket), "--yes"), rows=30)
+    await customer.expect(rb"Press q \(or Ctrl-C\) at any time to end the session")
+    # The status line sits on the bottom row (30), in reverse video, with the time left.
+    status = await customer.expect(
+        rb"\x1b\[30;1H\x1b\[2K\x1b\[7m assist T-1 \| ([^\x1b]*\d:\d\d:\d\d left[^\x1b]*)"
+    )
+    assert b"no engineer connected" in status.group(1)
+    assert re.search(rb"[0-7]:[0-5]\d:[0-5]\d left", status.group(1))  # Severity 2: 8 h
+
+    mark = len(customer.output)
+    await engineer.start(harness.ssh_args(key, ticket, "-tt"))
+    engineer.type(b"echo status-$((6*7))\n")
+    await engineer.expect(rb"status-42")
+    await customer.expect(rb"assist T-1 \| Alice Smith: shell \|", start=mark)
+
+    customer.type(b"q")
+    pressed = time.monotonic()
+    await engineer.expect(rb"The customer ended the session\.")
+    assert time.monotonic() - pressed < 1.0
+    assert await engineer.wait() == 255
+    assert await customer.wait() == 0
+    await customer.expect(rb"You ended the session\.")
+    await harness.wait_audit(ticket, "session.ended", reason="customer")
+
+
+async def test_r_then_a_number_removes_one_engineer(
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
+) -> None:
+    customer, engineer = screens
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await customer.start(helper_argv(harness, await harness.code(ticket), "--yes"))
+    await customer.expect(rb"Press q")
+    await engineer.start(harness.ssh_args(key, ticket, "-tt"))
+    engineer.type(b"echo ready-$((6*7))\n")
+    await engineer.expect(rb"ready-42")  # the shell's answer, not the local echo
+
+    customer.type(b"r")
+    await customer.expect(rb"Remove whom\? 1 = Alice Smith \(any other key: nobody\)")
+    customer.type(b"1")
+    await engineer.expect(rb"The customer removed you from the session\.")
+    assert await engineer.wait() == 255
+    await harness.wait_audit(ticket, "session.engineer_removed", engineer="alice")
+    live = harness.broker.manager.find(ticket)
+    assert live is not None and live.end_reason is None  # the session goes on
+
+    customer.type(b"\x03")
+    assert await customer.wait() == 0
+
+
+async def test_without_a_terminal_each_event_is_one_line(harness: BrokerHarness) -> None:
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    helper = await harness.connected_helper(ticket, scope="shell,exec,sftp")
+    (harness.tmp / "notes.txt").write_text("hello")
+    result = await harness.ssh(key, ticket, "cat > /dev/null", stdin=b"x")
+    assert result.status == 0
+    await helper.wait_for("Alice Smith opened a command: cat > /dev/null")
+    await helper.wait_for("Alice Smith's command ended.")
+    notes = harness.tmp / "notes.txt"
+    result = await sftp(harness, key, ticket, f"get {notes} {harness.tmp / 'copy.txt'}\n")
+    assert result.status == 0, result.stderr
+    await helper.wait_for("Alice Smith opened a file transfer")
+    await helper.wait_for(f"Alice Smith is reading {notes}")
+    await helper.wait_for("Alice Smith's file transfer ended.")
+    assert "\x1b[" not in helper.text  # no terminal codes in a log
+
+
+def test_activity_renders_what_is_open_now() -> None:
+    now = [1000.0]
+    activity = Activity(ticket="T-9", names={"alice": "Alice Smith"}, clock=lambda: now[0])
+    activity.set_time_left(3725)
+    activity.event("login", {"engineer": "alice"})
+    assert activity.status() == (
+        "assist T-9 | Alice Smith: connected | 1:02:05 left | q end, r remove one, w who"
+    )
+    activity.event("opened", {"engineer": "alice", "channel": 1, "kind": "shell"})
+    activity.event("opened", {"engineer": "alice", "channel": 2, "kind": "sftp"})
+    line = activity.event("file", {"engineer": "alice", "channel": 2, "path": "/srv/a.log"})
+    assert line == "Alice Smith is reading /srv/a.log"
+    activity.event("forward", {"engineer": "bob", "channel": 3, "host": "db", "port": 5432})
+    now[0] += 5
+    assert activity.status() == (
+        "assist T-9 | Alice Smith: shell, files /srv/a.log | bob: port db:5432 | 1:02:00 left"
+        " | q end, r remove one, w who"
+    )
+    activity.event("forward_closed", {"engineer": "bob", "channel": 3})
+    activity.event("closed", {"engineer": "alice", "channel": 2})
+    activity.event("parked", {"engineer": "alice", "channel": 1})
+    activity.event("logout", {"engineer": "alice"})
+    activity.reconnecting = True
+    assert activity.status().startswith("assist T-9 | connection lost, reconnecting... |")
