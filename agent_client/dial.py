@@ -4,6 +4,7 @@ consent code, or the resume token after a drop), and turn every failure into pla
 from __future__ import annotations
 
 import hmac
+import socket
 from typing import Any
 
 import asyncssh
@@ -98,6 +99,18 @@ async def dial(
     except asyncssh.PermissionDenied:
         raise DialFailed(client.refusal(), final=True) from None
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
-        text = ui.UNREACHABLE.format(where=where, reason=reason or "timeout")
+        text = ui.UNREACHABLE.format(where=where, reason=plain_reason(exc))
         raise DialFailed(text, final=False) from None
+
+
+def plain_reason(exc: BaseException) -> str:
+    """Why a connection failed, in words a customer can repeat to the engineer."""
+    if isinstance(exc, ConnectionRefusedError) or "Connect call failed" in str(exc):
+        return "nothing answered at that address"
+    if isinstance(exc, socket.gaierror):
+        return "that name was not found"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, asyncssh.Error):
+        return exc.reason or "the connection failed"
+    return (getattr(exc, "strerror", None) or str(exc) or "the connection failed").lower()

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from agent_client import consent_ui as ui
+from broker.session.model import END_MESSAGES
 from tests.harness import BrokerHarness, HelperProc
 
 
@@ -91,7 +92,7 @@ async def test_broker_shutdown_tells_engineer_and_helper(harness: BrokerHarness)
     assert await asyncio.wait_for(engineer.wait(), 5) == 255
     assert b"The broker is shutting down" in await engineer.stderr.read()
     assert await helper.finish() == 1
-    assert "The session is over: The broker is shutting down" in helper.text
+    assert ui.SESSION_OVER.format(message=END_MESSAGES["shutdown"]) in helper.lines
     await harness.wait_audit(ticket, "session.ended", reason="shutdown")
 
 

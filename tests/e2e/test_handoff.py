@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from agent_client import consent_ui as ui
+from broker.session.model import END_MESSAGES
 from tests.harness import BrokerHarness, Result
 
 
@@ -72,7 +74,8 @@ async def test_admin_ends_a_session_from_the_command_line(harness: BrokerHarness
 
     assert ended.status == 0 and ended.stdout == f"Session {session.id} ended.\n".encode()
     assert await helper.finish() == 1
-    assert "An administrator ended the session." in helper.text
+    over = ui.SESSION_OVER.format(message=END_MESSAGES["admin"])
+    assert over in helper.lines  # word for word
     await harness.wait_audit(ticket, "session.ended", reason="admin")
     again = await cli(harness, "session", "end", session.id)
     assert again.status == 1

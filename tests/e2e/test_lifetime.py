@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from agent_client import consent_ui as ui
 from broker.session.lifetime import Lifetime, Limits
+from broker.session.model import END_MESSAGES
 from tests.harness import BrokerHarness
 
 
@@ -50,6 +52,7 @@ async def test_time_limit_warns_then_ends_the_session(tmp_path: Path) -> None:
         assert await asyncio.wait_for(engineer.wait(), 10) == 255
         assert b"The session reached its time limit and has ended." in await engineer.stderr.read()
         assert await helper.finish() == 1
+        assert ui.SESSION_OVER.format(message=END_MESSAGES["timeout"]) in helper.lines
         await harness.wait_audit(ticket, "session.ended", reason="timeout")
     finally:
         await harness.stop()
@@ -62,7 +65,7 @@ async def test_idle_session_ends(tmp_path: Path) -> None:
         await harness.engineer()
         helper = await harness.connected_helper(ticket)
         assert await helper.finish() == 1
-        assert "The session was idle for too long and has ended." in helper.text
+        assert ui.SESSION_OVER.format(message=END_MESSAGES["idle"]) in helper.lines
         await harness.wait_audit(ticket, "session.ended", reason="idle")
     finally:
         await harness.stop()
