@@ -16,6 +16,7 @@ from broker.errors import ConfigError
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.recovery import recover
 from broker.evidence.signing import Signer
+from broker.metrics import Metrics, MetricsSink
 from broker.relay.dispatch import Dispatcher
 from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
 from broker.session.manager import SessionManager
@@ -29,6 +30,7 @@ from broker.transport.keys import BrokerKeys
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
 from broker.web.app import create_app
+from broker.web.deps import Deps
 from broker.web.helper_download import build_helper
 
 log = structlog.get_logger(__name__)
@@ -56,6 +58,7 @@ class Broker:
         self._http: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
         self.checkpointer: Checkpointer | None = None
+        self.metrics: Metrics | None = None
 
     @property
     def manager(self) -> SessionManager:
@@ -83,10 +86,17 @@ class Broker:
             record_input=self.settings.record_input,
             cap=self.settings.recording_cap,
         )
-        dispatcher = Dispatcher([AuditSink(self.store), recorder, LogLineSink()])
-        self.checkpointer = Checkpointer(self.store, Signer.load(self.settings.data_dir))
+        self.metrics = metrics = Metrics()
+        codes.counted = lambda outcome: metrics.codes.labels(outcome).inc()
+        self.store.audit_timer = metrics.audit_write.observe
+        dispatcher = Dispatcher(
+            [AuditSink(self.store), recorder, LogLineSink(), MetricsSink(metrics)]
+        )
+        signer = Signer.load(self.settings.data_dir)
+        self.checkpointer = Checkpointer(self.store, signer)
         manager = SessionManager(self.store, codes, self.checkpointer.checkpoint)
-        self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher)
+        metrics.watch(lambda: len(manager.live()), lambda: len(self.tunnels))
+        self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher, metrics)
         try:
             self._server = await start_ssh_server(self.ctx, self.tunnels)
         except OSError as exc:
@@ -103,7 +113,24 @@ class Broker:
         host = self.settings.advertised_host
         address = f"[{host}]:{ssh_name[1]}" if ":" in host else f"{host}:{ssh_name[1]}"
         helper_app = build_helper(address, self.keys.host_fingerprint)
-        http_name = await self._start_http(manager, helper_app)
+        deps = Deps(
+            settings=self.settings,
+            store=self.store,
+            manager=manager,
+            tunnels=self.tunnels,
+            codes=codes,
+            signer=signer,
+            metrics=metrics,
+            logins=RateLimiter(
+                per_source=self.settings.code_fail_per_source,
+                overall=self.settings.code_fail_global,
+                window=self.settings.code_fail_window,
+            ),
+            helper_app=helper_app,
+            broker_address=address,
+            fingerprint=self.keys.host_fingerprint,
+        )
+        http_name = await self._start_http(deps)
         listening = Listening(
             ssh_name[0], ssh_name[1], self.keys.host_fingerprint, http_name[0], http_name[1]
         )
@@ -115,8 +142,8 @@ class Broker:
         )
         return listening
 
-    async def _start_http(self, manager: SessionManager, helper_app: bytes) -> tuple[str, int]:
-        self._http = web.AppRunner(create_app(manager, self.tunnels, helper_app), access_log=None)
+    async def _start_http(self, deps: Deps) -> tuple[str, int]:
+        self._http = web.AppRunner(create_app(deps), access_log=None)
         await self._http.setup()
         # Bind the socket here so that port 0 tells which port was picked.
         host, port = self.settings.http_host, self.settings.http_port

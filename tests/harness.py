@@ -224,6 +224,27 @@ class BrokerHarness:
             )
         return path
 
+    async def token(
+        self, name: str, role: str, *, password: str | None = None, display: str | None = None
+    ) -> str:
+        """An API token for ``name`` (the account is created with ``role`` if new)."""
+        from broker.web import access
+
+        async with self.store.begin() as db:
+            account = await q.find_account(db, name)
+            if account is None:
+                account = await q.add_account(
+                    db, name=name, role=role, display_name=display or name.title()
+                )
+            if password is not None:
+                account.password_hash = access.hash_password(password)
+            secret, _ = await access.create_token(db, account, "test", None)
+        return secret
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
     async def code(
         self, ticket: str, engineer: str = "alice", ttl: float = 600, scope: str = "shell,exec"
     ) -> str:

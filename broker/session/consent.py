@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.errors import CodeRejected, Invalid
+from broker.errors import CodeRejected, Invalid, NotFound
 from broker.session.policy import Scope
 from broker.store import queries as q
 from broker.store.db import Store
@@ -155,6 +155,8 @@ class ConsentCodes:
         self.hasher = hasher
         self.limiter = limiter
         self.node = node
+        #: told "issued", "redeemed" or "rejected" (the broker's metrics)
+        self.counted: Callable[[str], None] = lambda _outcome: None
 
     async def issue(
         self, ticket_key: str, engineer_name: str, scope: str, ttl: float
@@ -196,7 +198,28 @@ class ConsentCodes:
                     "expires_at": row.expires_at.isoformat(),
                 },
             )
+        self.counted("issued")
         return code, row
+
+    async def revoke(self, code_id: int, actor: str, *, only_by: int | None = None) -> ConsentCode:
+        """Withdraw an unused code (``only_by``: only if that account issued it)."""
+        async with self.store.begin() as db:
+            code = await db.get(ConsentCode, code_id)
+            if code is None or (only_by is not None and code.issued_by != only_by):
+                raise NotFound(f"No consent code {code_id} of yours.")
+            if code.state != "issued":
+                raise Invalid(
+                    f"Consent code {code_id} is {code.state}; only unused codes can be revoked."
+                )
+            code.state = "revoked"
+            await q.append_audit(
+                db,
+                action="consent.revoked",
+                actor=actor,
+                ticket_id=code.ticket_id,
+                details={"consent_id": code.id},
+            )
+            return code
 
     async def redeem(
         self, text: str, source: str, *, busy: Callable[[int], bool] = lambda _id: False
@@ -225,7 +248,10 @@ class ConsentCodes:
             if code is not None and reason is None and not await q.claim_code(db, code, now):
                 reason = "used"  # another helper won the race
             if code is not None and reason is None:
-                return await self._open_session(db, code, source)
+                redemption = await self._open_session(db, code, source)
+        if code is not None and reason is None:
+            self.counted("redeemed")
+            return redemption
         await self._failed(reason or "unknown", source, code)
         raise CodeRejected(MESSAGES[reason or "unknown"], code=reason or "unknown")
 
@@ -274,6 +300,7 @@ class ConsentCodes:
     async def _reject(
         self, reason: str, source: str, code: ConsentCode | None, extra: dict[str, object]
     ) -> None:
+        self.counted("rejected")
         details: dict[str, object] = {"reason": reason, "source": source, **extra}
         if code is not None:
             details["consent_id"] = code.id

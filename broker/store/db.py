@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: the newest migration; a test checks that it is alembic's head. A database already there
 #: skips alembic altogether (it costs most of a command's start-up time).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -68,15 +68,19 @@ class Store:
         # SQLite allows one writer at a time; serializing writers here avoids "database is locked"
         # retries inside this process (other processes wait on busy_timeout).
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        #: told the seconds each audit append took (the broker's metrics)
+        self.audit_timer: Callable[[float], None] | None = None
 
     @asynccontextmanager
     async def begin(self) -> AsyncIterator[AsyncSession]:
         """A read-write transaction: committed on success, rolled back on any error."""
         if self._write_lock is None:
             async with self._sessions.begin() as db:
+                db.info["audit_timer"] = self.audit_timer
                 yield db
             return
         async with self._write_lock, self._sessions.begin() as db:
+            db.info["audit_timer"] = self.audit_timer
             yield db
 
     @asynccontextmanager

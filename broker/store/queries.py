@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -341,7 +342,9 @@ async def append_audit(
 ) -> AuditEvent:
     """Append one event to the hash chain. Appends are serialized (SQLite: the transaction
     holds the write lock from its start; PostgreSQL: an advisory lock), so the chain never
-    forks, whichever process or node writes."""
+    forks, whichever process or node writes. ``db.info["audit_timer"]``, if the store set
+    one, is told how long the append took."""
+    began = time.perf_counter()
     if db.get_bind().dialect.name == "postgresql":
         await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})
     head = (
@@ -350,11 +353,11 @@ async def append_audit(
         )
     ).first()
     seq, prev = (head[0] + 1, head[1]) if head else (1, chain.GENESIS)
-    time = utcnow()
+    now = utcnow()
     details = details or {}
     encoded = chain.canonical(
         seq=seq,
-        time=time,
+        time=now,
         ticket_id=ticket_id,
         session_id=session_id,
         actor=actor,
@@ -363,7 +366,7 @@ async def append_audit(
     )
     event = AuditEvent(
         seq=seq,
-        time=time,
+        time=now,
         action=action,
         actor=actor,
         ticket_id=ticket_id,
@@ -374,6 +377,9 @@ async def append_audit(
     )
     db.add(event)
     await db.flush()
+    timer = db.info.get("audit_timer")
+    if timer is not None:
+        timer(time.perf_counter() - began)
     return event
 
 

@@ -388,6 +388,8 @@ class AgentEdge:
 
     async def _audit_key_login(self) -> None:
         self._log.warning("agent_key_login_refused", keys=self.offered_keys)
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.auth_failures.labels("ssh").inc()
         try:
             async with self.ctx.store.begin() as db:
                 await q.append_audit(

@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from broker.config import Settings
+from broker.metrics import Metrics
 from broker.relay.dispatch import Dispatcher
 from broker.session.manager import SessionManager
 from broker.store.db import Store
@@ -37,6 +38,7 @@ class Context:
     store: Store
     manager: SessionManager
     dispatcher: Dispatcher
+    metrics: Metrics | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
 
     def spawn(

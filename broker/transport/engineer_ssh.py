@@ -258,6 +258,8 @@ class EngineerEdge:
 
     async def _audit_auth_failure(self) -> None:
         self._log.warning("engineer_auth_failed", keys=self.rejected_keys)
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.auth_failures.labels("ssh").inc()
         try:
             async with self.ctx.store.begin() as db:
                 ticket = await q.find_ticket(db, self.ticket)

@@ -1,39 +1,71 @@
-"""The HTTP side (read-only for now): ``/healthz``. The auditors' API and UI grow here."""
+"""The HTTP side: ``/healthz``, ``/metrics``, ``/helper``, the API under ``/api/v1`` (described
+by ``/api/v1/openapi.json``) and the auditors' web UI. Every route is read-only or goes through
+the same services as the command line; each change is audited."""
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from aiohttp import web
 
-from broker.session.manager import SessionManager
-from broker.tunnels import TunnelRegistry
+from broker.web import api_accounts, api_evidence, api_sessions, api_tickets, ui
+from broker.web.api import PREFIX, Api
+from broker.web.auth import authenticate, security_headers
+from broker.web.deps import DEPS, Deps
 
-MANAGER = web.AppKey("manager", SessionManager)
-TUNNELS = web.AppKey("tunnels", TunnelRegistry)
-HELPER = web.AppKey("helper", bytes)
+APIS = (api_tickets.api, api_sessions.api, api_evidence.api, api_accounts.api)
+
+
+def all_operations() -> Api:
+    merged = Api()
+    for part in APIS:
+        merged.operations += part.operations
+    return merged
+
+
+def broker_version() -> str:
+    try:
+        return version("assist-broker")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0"
+
+
+OPENAPI = web.AppKey("openapi", dict)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    manager = request.app[MANAGER]
+    deps = request.app[DEPS]
     return web.json_response(
-        {"status": "ok", "live_sessions": len(manager.live()), "tunnels": len(request.app[TUNNELS])}
+        {"status": "ok", "live_sessions": len(deps.manager.live()), "tunnels": len(deps.tunnels)}
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[DEPS].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
 async def helper(request: web.Request) -> web.Response:
     return web.Response(
-        body=request.app[HELPER],
+        body=request.app[DEPS].helper_app,
         content_type="application/octet-stream",
         headers={"Content-Disposition": 'attachment; filename="helper"'},
     )
 
 
-def create_app(
-    manager: SessionManager, tunnels: TunnelRegistry, helper_app: bytes
-) -> web.Application:
-    app = web.Application()
-    app[MANAGER] = manager
-    app[TUNNELS] = tunnels
-    app[HELPER] = helper_app
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(request.app[OPENAPI])
+
+
+def create_app(deps: Deps) -> web.Application:
+    app = web.Application(middlewares=[security_headers, authenticate], client_max_size=1024**2)
+    app[DEPS] = deps
+    operations = all_operations()
+    app[OPENAPI] = operations.document(broker_version())
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/helper", helper)
+    app.router.add_get(PREFIX + "/openapi.json", openapi)
+    operations.install(app)
+    ui.install(app)
     return app

@@ -1,0 +1,197 @@
+"""Who is asking over HTTP: API tokens, passwords and browser logins, all kept hashed.
+
+API tokens and login cookies are 256-bit random values; the store keeps only their SHA-256,
+which is enough for values that cannot be guessed (and lets a lookup find them). Passwords are
+chosen by people, so they are kept as argon2id hashes. Nothing here writes a secret to a log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from broker.errors import Invalid, NotFound
+from broker.store import queries as q
+from broker.store.models import Account, ApiToken, WebLogin, utcnow
+
+TOKEN_PREFIX = "abt_"  # noqa: S105 - a marker, not a secret
+LOGIN_LIFETIME = dt.timedelta(hours=8)
+#: last_used_at is written at most this often per token (not on every request)
+TOUCH_EVERY = dt.timedelta(minutes=1)
+MIN_PASSWORD = 12
+
+_hasher = PasswordHasher()
+#: verified against when the account does not exist, so both paths take as long
+_DUMMY = _hasher.hash("not a password of anyone")
+
+
+@dataclass(frozen=True)
+class Principal:
+    account_id: int
+    name: str
+    display_name: str
+    role: str
+    #: "token" or "login" (a browser cookie, which needs a CSRF token for changes)
+    via: str
+    csrf: str | None = None
+
+    @property
+    def actor(self) -> str:
+        return self.name
+
+
+def digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+# --- passwords -----------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise Invalid(f"a password needs at least {MIN_PASSWORD} characters")
+    return _hasher.hash(password)
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def check_password(db: AsyncSession, name: str, password: str) -> Account | None:
+    account = await q.find_account(db, name[:64])
+    if not password_matches(account.password_hash if account else None, password):
+        return None
+    if account is None or account.disabled:
+        return None
+    return account
+
+
+# --- API tokens ----------------------------------------------------------------------------
+
+
+async def create_token(
+    db: AsyncSession, account: Account, name: str, lifetime: dt.timedelta | None
+) -> tuple[str, ApiToken]:
+    """A new token for ``account``; the clear value is returned once and never stored."""
+    if not name.strip() or len(name) > 100:
+        raise Invalid("a token needs a name of 1 to 100 characters")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        account_id=account.id,
+        name=name.strip(),
+        token_hash=digest(secret),
+        expires_at=utcnow() + lifetime if lifetime else None,
+    )
+    db.add(row)
+    await db.flush()
+    return secret, row
+
+
+async def token_principal(db: AsyncSession, secret: str) -> Principal | None:
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 100:
+        return None
+    row = (
+        await db.execute(
+            select(ApiToken, Account)
+            .join(Account, Account.id == ApiToken.account_id)
+            .where(ApiToken.token_hash == digest(secret))
+        )
+    ).first()
+    if row is None:
+        return None
+    token, account = row
+    now = utcnow()
+    if token.revoked_at is not None or account.disabled:
+        return None
+    if token.expires_at is not None and token.expires_at <= now:
+        return None
+    return Principal(account.id, account.name, account.display_name, account.role, "token")
+
+
+async def touch_token(db: AsyncSession, secret: str) -> None:
+    """Note when a token was last used (at most once a minute)."""
+    now = utcnow()
+    await db.execute(
+        update(ApiToken)
+        .where(ApiToken.token_hash == digest(secret))
+        .where((ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < now - TOUCH_EVERY))
+        .values(last_used_at=now)
+    )
+
+
+async def list_tokens(db: AsyncSession, account_id: int) -> list[ApiToken]:
+    rows = await db.execute(
+        select(ApiToken).where(ApiToken.account_id == account_id).order_by(ApiToken.id)
+    )
+    return list(rows.scalars())
+
+
+async def revoke_token(db: AsyncSession, token_id: int, principal: Principal) -> ApiToken:
+    """Revoke one's own token (an admin may revoke anyone's)."""
+    token = await db.get(ApiToken, token_id)
+    if token is None or (token.account_id != principal.account_id and principal.role != "admin"):
+        raise NotFound(f"No token {token_id}.")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    return token
+
+
+# --- browser logins ------------------------------------------------------------------------
+
+
+async def start_login(db: AsyncSession, account: Account) -> tuple[str, WebLogin]:
+    cookie = secrets.token_urlsafe(32)
+    row = WebLogin(
+        account_id=account.id,
+        cookie_hash=digest(cookie),
+        csrf=secrets.token_urlsafe(32),
+        expires_at=utcnow() + LOGIN_LIFETIME,
+    )
+    db.add(row)
+    await db.flush()
+    return cookie, row
+
+
+async def login_principal(db: AsyncSession, cookie: str) -> Principal | None:
+    if not cookie or len(cookie) > 100:
+        return None
+    row = (
+        await db.execute(
+            select(WebLogin, Account)
+            .join(Account, Account.id == WebLogin.account_id)
+            .where(WebLogin.cookie_hash == digest(cookie))
+        )
+    ).first()
+    if row is None:
+        return None
+    login, account = row
+    if login.expires_at <= utcnow() or account.disabled:
+        return None
+    return Principal(
+        account.id, account.name, account.display_name, account.role, "login", login.csrf
+    )
+
+
+async def end_login(db: AsyncSession, cookie: str) -> None:
+    login = (
+        await db.execute(select(WebLogin).where(WebLogin.cookie_hash == digest(cookie)))
+    ).scalar_one_or_none()
+    if login is not None:
+        await db.delete(login)
+
+
+def csrf_ok(principal: Principal, offered: str | None) -> bool:
+    return bool(principal.csrf and offered) and hmac.compare_digest(
+        str(principal.csrf).encode(), str(offered).encode()
+    )

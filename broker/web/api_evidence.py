@@ -1,0 +1,186 @@
+"""API: the evidence. Audit events, recordings (with HTTP ranges), the chain's verification and
+the offline bundle. Reading a recording and exporting a bundle are themselves audited."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from broker.errors import Denied, NotFound
+from broker.evidence.bundle import export_bundle
+from broker.evidence.verify import verify_store
+from broker.store import listing
+from broker.store import queries as q
+from broker.store.models import Channel, Session
+from broker.web.api import Api, Call, Param
+from broker.web.api_tickets import CURSOR, KEY, cursor_int, viewer, visible_ticket
+from broker.web.schemas import EVENT, READERS, ROLES_ALL, event_json, page_of
+
+api = Api()
+
+
+@api.op(
+    "GET",
+    "/audit",
+    summary="Audit events in chain order, filtered",
+    roles=ROLES_ALL,
+    tag="evidence",
+    params=(
+        Param("ticket", schema={"type": "string", "maxLength": 32}),
+        Param("session", schema={"type": "string", "maxLength": 36}),
+        Param("actor", schema={"type": "string", "maxLength": 100}),
+        Param(
+            "action",
+            schema={"type": "string", "maxLength": 60},
+            description="exact, or a prefix ending in * (session.*)",
+        ),
+        Param("since", schema={"type": "string", "format": "date-time"}),
+        Param("until", schema={"type": "string", "format": "date-time"}),
+        Param("limit", schema={"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}),
+        CURSOR,
+    ),
+    response=page_of(EVENT),
+)
+async def list_audit(call: Call) -> web.Response:
+    p = call.params
+    async with call.deps.store.read() as db:
+        ticket_id = (await q.get_ticket(db, p["ticket"])).id if p["ticket"] else None
+        rows, more = await listing.audit(
+            db,
+            viewer(call),
+            ticket_id=ticket_id,
+            session_id=p["session"],
+            actor=p["actor"],
+            action=p["action"],
+            since=p["since"],
+            until=p["until"],
+            limit=p["limit"],
+            after=cursor_int(call),
+        )
+    items = [event_json(e) for e in rows]
+    return web.json_response({"items": items, "next_cursor": str(more) if more else None})
+
+
+def _starts_a_view(request: web.Request) -> bool:
+    """A whole download, or the first part of one (later parts are not audited again)."""
+    ranges = request.headers.get("Range", "").replace(" ", "")
+    return not ranges or ranges.startswith(("bytes=0-", "bytes=-"))
+
+
+@api.op(
+    "GET",
+    "/recordings/{channel}",
+    summary="A channel's recording (asciicast v2); supports Range",
+    roles=ROLES_ALL,
+    tag="evidence",
+    params=(Param("channel", "path", {"type": "integer", "minimum": 1}),),
+    response={"type": "string"},
+    produces="application/x-asciicast",
+)
+async def get_recording(call: Call) -> web.StreamResponse:
+    deps = call.deps
+    async with deps.store.read() as db:
+        channel = await db.get(Channel, call.params["channel"])
+        if channel is None or channel.recording_path is None:
+            raise NotFound(f"Channel {call.params['channel']} has no recording.")
+        session = await db.get_one(Session, channel.session_id)
+        if not await listing.may_see_ticket(db, viewer(call), session.ticket_id):
+            raise Denied("This recording belongs to a ticket assigned to other engineers.")
+    path = deps.settings.data_dir / channel.recording_path
+    if not path.is_file():
+        raise NotFound(f"The recording of channel {channel.id} is missing on the broker.")
+    if _starts_a_view(call.request):
+        async with deps.store.begin() as db:
+            await q.append_audit(
+                db,
+                action="recording.viewed",
+                actor=call.principal.actor,
+                ticket_id=session.ticket_id,
+                session_id=session.id,
+                details={"channel_id": channel.id, "how": "http"},
+            )
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": "application/x-asciicast",
+            "Content-Disposition": f'inline; filename="channel-{channel.id}.cast"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+VERIFY = {
+    "type": "object",
+    "properties": {
+        "ok": {"type": "boolean"},
+        "summary": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "string"}},
+        "events": {"type": "integer"},
+        "checkpoints": {"type": "integer"},
+        "recordings": {"type": "integer"},
+        "head": {"type": "string"},
+    },
+}
+
+
+@api.op(
+    "GET",
+    "/verify",
+    summary="Verify the audit chain, its signatures and the recordings (optionally one ticket's)",
+    roles=READERS,
+    tag="evidence",
+    params=(Param("ticket", schema={"type": "string", "maxLength": 32}),),
+    response=VERIFY,
+)
+async def verify(call: Call) -> web.Response:
+    deps = call.deps
+    ticket_id = None
+    if call.params["ticket"]:
+        ticket_id = (await visible_ticket(call, call.params["ticket"])).id
+    report = await verify_store(deps.store, deps.signer.public, deps.settings.data_dir, ticket_id)
+    return web.json_response(
+        {
+            "ok": report.ok,
+            "summary": report.summary(),
+            "problems": report.problems,
+            "events": report.events,
+            "checkpoints": report.checkpoints,
+            "recordings": report.recordings,
+            "head": report.head,
+        }
+    )
+
+
+@api.op(
+    "GET",
+    "/tickets/{key}/bundle",
+    summary="Export a ticket's evidence bundle (tar) for offline verification",
+    roles=READERS,
+    tag="evidence",
+    params=(KEY,),
+    response={"type": "string", "format": "binary"},
+    produces="application/x-tar",
+)
+async def export(call: Call) -> web.StreamResponse:
+    deps = call.deps
+    ticket = await visible_ticket(call, call.params["key"])
+    async with deps.store.begin() as db:
+        await q.append_audit(
+            db,
+            action="bundle.exported",
+            actor=call.principal.actor,
+            ticket_id=ticket.id,
+            details={"via": "http"},
+        )
+    with tempfile.TemporaryDirectory(prefix="assist-bundle-") as folder:
+        out = Path(folder) / f"{ticket.key}.tar"
+        await export_bundle(deps.store, deps.signer, deps.settings.data_dir, ticket.key, out)
+        data = await asyncio.to_thread(out.read_bytes)
+    return web.Response(
+        body=data,
+        content_type="application/x-tar",
+        headers={"Content-Disposition": f'attachment; filename="{ticket.key}-evidence.tar"'},
+    )

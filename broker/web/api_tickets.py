@@ -1,0 +1,229 @@
+"""API: tickets and consent codes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from broker.errors import Denied, Invalid
+from broker.session.policy import Scope, ScopeError
+from broker.store import listing
+from broker.store import queries as q
+from broker.store.models import Ticket, utcnow
+from broker.web.api import Api, Call, Param
+from broker.web.schemas import (
+    ROLES_ALL,
+    TICKET,
+    TICKET_STATUSES,
+    page_of,
+    ticket_json,
+)
+
+api = Api()
+
+KEY = Param("key", "path", {"type": "string", "maxLength": 32}, description="ticket key, e.g. T-1")
+LIMIT = Param("limit", schema={"type": "integer", "minimum": 1, "maximum": 500, "default": 50})
+CURSOR = Param("cursor", schema={"type": "string", "maxLength": 64})
+
+
+def viewer(call: Call) -> listing.Viewer:
+    return listing.Viewer(call.principal.account_id, call.principal.role)
+
+
+def cursor_int(call: Call) -> int | None:
+    raw = call.params.get("cursor")
+    if raw is None:
+        return None
+    if not str(raw).isdigit():
+        raise Invalid("cursor is not one this API gave out")
+    return int(raw)
+
+
+async def visible_ticket(call: Call, key: str) -> Ticket:
+    """The ticket, if this account may see it (404 if none, 403 if not theirs)."""
+    async with call.deps.store.read() as db:
+        ticket = await q.get_ticket(db, key)
+        if not await listing.may_see_ticket(db, viewer(call), ticket.id):
+            raise Denied(f"{ticket.key} is assigned to other engineers.")
+    return ticket
+
+
+@api.op(
+    "GET",
+    "/tickets",
+    summary="List tickets, newest first",
+    roles=ROLES_ALL,
+    tag="tickets",
+    params=(
+        Param("severity", schema={"type": "integer", "minimum": 1, "maximum": 4}),
+        Param("status", schema={"type": "string", "enum": list(TICKET_STATUSES)}),
+        LIMIT,
+        CURSOR,
+    ),
+    response=page_of(TICKET),
+)
+async def list_tickets(call: Call) -> web.Response:
+    async with call.deps.store.read() as db:
+        rows, more = await listing.tickets(
+            db,
+            viewer(call),
+            severity=call.params["severity"],
+            status=call.params["status"],
+            limit=call.params["limit"],
+            after=cursor_int(call),
+        )
+    return web.json_response(
+        {"items": [ticket_json(t) for t in rows], "next_cursor": str(more) if more else None}
+    )
+
+
+NEW_TICKET = {
+    "type": "object",
+    "required": ["title", "severity"],
+    "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": 500},
+        "severity": {"type": "integer", "minimum": 1, "maximum": 4},
+        "customer_name": {"type": "string", "maxLength": 200},
+        "customer_email": {"type": "string", "maxLength": 320},
+        "key": {"type": "string", "minLength": 1, "maxLength": 32},
+    },
+}
+
+
+@api.op(
+    "POST",
+    "/tickets",
+    summary="Open a ticket",
+    roles=("engineer", "admin"),
+    tag="tickets",
+    body=NEW_TICKET,
+    response=TICKET,
+)
+async def create_ticket(call: Call) -> web.Response:
+    body = call.body
+    async with call.deps.store.begin() as db:
+        ticket = await q.create_ticket(
+            db,
+            title=body["title"],
+            severity=body["severity"],
+            customer_name=body.get("customer_name"),
+            customer_email=body.get("customer_email"),
+            key=body.get("key"),
+            actor=call.principal.actor,
+        )
+    return web.json_response(ticket_json(ticket), status=201)
+
+
+@api.op(
+    "GET",
+    "/tickets/{key}",
+    summary="One ticket",
+    roles=ROLES_ALL,
+    tag="tickets",
+    params=(KEY,),
+    response=TICKET,
+)
+async def show_ticket(call: Call) -> web.Response:
+    return web.json_response(ticket_json(await visible_ticket(call, call.params["key"])))
+
+
+@api.op(
+    "PATCH",
+    "/tickets/{key}",
+    summary="Change a ticket's status",
+    roles=("engineer", "admin"),
+    tag="tickets",
+    params=(KEY,),
+    body={
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": list(TICKET_STATUSES)}},
+    },
+    response=TICKET,
+)
+async def update_ticket(call: Call) -> web.Response:
+    visible = await visible_ticket(call, call.params["key"])
+    async with call.deps.store.begin() as db:
+        ticket = await db.get_one(Ticket, visible.id)
+        before, ticket.status = ticket.status, call.body["status"]
+        ticket.updated_at = utcnow()
+        await q.append_audit(
+            db,
+            action="ticket.updated",
+            actor=call.principal.actor,
+            ticket_id=ticket.id,
+            details={"status": {"from": before, "to": ticket.status}},
+        )
+    return web.json_response(ticket_json(ticket))
+
+
+CODE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "code": {"type": "string"},
+        "ticket": {"type": "string"},
+        "scope": {"type": "string"},
+        "expires_at": {"type": "string", "format": "date-time"},
+        "helper_command": {"type": "string"},
+    },
+}
+
+
+@api.op(
+    "POST",
+    "/tickets/{key}/codes",
+    summary="Issue a one-time consent code (shown once)",
+    roles=("engineer",),
+    tag="codes",
+    params=(KEY,),
+    body={
+        "type": "object",
+        "properties": {
+            "scope": {"type": "string", "minLength": 1, "maxLength": 500},
+            "ttl_seconds": {"type": "integer", "minimum": 60, "maximum": 86400},
+        },
+    },
+    response=CODE,
+)
+async def issue_code(call: Call) -> web.Response:
+    deps = call.deps
+    try:
+        scope = str(Scope.parse(call.body.get("scope") or deps.settings.default_scope))
+    except ScopeError as exc:
+        raise Invalid(f"scope: {exc}") from None
+    ttl = float(call.body.get("ttl_seconds") or deps.settings.code_ttl)
+    ticket = await visible_ticket(call, call.params["key"])
+    code, row = await deps.codes.issue(ticket.key, call.principal.name, scope, ttl)
+    command = (
+        f"assist-helper connect {code} --broker {deps.broker_address} "
+        f"--fingerprint {deps.fingerprint}"
+    )
+    result: dict[str, Any] = {
+        "id": row.id,
+        "code": code,
+        "ticket": ticket.key,
+        "scope": row.scope,
+        "expires_at": row.expires_at.isoformat(),
+        "helper_command": command,
+    }
+    return web.json_response(result, status=201, headers={"Cache-Control": "no-store"})
+
+
+@api.op(
+    "DELETE",
+    "/codes/{id}",
+    summary="Revoke an unused consent code",
+    roles=("engineer", "admin"),
+    tag="codes",
+    params=(Param("id", "path", {"type": "integer", "minimum": 1}),),
+    response={
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "state": {"type": "string"}},
+    },
+)
+async def revoke_code(call: Call) -> web.Response:
+    only_by = call.principal.account_id if call.principal.role != "admin" else None
+    code = await call.deps.codes.revoke(call.params["id"], call.principal.actor, only_by=only_by)
+    return web.json_response({"id": code.id, "state": code.state})
