@@ -16,6 +16,12 @@ from typing import Any
 KINDS = {"shell": "a shell", "sftp": "a file transfer", "exec": "a command"}
 
 
+def printable(text: object, limit: int = 200) -> str:
+    """What an engineer chose (a path, a command), safe on the customer's terminal: control
+    characters (escape sequences, newlines) are shown as ``?``."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(text)[:limit])
+
+
 @dataclass
 class Channel:
     engineer: str
@@ -36,7 +42,7 @@ class Activity:
     clock: Callable[[], float] = time.monotonic
 
     def who(self, name: str) -> str:
-        return self.names.get(name, name)
+        return printable(self.names.get(name, name), 64)
 
     def set_time_left(self, seconds: float) -> None:
         self.deadline = self.clock() + seconds
@@ -56,33 +62,37 @@ class Activity:
             return None
         if kind == "opened":
             what = str(detail.get("kind"))
-            self.channels[key] = Channel(name, what, str(detail.get("command") or ""))
+            command_text = printable(detail.get("command") or "")
+            self.channels[key] = Channel(name, what, command_text)
             if detail.get("reattached"):
                 return f"{who} is back in their shell."
-            command = f": {detail['command']}" if detail.get("command") else ""
+            command = f": {command_text}" if command_text else ""
             return f"{who} opened {KINDS.get(what, 'a command')}{command}"
-        if kind in ("closed", "parked"):
+        if kind == "parked":  # still running, and still shown, until the engineer is back
+            self.channels[key] = Channel(name, "parked")
+            return f"{who}'s shell keeps running until the connection is back."
+        if kind == "closed":
             channel = self.channels.pop(key, None)
-            what = {"shell": "shell", "sftp": "file transfer"}.get(
+            what = {"shell": "shell", "sftp": "file transfer", "parked": "shell"}.get(
                 channel.kind if channel else str(detail.get("kind")), "command"
             )
-            if kind == "parked":
-                return f"{who}'s shell keeps running until the connection is back."
             return f"{who}'s {what} ended."
         if kind == "file":
             channel = self.channels.get(key)
+            path = printable(detail.get("path", ""))
             if channel is not None:
-                channel.detail = str(detail.get("path", ""))
+                channel.detail = path
             verb = "writing" if detail.get("write") else "reading"
-            return f"{who} is {verb} {detail.get('path')}"
+            return f"{who} is {verb} {path}"
         if kind == "forward":
-            self.channels[key] = Channel(name, "forward", f"{detail['host']}:{detail['port']}")
-            return f"{who} connected to port {detail['port']} on {detail['host']}."
-        if kind == "forward_closed":
+            host, port = printable(detail["host"], 100), int(detail["port"])
+            self.channels[key] = Channel(name, "forward", f"{host}:{port}")
+            return f"{who} connected to port {port} on {host}."
+        if kind in ("forward_closed", "unparked"):
             self.channels.pop(key, None)
             return None
         if kind == "refused":
-            return f"Refused for {who}: {detail.get('what')}."
+            return f"Refused for {who}: {printable(detail.get('what'))}."
         return None
 
     def status(self) -> str:
@@ -111,6 +121,8 @@ class Activity:
                 shown.append(f"files {channel.detail}".rstrip())
             elif channel.kind == "forward":
                 shown.append(f"port {channel.detail}")
+            elif channel.kind == "parked":
+                shown.append("shell (kept while away)")
             elif channel.kind == "exec":
                 shown.append(f"command {channel.detail[:30]}".rstrip())
             else:

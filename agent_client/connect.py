@@ -27,6 +27,8 @@ from agent_client.server import HelperServer
 from broker.session.policy import Scope, ScopeError
 
 CONTROL_SUBSYSTEM = "assist-control"
+#: each of these ends the session (Ctrl-C, Ctrl-\\, a closed terminal window, kill)
+ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 #: seconds between reconnect attempts after a drop: doubling from the first, up to the last
 BACKOFF = (0.5, 10.0)
 
@@ -90,6 +92,7 @@ class Helper:
         self.resume_token: str | None = None
         self.grace = 120.0
         self.park: ShellPark | None = None
+        self.resumes = 0
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
 
     async def run(self) -> int:
@@ -152,13 +155,18 @@ class Helper:
         granted = offered.narrowed_to(Scope.parse(reply["scope"]))
         self.resume_token = reply.get("resume")
         self.grace = float(reply.get("grace_seconds") or self.grace)
-        self.park = ShellPark(self.grace)
+        self.park = ShellPark(
+            self.grace,
+            lambda engineer, key: self._event("closed", {"engineer": engineer, "channel": key}),
+        )
         link = Link(conn, writer, reader)
         await self._listen(link, granted, hello["relay_key"])
 
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, self.end_requested.set)
-        loop.add_signal_handler(signal.SIGTERM, self.end_requested.set)
+        for signum in ENDING_SIGNALS:
+            loop.add_signal_handler(signum, self.end_requested.set)
+        # Ctrl-Z would freeze the engineers' sessions with the terminal left in key mode.
+        previous_tstp = signal.signal(signal.SIGTSTP, signal.SIG_IGN)
         connected = ui.CONNECTED_KEYS if self.console.interactive else ui.CONNECTED
         self.console.say(
             connected.format(
@@ -185,8 +193,9 @@ class Helper:
                 link = back
         finally:
             screen.close()
-            loop.remove_signal_handler(signal.SIGINT)
-            loop.remove_signal_handler(signal.SIGTERM)
+            for signum in ENDING_SIGNALS:
+                loop.remove_signal_handler(signum)
+            signal.signal(signal.SIGTSTP, previous_tstp)
             link.close()
 
     def _status_off(self) -> None:
@@ -262,11 +271,44 @@ class Helper:
                 if message is not None and message.get("type") == "ended":
                     return Outcome("ended", message)
                 continue
+            self.resume_token = str(message.get("resume") or self.resume_token)
+            self.resumes += 1
             link = Link(conn, writer, reader)
             await self._listen(link, granted, relay_key)
             self.console.say(ui.RECONNECTED.format(seconds=round(loop.time() - began)))
             return link
-        return Outcome("customer" if self.end_requested.is_set() else "gone")
+        if self.end_requested.is_set():
+            await self._end_remotely()
+            return Outcome("customer")
+        return Outcome("gone")
+
+    async def _end_remotely(self) -> None:
+        """The customer ended the session while the connection was down: one quick try to
+        tell the broker, so that the record says who ended it."""
+        assert self.resume_token is not None and self.opts.fingerprint is not None
+        try:
+            conn = await dial(
+                self.opts.host,
+                self.opts.port,
+                self.opts.fingerprint,
+                RESUME_PREFIX + self.resume_token,
+                timeout=3,
+            )
+        except DialFailed:
+            return
+        try:
+            writer, reader, _ = await conn.open_session(
+                subsystem=CONTROL_SUBSYSTEM, encoding="utf-8"
+            )
+            send(writer, {"type": "end"})
+            async with asyncio.timeout(3):
+                while (message := await read_message(reader)) is not None:
+                    if message.get("type") == "ended":
+                        break
+        except (OSError, asyncssh.Error, TimeoutError):
+            pass
+        finally:
+            conn.close()
 
     async def _control(self, link: Link) -> Outcome:
         loop = ControlLoop(
@@ -277,8 +319,14 @@ class Helper:
             end_requested=self.end_requested,
             names=self.display_names,
             on_limits=self.activity.set_time_left,
+            on_removed=self._removed,
+            limits_told=self.resumes > 0,
         )
         return await loop.run()
+
+    def _removed(self, engineer: str) -> None:
+        if self.park is not None and self.park.close_for(engineer):
+            self.console.say(f"{self.activity.who(engineer)}'s waiting shell was closed.")
 
     def _finish(self, outcome: Outcome) -> int:
         """Tell the customer how it ended, with the receipt when the broker sent one."""

@@ -9,6 +9,7 @@ logs) the customer types whole lines (``end``, ``remove NAME``) and reads one li
 from __future__ import annotations
 
 import asyncio
+import atexit
 import codecs
 import contextlib
 import os
@@ -88,6 +89,15 @@ class Console:
         line, _, self._buffer = self._buffer.partition("\n")
         return line + "\n"
 
+    def discard_input(self) -> None:
+        """Forget what was typed but not read yet."""
+        self._buffer = ""
+        if self._chunks is not None:
+            while not self._chunks.empty():
+                if self._chunks.get_nowait() is None:
+                    self._chunks.put_nowait(None)  # end of input stays
+                    break
+
     async def next_key(self) -> str | None:
         """The next key pressed (in single-key mode), or ``None`` once input has ended."""
         while not self._buffer:
@@ -104,13 +114,20 @@ class Console:
             return
         fd = self.inp.fileno()
         saved = termios.tcgetattr(fd)
+
+        def restore() -> None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+        atexit.register(restore)  # also when the helper dies some other way
         tty.setcbreak(fd)
         self.keyed = True
         try:
             yield
         finally:
             self.keyed = False
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            restore()
+            atexit.unregister(restore)
 
     async def ask(self, question: str) -> str:
         """Ask and return the lower-cased answer ("" for end of input)."""

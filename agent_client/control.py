@@ -56,7 +56,11 @@ class ControlLoop:
         end_requested: asyncio.Event,
         names: dict[str, str],
         on_limits: Callable[[float], None] | None = None,
+        on_removed: Callable[[str], None] | None = None,
+        limits_told: bool = False,
     ) -> None:
+        #: told the name of an engineer the broker removed (their parked shells go too)
+        self.on_removed = on_removed
         #: told the seconds left whenever the broker sends the session's limits
         self.on_limits = on_limits
         self.writer = writer
@@ -69,6 +73,9 @@ class ControlLoop:
         self.names = names
         #: after ``r``: the engineers to choose from, by number
         self.choosing: list[dict[str, str]] | None = None
+        #: what the customer typed so far in answer to a join question (single-key mode)
+        self.typed = ""
+        self.limits_told = limits_told
         self.asked_removal = False
 
     def _next_input(self) -> asyncio.Future[str | None]:
@@ -144,9 +151,16 @@ class ControlLoop:
             names = [f"{e['display']} ({e['name']})" for e in engineers]
             self.console.say("Connected: " + (", ".join(names) if names else "nobody right now."))
         elif kind == "limits":
-            self.console.say(ui.limits_text(int(message["seconds"]), int(message["idle_seconds"])))
+            if not self.limits_told:  # again after a reconnect: only the status line changes
+                self.limits_told = True
+                self.console.say(
+                    ui.limits_text(int(message["seconds"]), int(message["idle_seconds"]))
+                )
             if self.on_limits is not None:
                 self.on_limits(float(message.get("seconds_left", message["seconds"])))
+        elif kind == "removed":
+            if self.on_removed is not None:
+                self.on_removed(str(message.get("engineer", "")))
         elif kind == "notice":
             self.console.say(str(message.get("message", "")))
         elif kind == "error":
@@ -154,6 +168,8 @@ class ControlLoop:
 
     def _ask_next(self) -> None:
         if self.pending:
+            self.console.discard_input()  # keys typed before the question answer nothing
+            self.typed = ""
             join = self.pending[0]
             self.console.out.write(
                 ui.JOIN_QUESTION.format(engineer=join["engineer"]["display"], what=join["what"])
@@ -187,12 +203,10 @@ class ControlLoop:
     # --- single keys (on a terminal) -------------------------------------------------------
 
     def _on_key(self, key: str) -> None:
-        key = key.lower()
         if self.pending:
-            if key in ("y", "a", "n", "\n", "\r"):
-                self.console.out.write(key.strip() + "\n")
-                self._answer(key.strip())
+            self._answer_key(key)
             return
+        key = key.lower()
         if self.choosing is not None:
             choosing, self.choosing = self.choosing, None
             if key.isdigit() and 1 <= int(key) <= len(choosing):
@@ -209,6 +223,23 @@ class ControlLoop:
             send(self.writer, {"type": "who"})
         elif key in ("?", "h"):
             self.console.say(ui.KEYS_HELP)
+
+    def _answer_key(self, key: str) -> None:
+        """A join question takes a whole answer and Enter (keys typed into the live view
+        must not let anyone in): only "y", "yes", "a" or "always" allow."""
+        out = self.console.out
+        if key in ("\n", "\r"):
+            answer, self.typed = self.typed.strip().lower(), ""
+            out.write("\n")
+            self._answer(answer)
+        elif key in ("\x7f", "\b"):
+            if self.typed:
+                self.typed = self.typed[:-1]
+                out.write("\b \b")
+        elif key.isprintable() and len(self.typed) < 20:
+            self.typed += key
+            out.write(key)
+        out.flush()
 
     # --- from the customer -----------------------------------------------------------------
 

@@ -64,6 +64,9 @@ class HelperClient(asyncssh.SSHClient):
         _, _, message = text.partition(": ")
         return message or "The broker did not accept the code."
 
+    def refusal_reason(self) -> str:
+        return self.banner.strip().partition(": ")[0]
+
 
 async def dial(
     host: str, port: int, fingerprint: str, answer: str, *, timeout: float = 20
@@ -97,7 +100,8 @@ async def dial(
         text = ui.UNREACHABLE.format(where=where, reason=exc.reason)
         raise DialFailed(text, final=False) from None
     except asyncssh.PermissionDenied:
-        raise DialFailed(client.refusal(), final=True) from None
+        retry = client.refusal_reason() == "rate_limited"
+        raise DialFailed(client.refusal(), final=not retry) from None
     except (OSError, asyncssh.Error, TimeoutError) as exc:
         text = ui.UNREACHABLE.format(where=where, reason=plain_reason(exc))
         raise DialFailed(text, final=False) from None

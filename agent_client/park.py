@@ -24,6 +24,8 @@ class Parked:
     engineer: str
     process: PtyProcess
     mirror: Callable[[bytes], None] | None
+    #: the lost channel's key in the customer's activity view
+    key: int = 0
     since: float = field(default_factory=time.monotonic)
 
     def output(self, data: bytes, stderr: bool) -> None:
@@ -35,8 +37,12 @@ class Parked:
 
 
 class ShellPark:
-    def __init__(self, grace: float = 120.0) -> None:
+    def __init__(
+        self, grace: float = 120.0, on_gone: Callable[[str, int], None] = lambda _e, _k: None
+    ) -> None:
         self.grace = grace
+        #: told (engineer, key) when a parked shell is hung up or exits while parked
+        self.on_gone = on_gone
         self._parked: list[Parked] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -44,9 +50,13 @@ class ShellPark:
         return len(self._parked)
 
     def keep(
-        self, engineer: str, process: PtyProcess, mirror: Callable[[bytes], None] | None
+        self,
+        engineer: str,
+        process: PtyProcess,
+        mirror: Callable[[bytes], None] | None,
+        key: int = 0,
     ) -> None:
-        entry = Parked(engineer, process, mirror)
+        entry = Parked(engineer, process, mirror, key)
         process.attach(entry)
         process.resume_output()  # the lost channel may have paused it: keep the shell moving
         self._parked.append(entry)
@@ -54,13 +64,22 @@ class ShellPark:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def take(self, engineer: str) -> tuple[PtyProcess, float] | None:
-        """The engineer's oldest parked shell that still runs, and how long it was parked."""
+    def take(self, engineer: str) -> Parked | None:
+        """The engineer's oldest parked shell that still runs."""
         for entry in self._parked:
             if entry.engineer == engineer and entry.process.running:
                 self._parked.remove(entry)
-                return entry.process, time.monotonic() - entry.since
+                return entry
         return None
+
+    def close_for(self, engineer: str) -> int:
+        """The engineer was removed: hang up their parked shells."""
+        theirs = [entry for entry in self._parked if entry.engineer == engineer]
+        for entry in theirs:
+            self._parked.remove(entry)
+            entry.process.close()
+            self.on_gone(entry.engineer, entry.key)
+        return len(theirs)
 
     async def _watch(self, entry: Parked) -> None:
         """Hang up a shell nobody came back for; forget one that exited by itself."""
@@ -71,6 +90,7 @@ class ShellPark:
         if entry in self._parked:
             self._parked.remove(entry)
             entry.process.close()
+            self.on_gone(entry.engineer, entry.key)
 
     def close(self) -> None:
         """The session is over: hang up every parked shell."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -171,7 +172,8 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         if self.term is not None and self.command is None and park is not None:
             taken = park.take(self.server.engineer)
             if taken is not None:
-                await self._reattach(*taken)
+                self.server.on_event("unparked", {"engineer": taken.engineer, "channel": taken.key})
+                await self._reattach(taken.process, time.monotonic() - taken.since)
                 return
         shell, home = user_shell()
         argv = [shell, "-l"] if self.command is None else [shell, "-c", self.command]
@@ -325,7 +327,7 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
             and self.kind == "shell"
             and process.running
         ):
-            park.keep(self.server.engineer, process, self.server.mirror)
+            park.keep(self.server.engineer, process, self.server.mirror, id(self))
             self._event("parked", kind="shell")
             return
         process.close()

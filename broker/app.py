@@ -174,7 +174,12 @@ class Broker:
             await self._http.cleanup()
             self._http = None
         if self.ctx is not None and self.ctx.tasks:
-            await asyncio.wait(list(self.ctx.tasks), timeout=5)
+            _, late = await asyncio.wait(list(self.ctx.tasks), timeout=5)
+            for task in late:  # nothing may run on after the store is closed
+                task.cancel()
+            if late:
+                log.warning("tasks_cancelled_at_stop", names=sorted(t.get_name() for t in late))
+                await asyncio.wait(late, timeout=1)
         if self.checkpointer is not None:
             await self.checkpointer.checkpoint()
         await self.store.close()

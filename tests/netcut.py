@@ -17,6 +17,10 @@ class CuttableProxy:
         self.accepted = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        #: the client-facing side of each connection -> its server-facing side
+        self._clients: dict[asyncio.StreamWriter, asyncio.StreamWriter] = {}
+        #: server-facing sides left open and silent after their client was cut
+        self._silent: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> CuttableProxy:
@@ -35,6 +39,7 @@ class CuttableProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
+        self._clients[writer] = up_writer
         pipes = [
             asyncio.create_task(self._pipe(reader, up_writer)),
             asyncio.create_task(self._pipe(up_reader, writer)),
@@ -43,6 +48,7 @@ class CuttableProxy:
         await asyncio.gather(*pipes, return_exceptions=True)
         self._tasks.difference_update(pipes)
         self._writers -= {writer, up_writer}
+        self._clients.pop(writer, None)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -52,7 +58,8 @@ class CuttableProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            writer.transport.abort()
+            if writer not in self._silent:
+                writer.transport.abort()
 
     def down(self) -> None:
         """Cut every connection at once (both ends see a reset) and refuse new ones."""
@@ -60,11 +67,20 @@ class CuttableProxy:
         for writer in list(self._writers):
             writer.transport.abort()
 
+    def cut_client_side(self) -> None:
+        """Only the client notices: its side is reset, while the server's side stays open
+        and silent (as when a laptop changes networks). New connections are let through."""
+        for writer, upstream in list(self._clients.items()):
+            self._silent.add(upstream)
+            writer.transport.abort()
+
     def up(self) -> None:
         self.is_up = True
 
     async def close(self) -> None:
         self.down()
+        for writer in self._silent:
+            writer.transport.abort()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()

@@ -118,42 +118,59 @@ class SessionManager:
 
     async def resume(self, token: str, source: str) -> LiveSession:
         """A helper back after a network drop, with the token it got at consent (never the
-        code again). Wrong tokens count against ``source`` like wrong codes."""
+        code again). Wrong tokens count against ``source`` like wrong codes; every try is
+        audited, with why a refused one was refused (never the token)."""
         limiter = self.codes.limiter
-        if limiter is not None and (wait := limiter.check(source)) > 0:
-            raise CodeRejected(rate_limited_message(wait), code="rate_limited")
         session_id, _, secret = token.partition(".")
         live = self.find_id(session_id[:64])
-        if live is None or not live.resume_allowed(secret[:128]):
-            if limiter is not None:
-                limiter.failed(source)
-            async with self.store.begin() as db:
-                await q.append_audit(
-                    db,
-                    action="session.resume_refused",
-                    actor="customer",
-                    ticket_id=live.redemption.ticket_id if live else None,
-                    session_id=live.id if live else None,
-                    details={"source": source},
-                )
-            raise CodeRejected(MESSAGES["resume_refused"], code="resume_refused")
-        return live
+        reason = None
+        if limiter is not None and (wait := limiter.check(source)) > 0:
+            reason = "rate_limited"
+        elif live is None:
+            reason = "no_live_session"
+        elif not live.resume_allowed(secret[:128]):
+            reason = "wrong_token"
+        if reason is None and live is not None:
+            live.drop()  # the old connection may not have been noticed dead yet
+            return live
+        if limiter is not None and reason != "rate_limited":
+            limiter.failed(source)
+        async with self.store.begin() as db:
+            await q.append_audit(
+                db,
+                action="session.resume_refused",
+                actor="customer",
+                ticket_id=live.redemption.ticket_id if live else None,
+                session_id=live.id if live else None,
+                details={"source": source, "reason": reason},
+            )
+        if reason == "rate_limited":
+            raise CodeRejected(rate_limited_message(wait), code="rate_limited")
+        raise CodeRejected(MESSAGES["resume_refused"], code="resume_refused")
 
     async def dropped(self, live: LiveSession, grace: float) -> None:
         """The helper's connection dropped: record the gap, then wait ``grace`` seconds for
         it to come back before ending the session for ``network``."""
         live.drop()
-        await self.record(live, "session.disconnected", "broker", {"grace_seconds": grace})
-        log.info("session_disconnected", session=live.id, grace=grace)
-        back = asyncio.ensure_future(live.connected.wait())
-        over = asyncio.ensure_future(live.ended.wait())
+        if live.in_grace:
+            return  # a wait is already running for this drop
+        live.in_grace = True
         try:
-            done, _ = await asyncio.wait({back, over}, timeout=grace, return_when="FIRST_COMPLETED")
-        finally:
-            back.cancel()
-            over.cancel()
-        if not done:
-            await self.end(live, "network")
+            await self.record(live, "session.disconnected", "broker", {"grace_seconds": grace})
+        finally:  # even if the store is down, the session must not wait for ever
+            log.info("session_disconnected", session=live.id, grace=grace)
+            back = asyncio.ensure_future(live.connected.wait())
+            over = asyncio.ensure_future(live.ended.wait())
+            try:
+                done, _ = await asyncio.wait(
+                    {back, over}, timeout=grace, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                back.cancel()
+                over.cancel()
+                live.in_grace = False
+            if not done:
+                await self.end(live, "network")
 
     async def started(self, live: LiveSession) -> None:
         """The helper's forward is up: engineers can now reach the customer."""
@@ -162,6 +179,7 @@ class SessionManager:
             gap = live.gap()
             await self.record(live, "session.resumed", "customer", {"gap_seconds": round(gap, 3)})
             live.dropped_at = None
+            live.confirm_token()
             live.connected.set()
             log.info("session_resumed", session=live.id, gap=round(gap, 3))
             return

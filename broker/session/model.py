@@ -73,12 +73,14 @@ class LiveSession:
     lifetime: Lifetime | None = None
     #: what the helper told about the customer's computer (hostname, user, os)
     customer_host: dict[str, str] = field(default_factory=dict)
-    #: SHA-256 of the current resume token (the helper's way back after a network drop)
-    resume_digest: bytes | None = None
+    #: SHA-256 of the valid resume tokens (the helper's way back after a network drop)
+    resume_digests: list[bytes] = field(default_factory=list)
     #: set while the helper is connected with its forward up; clear during a drop
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     #: monotonic time of the current drop, if the helper is away
     dropped_at: float | None = None
+    #: set while the broker waits out the grace period of a drop
+    in_grace: bool = False
     #: engineers whose PTY shells a drop cut, and how many (their next shells re-attach)
     cut_shells: Counter[str] = field(default_factory=Counter)
     #: a line for the customer's screen (set by the helper's current connection)
@@ -139,22 +141,34 @@ class LiveSession:
         )
 
     def new_resume_token(self) -> str:
-        """A fresh token (``SESSION.SECRET``) that replaces any earlier one; only its digest
-        is kept."""
+        """A fresh token (``SESSION.SECRET``); only its digest is kept. Until the helper's
+        forward is up again (:meth:`confirm_token`), the one before it stays valid too, so a
+        drop in the middle of a resume does not lock the helper out."""
         secret = secrets.token_urlsafe(32)
-        self.resume_digest = hashlib.sha256(secret.encode()).digest()
+        self.resume_digests = [*self.resume_digests[-1:], hashlib.sha256(secret.encode()).digest()]
         return f"{self.id}.{secret}"
 
+    def confirm_token(self) -> None:
+        """The helper is back with its forward: only the newest token stays valid."""
+        self.resume_digests = self.resume_digests[-1:]
+
     def resume_allowed(self, secret: str) -> bool:
-        """The secret matches (constant time) and the session is waiting for its helper."""
-        if self.resume_digest is None or self.state is not State.ACTIVE:
+        """The secret matches a valid token (constant time) and the session still runs."""
+        if self.state is not State.ACTIVE:
             return False
         digest = hashlib.sha256(secret.encode()).digest()
-        return hmac.compare_digest(digest, self.resume_digest) and self.dropped_at is not None
+        matches = [hmac.compare_digest(digest, valid) for valid in self.resume_digests]
+        return any(matches)
+
+    @property
+    def resumable(self) -> bool:
+        return bool(self.resume_digests)
 
     def drop(self) -> None:
-        """The helper's connection went away; the forward must come up again."""
-        self.dropped_at = time.monotonic()
+        """The helper's connection went away; the forward must come up again. A second drop
+        before the helper is back keeps the first one's time."""
+        if self.dropped_at is None:
+            self.dropped_at = time.monotonic()
         self.forwarded = False
         self.connected.clear()
 

@@ -116,6 +116,12 @@ class AgentEdge:
                 previous = self._find_agent(self.live)
                 if previous is not None and previous is not self:
                     previous.abandon()  # its connection is dead but not noticed yet
+                await self.ctx.manager.record(
+                    self.live,
+                    "session.resume_accepted",
+                    "customer",
+                    {"source": self.peer, "gap_seconds": round(self.live.gap(), 3)},
+                )
             else:
                 self.live = await self.ctx.manager.redeem(answer, self.peer)
         except CodeRejected as exc:
@@ -174,6 +180,8 @@ class AgentEdge:
                 "scope": str(live.granted),
                 "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
                 "gap_seconds": round(live.gap(), 1),
+                # the next way back; the token just used stays valid until the forward is up
+                "resume": live.new_resume_token(),
             }
         )
         self._worker = self.ctx.spawn(
@@ -408,13 +416,18 @@ class AgentEdge:
 
     def _lost(self) -> None:
         if self.attendance is not None:
-            self.attendance.decline_all()
+            self.attendance.unanswerable()
         # Let the worker finish what it is doing (recording a decline, an end), then stop.
         self._messages.put_nowait(None)
         live = self.live
         if live is None or live.state is State.ENDED or self.abandoned:
             return
-        if live.forwarded and live.resume_digest is not None:
+        if live.dropped_at is not None:
+            # A resumed connection lost before its forward came up: the grace period that
+            # is already running decides.
+            self.abandoned = True
+            self._unregister_end()
+        elif live.forwarded and live.resumable:
             self.abandon()  # the session waits for the helper to come back
         else:
             # The customer's connection went away without saying "end", before it started.
@@ -439,5 +452,6 @@ class AgentEdge:
                 edge.session_ended("dropped", message)
             self.attendance.engineers.clear()
         self._log.warning("helper_dropped", grace=grace)
+        live.drop()
         self.ctx.spawn(self.ctx.manager.dropped(live, grace), "grace", self.log_context)
         self.conn.close()

@@ -41,7 +41,8 @@ class Attendance:
         self.send = send
         self.join_timeout = join_timeout
         self.engineers: set[EngineerEdge] = set()
-        self._questions: dict[int, asyncio.Future[tuple[bool, bool]]] = {}
+        #: open questions; ``None`` as the answer: the customer can no longer answer
+        self._questions: dict[int, asyncio.Future[tuple[bool, bool] | None]] = {}
         self._ids = itertools.count(1)
 
     async def admit(self, edge: EngineerEdge, what: str) -> None:
@@ -51,7 +52,19 @@ class Attendance:
         if refusal:
             raise Denied(refusal)
         if self.live.needs_approval(name):
-            allowed, always = await self._ask(name, display, what)
+            answer = await self._ask(name, display, what)
+            if answer is None:
+                await self.manager.record(
+                    self.live,
+                    "session.join_unanswered",
+                    "broker",
+                    {"engineer": name, "what": what, "why": "the customer's connection dropped"},
+                )
+                raise Denied(
+                    "The connection to the customer dropped before they answered. Try again "
+                    "once they are reconnected."
+                )
+            allowed, always = answer
             refusal = self.live.join_refusal(name)  # a handoff while the customer answered
             if refusal:
                 raise Denied(refusal)
@@ -65,9 +78,10 @@ class Attendance:
                 self.live.approved.add(name)
         self.engineers.add(edge)
 
-    async def _ask(self, name: str, display: str, what: str) -> tuple[bool, bool]:
+    async def _ask(self, name: str, display: str, what: str) -> tuple[bool, bool] | None:
         question_id = next(self._ids)
-        answer: asyncio.Future[tuple[bool, bool]] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[tuple[bool, bool] | None]
+        answer = asyncio.get_running_loop().create_future()
         self._questions[question_id] = answer
         self.send(
             {
@@ -99,13 +113,15 @@ class Attendance:
     async def remove(self, name: str, reason: str = "removed") -> int:
         """Disconnect every connection of engineer ``name``; they must ask again to return."""
         self.live.approved.discard(name)
+        self.send({"type": "removed", "engineer": name})  # the helper hangs up their shells
         removed = [e for e in self.engineers if e.account_name == name]
         for edge in removed:
             self.engineers.discard(edge)
             edge.session_ended(reason)
         return len(removed)
 
-    def decline_all(self) -> None:
+    def unanswerable(self) -> None:
+        """The customer's connection is gone: nobody can answer the open questions."""
         for answer in self._questions.values():
             if not answer.done():
-                answer.set_result((False, False))
+                answer.set_result(None)

@@ -149,3 +149,41 @@ async def test_a_wrong_resume_token_is_refused_in_plain_words(
     assert refused.value.message == MESSAGES["resume_refused"]
     assert refused.value.final
     await harness.wait_audit(ticket, "session.resume_refused", source="127.0.0.1")
+
+
+async def test_helper_notices_first_and_resumes_at_once(
+    dropping: tuple[BrokerHarness, CuttableProxy],
+) -> None:
+    """A laptop changes networks: the helper's side breaks, the broker's old connection stays
+    open and silent. The helper's resume replaces it at once; a wrong token changes nothing."""
+    harness, proxy = dropping
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    helper = await helper_through(harness, proxy, ticket)
+    shell = PtyDriver()
+    await shell.start(harness.ssh_args(key, ticket, "-tt"))
+    shell.type(b"export MARK=moved-$((6*7))\n")
+    shell.type(b"echo pid-$$\n")
+    pid = int((await shell.expect(rb"pid-(\d+)")).group(1))
+
+    proxy.cut_client_side()
+    await helper.wait_for("Reconnected after")
+    resumed = await harness.wait_audit(ticket, "session.resumed")
+    accepted = await harness.wait_audit(ticket, "session.resume_accepted", source="127.0.0.1")
+    assert float(str(resumed["gap_seconds"])) < 5 and "token" not in str(accepted)
+    await shell.expect(rb"The connection to the customer dropped")  # the old path was closed
+    shell.close()
+
+    again = PtyDriver()
+    await again.start(harness.ssh_args(key, ticket, "-tt"))
+    again.type(b"echo $MARK pid-$$\n")
+    await again.expect(rf"moved-42 pid-{pid}".encode())
+    again.close()
+
+    (live,) = harness.broker.manager.live()
+    spent = f"{RESUME_PREFIX}{live.id}.not-the-token"
+    with pytest.raises(DialFailed):
+        await dial("127.0.0.1", harness.port, harness.fingerprint, spent)
+    refused = await harness.wait_audit(ticket, "session.resume_refused")
+    assert refused["reason"] == "wrong_token"
+    assert live.end_reason is None  # a wrong token changes nothing for the real helper

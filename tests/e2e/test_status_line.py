@@ -4,6 +4,7 @@ one engineer. Without a terminal it prints one line per event."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 
@@ -111,3 +112,44 @@ def test_activity_renders_what_is_open_now() -> None:
     activity.event("logout", {"engineer": "alice"})
     activity.reconnecting = True
     assert activity.status().startswith("assist T-9 | connection lost, reconnecting... |")
+
+
+async def test_keys_typed_into_the_live_view_let_nobody_in(
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
+) -> None:
+    """A join question needs a whole answer and Enter: a command typed by habit (even one
+    holding an "a" or a "y") answers no."""
+    customer, _ = screens
+    ticket = await harness.ticket()
+    await harness.engineer()
+    bob = await harness.engineer("bob", "Bob Jones")
+    await customer.start(helper_argv(harness, await harness.code(ticket)))
+    await customer.expect(rb"Allow\? \[y/N\] ")
+    customer.type(b"y\n")
+    await customer.expect(rb"Press q")
+
+    first = asyncio.ensure_future(harness.ssh(bob, ticket, "echo hi"))
+    mark = len(customer.output)
+    await customer.expect(rb"Bob Jones from support wants to join", start=mark)
+    customer.type(b"ls -la\n")
+    result = await first
+    assert result.status == 255 and b"The customer did not let you join" in result.stderr
+    await harness.wait_audit(ticket, "session.join_declined", engineer="bob")
+
+    second = asyncio.ensure_future(harness.ssh(bob, ticket, "echo hi"))
+    mark = len(customer.output)
+    await customer.expect(rb"Bob Jones from support wants to join", start=mark)
+    customer.type(b"y\n")
+    assert (await second).stdout == b"hi\n"
+    customer.type(b"q")
+    assert await customer.wait() == 0
+
+
+def test_what_engineers_choose_cannot_paint_the_customers_screen() -> None:
+    activity = Activity(ticket="T-1", names={"eve": "Eve"})
+    activity.event("opened", {"engineer": "eve", "channel": 1, "kind": "sftp"})
+    line = activity.event("file", {"engineer": "eve", "channel": 1, "path": "/x\x1b[2J\nnobody"})
+    assert line == "Eve is reading /x?[2J?nobody"
+    assert "\x1b" not in activity.status() and "\n" not in activity.status()
+    activity.event("parked", {"engineer": "eve", "channel": 2})
+    assert "Eve: files /x?[2J?nobody, shell (kept while away)" in activity.status()
