@@ -5,7 +5,6 @@ The in-memory maps are a cache of live connections on this node; the store is th
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -159,17 +158,11 @@ class SessionManager:
             await self.record(live, "session.disconnected", "broker", {"grace_seconds": grace})
         finally:  # even if the store is down, the session must not wait for ever
             log.info("session_disconnected", session=live.id, grace=grace)
-            back = asyncio.ensure_future(live.connected.wait())
-            over = asyncio.ensure_future(live.ended.wait())
             try:
-                done, _ = await asyncio.wait(
-                    {back, over}, timeout=grace, return_when="FIRST_COMPLETED"
-                )
+                settled = await live.back_or_over(grace)
             finally:
-                back.cancel()
-                over.cancel()
                 live.in_grace = False
-            if not done:
+            if not settled:
                 await self.end(live, "network")
 
     async def started(self, live: LiveSession) -> None:

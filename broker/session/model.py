@@ -172,6 +172,20 @@ class LiveSession:
         self.forwarded = False
         self.connected.clear()
 
+    async def back_or_over(self, timeout: float) -> bool:
+        """Wait until the helper is connected again or the session ended; ``False`` if
+        neither happened within ``timeout`` seconds."""
+        back = asyncio.ensure_future(self.connected.wait())
+        over = asyncio.ensure_future(self.ended.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {back, over}, timeout=timeout, return_when="FIRST_COMPLETED"
+            )
+        finally:
+            back.cancel()
+            over.cancel()
+        return bool(done)
+
     def gap(self) -> float:
         """Seconds since the drop (0 if connected)."""
         return 0.0 if self.dropped_at is None else time.monotonic() - self.dropped_at

@@ -141,16 +141,7 @@ class EngineerEdge:
 
     async def _wait_for_customer(self, live: LiveSession) -> None:
         """The customer's helper dropped and may come back: wait a little for it."""
-        back = asyncio.ensure_future(live.connected.wait())
-        over = asyncio.ensure_future(live.ended.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {back, over}, timeout=RECONNECT_WAIT, return_when="FIRST_COMPLETED"
-            )
-        finally:
-            back.cancel()
-            over.cancel()
-        if not done:
+        if not await live.back_or_over(RECONNECT_WAIT):
             raise Denied(
                 f"The connection to the customer for {self.ticket} dropped and is not back yet. "
                 "Try again in a moment."
