@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from dataclasses import dataclass
 
 import asyncssh
@@ -143,6 +144,7 @@ class Broker:
         return listening
 
     async def _start_http(self, deps: Deps) -> tuple[str, int]:
+        tls = self._tls()
         self._http = web.AppRunner(create_app(deps), access_log=None)
         await self._http.setup()
         # Bind the socket here so that port 0 tells which port was picked.
@@ -156,9 +158,23 @@ class Broker:
         except OSError as exc:
             sock.close()
             raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
-        await web.SockSite(self._http, sock).start()
+        await web.SockSite(self._http, sock, ssl_context=tls).start()
         name = sock.getsockname()
         return str(name[0]), int(name[1])
+
+    def _tls(self) -> ssl.SSLContext | None:
+        cert, key = self.settings.http_tls_cert, self.settings.http_tls_key
+        if cert is None and key is None:
+            return None
+        if cert is None or key is None:
+            raise ConfigError("HTTPS needs both http_tls_cert and http_tls_key")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"cannot use the HTTPS certificate {cert}: {exc}") from None
+        return context
 
     async def stop(self) -> None:
         """Graceful: every live session ends with reason ``shutdown`` and engineers are told."""

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from broker import admin, render
+from broker import admin, cli_web, render
 from broker.cli_evidence import (
     cmd_audit_export,
     cmd_audit_prune,
@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     rexport = recording.add_parser("export", parents=[common], help="copy a recording out")
     rexport.add_argument("channel", type=int)
     rexport.add_argument("--out", required=True)
+
+    cli_web.register(sub, account, common)
 
     sshconf = sub.add_parser("ssh-config", parents=[common], help="ssh_config block for a ticket")
     sshconf.add_argument("ticket")
@@ -298,6 +300,7 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("recording", "play"): cmd_recording_play,
     ("recording", "export"): cmd_recording_export,
     ("ssh-config", None): cmd_ssh_config,
+    **cli_web.HANDLERS,
 }
 
 

@@ -85,6 +85,9 @@ class Settings:
     session_warn_before: float = 5 * 60.0
     #: how long a session waits for its helper to come back after a network drop
     session_grace: float = 2 * 60.0
+    #: HTTPS for the API and web UI: a PEM certificate (chain) and its key (both or neither)
+    http_tls_cert: Path | None = None
+    http_tls_key: Path | None = None
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -113,7 +116,7 @@ _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
 
 def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
-    if name in ("data_dir", "recordings_dir"):
+    if name in ("data_dir", "recordings_dir", "http_tls_cert", "http_tls_key"):
         return Path(value)
     if name == "record_input":
         if isinstance(value, bool):

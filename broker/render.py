@@ -117,6 +117,16 @@ def human(command: str, action: str | None, result: Any) -> str:
                     f"Valid until {result['expires_at']}, for one use. It is not shown again.",
                 ]
             )
+        case ("token", "create"):
+            return (
+                f"API token {result['id']} for {result['account']} (shown once, valid until "
+                f"{result['expires_at']}):\n{result['token']}"
+            )
+        case ("certs", None):
+            return (
+                f"Wrote {result['certificate']} and {result['key']} for "
+                f"{', '.join(result['hosts'])}. Add to the settings file:\n{result['settings']}"
+            )
         case ("audit", "pubkey"):
             return f"{result['public_key'].rstrip()}\n# key id {result['key_id']}"
         case ("audit", "prune"):

@@ -17,7 +17,7 @@ def banner(settings: Settings, host: str, port: int, fingerprint: str, http: str
     return "\n".join(
         [
             f"assist-broker is listening for SSH on {host}:{port}",
-            f"HTTP (health; the auditors' web UI comes later) on {http}",
+            f"Web UI and API for auditors: {http}/ (API: {http}/api/v1/openapi.json)",
             f"data dir: {settings.data_dir.resolve()}",
             f"host key fingerprint: {fingerprint}",
             "",
@@ -39,13 +39,14 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         listening = await broker.start()
+        scheme = "https" if settings.http_tls_cert else "http"
         print(
             banner(
                 settings,
                 listening.ssh_host,
                 listening.ssh_port,
                 listening.fingerprint,
-                f"{listening.http_host}:{listening.http_port}",
+                f"{scheme}://{listening.http_host}:{listening.http_port}",
             ),
             flush=True,
         )

@@ -19,6 +19,8 @@ from broker.web.deps import DEPS, PRINCIPAL, Deps
 
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024
+#: ids are 32-bit in PostgreSQL; no number the API takes is larger
+MAX_INT = 2**31 - 1
 
 
 class ApiError(Exception):
@@ -288,6 +290,8 @@ def check(name: str, value: Any, schema: Mapping[str, Any]) -> None:
     if "enum" in schema and value not in schema["enum"]:
         raise ApiError(400, f"{name} must be one of {', '.join(map(str, schema['enum']))}")
     if kind == "integer":
+        if not -MAX_INT <= value <= MAX_INT:
+            raise ApiError(400, f"{name} is too large")
         if "minimum" in schema and value < schema["minimum"]:
             raise ApiError(400, f"{name} must be at least {schema['minimum']}")
         if "maximum" in schema and value > schema["maximum"]:

@@ -12,7 +12,7 @@ from broker.store import queries as q
 from broker.store.models import Account, ApiToken
 from broker.transport.keys import fingerprint_of
 from broker.web import access
-from broker.web.api import Api, Call, Param
+from broker.web.api import MAX_INT, Api, Call, Param
 from broker.web.schemas import ROLES_ALL, list_of
 
 api = Api()
@@ -124,7 +124,7 @@ async def create_token(call: Call) -> web.Response:
     summary="Revoke an API token",
     roles=ROLES_ALL,
     tag="accounts",
-    params=(Param("id", "path", {"type": "integer", "minimum": 1}),),
+    params=(Param("id", "path", {"type": "integer", "minimum": 1, "maximum": MAX_INT}),),
     response=TOKEN,
 )
 async def revoke_token(call: Call) -> web.Response:

@@ -15,7 +15,7 @@ from broker.evidence.verify import verify_store
 from broker.store import listing
 from broker.store import queries as q
 from broker.store.models import Channel, Session
-from broker.web.api import Api, Call, Param
+from broker.web.api import MAX_INT, Api, Call, Param
 from broker.web.api_tickets import CURSOR, KEY, cursor_int, viewer, visible_ticket
 from broker.web.schemas import EVENT, READERS, ROLES_ALL, event_json, page_of
 
@@ -76,7 +76,7 @@ def _starts_a_view(request: web.Request) -> bool:
     summary="A channel's recording (asciicast v2); supports Range",
     roles=ROLES_ALL,
     tag="evidence",
-    params=(Param("channel", "path", {"type": "integer", "minimum": 1}),),
+    params=(Param("channel", "path", {"type": "integer", "minimum": 1, "maximum": MAX_INT}),),
     response={"type": "string"},
     produces="application/x-asciicast",
 )

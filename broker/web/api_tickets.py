@@ -11,7 +11,7 @@ from broker.session.policy import Scope, ScopeError
 from broker.store import listing
 from broker.store import queries as q
 from broker.store.models import Ticket, utcnow
-from broker.web.api import Api, Call, Param
+from broker.web.api import MAX_INT, Api, Call, Param
 from broker.web.schemas import (
     ROLES_ALL,
     TICKET,
@@ -217,7 +217,7 @@ async def issue_code(call: Call) -> web.Response:
     summary="Revoke an unused consent code",
     roles=("engineer", "admin"),
     tag="codes",
-    params=(Param("id", "path", {"type": "integer", "minimum": 1}),),
+    params=(Param("id", "path", {"type": "integer", "minimum": 1, "maximum": MAX_INT}),),
     response={
         "type": "object",
         "properties": {"id": {"type": "integer"}, "state": {"type": "string"}},

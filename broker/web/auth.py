@@ -30,7 +30,7 @@ def _json_error(status: int, message: str) -> web.Response:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Find the principal (absent: anonymous; each route decides what that may do)."""
     deps = request.app[DEPS]
-    header = request.headers.get("Authorization", "")
+    header = request.headers.get("Authorization", "").strip()
     cookie = request.cookies.get(COOKIE)
     if header:
         scheme, _, secret = header.partition(" ")

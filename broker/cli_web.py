@@ -1,0 +1,172 @@
+"""Command-line steps for web access: passwords, API tokens, and a self-signed certificate
+for HTTPS (``assist-broker certs``)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import getpass
+import ipaddress
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from broker.config import Settings, parse_duration
+from broker.errors import Invalid
+from broker.store import queries as q
+from broker.store.db import Store
+from broker.transport.keys import write_private
+from broker.web import access
+
+
+def register(
+    sub: Any, account: Any, common: argparse.ArgumentParser
+) -> None:  # argparse's private types
+    password = account.add_parser(
+        "password", parents=[common], help="set an account's web login password"
+    )
+    password.add_argument("name")
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read it from standard input"
+    )
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
+    tcreate = token.add_parser("create", parents=[common], help="a new API token (shown once)")
+    tcreate.add_argument("name", help="the account")
+    tcreate.add_argument("--label", default="cli", help="what the token is for")
+    tcreate.add_argument("--expires", default="90d", help="lifetime, e.g. 30d (default 90d)")
+    tlist = token.add_parser("list", parents=[common], help="an account's tokens")
+    tlist.add_argument("name")
+    trevoke = token.add_parser("revoke", parents=[common], help="revoke a token")
+    trevoke.add_argument("id", type=int)
+    certs = sub.add_parser(
+        "certs", parents=[common], help="make a self-signed HTTPS certificate (for tests)"
+    )
+    certs.add_argument("--host", action="append", help="name or address (repeatable)")
+    certs.add_argument("--days", type=int, default=30)
+
+
+async def cmd_account_password(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    if args.password_stdin:
+        secret = sys.stdin.readline().rstrip("\n")
+    else:
+        secret = getpass.getpass(f"New password for {args.name}: ")
+        if getpass.getpass("Again: ") != secret:
+            raise Invalid("the two passwords differ; nothing was changed")
+    hashed = access.hash_password(secret)
+    async with store.begin() as db:
+        account = await q.get_account(db, args.name)
+        account.password_hash = hashed
+        await q.append_audit(
+            db,
+            action="account.updated",
+            actor="admin",
+            details={"account": account.name, "password_changed": True},
+        )
+    return {"account": account.name, "password": "set"}
+
+
+async def cmd_token_create(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    lifetime = dt.timedelta(seconds=parse_duration(args.expires, what="--expires"))
+    async with store.begin() as db:
+        account = await q.get_account(db, args.name)
+        secret, token = await access.create_token(db, account, args.label, lifetime)
+        await q.append_audit(
+            db,
+            action="token.created",
+            actor="admin",
+            details={"account": account.name, "token_id": token.id, "name": token.name},
+        )
+    assert token.expires_at is not None
+    return {
+        "id": token.id,
+        "account": account.name,
+        "token": secret,
+        "expires_at": token.expires_at.isoformat(),
+    }
+
+
+async def cmd_token_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        account = await q.get_account(db, args.name)
+        tokens = await access.list_tokens(db, account.id)
+    return [
+        {
+            "id": t.id,
+            "label": t.name,
+            "expires_at": t.expires_at.isoformat() if t.expires_at else "never",
+            "revoked": t.revoked_at is not None,
+            "last_used_at": t.last_used_at.isoformat() if t.last_used_at else "never",
+        }
+        for t in tokens
+    ]
+
+
+async def cmd_token_revoke(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    admin = access.Principal(0, "admin", "admin", "admin", "cli")
+    async with store.begin() as db:
+        token = await access.revoke_token(db, args.id, admin)
+        await q.append_audit(
+            db, action="token.revoked", actor="admin", details={"token_id": token.id}
+        )
+    return {"id": token.id, "revoked": True}
+
+
+def make_certificate(folder: Path, hosts: list[str], days: int) -> tuple[Path, Path]:
+    """A self-signed certificate and its key (P-256), for tests and first steps."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "http_cert.pem", folder / "http_key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(
+        key_path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return cert_path, key_path
+
+
+async def cmd_certs(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    hosts = args.host or ["localhost", "127.0.0.1"]
+    cert, key = make_certificate(settings.data_dir, hosts, args.days)
+    return {
+        "certificate": str(cert),
+        "key": str(key),
+        "hosts": hosts,
+        "settings": f'http_tls_cert = "{cert}"\nhttp_tls_key = "{key}"',
+    }
+
+
+HANDLERS = {
+    ("account", "password"): cmd_account_password,
+    ("token", "create"): cmd_token_create,
+    ("token", "list"): cmd_token_list,
+    ("token", "revoke"): cmd_token_revoke,
+    ("certs", None): cmd_certs,
+}
