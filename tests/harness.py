@@ -14,7 +14,6 @@ import asyncssh
 
 from broker.app import Broker
 from broker.config import Settings
-from broker.session.consent import CodeHasher, ConsentCodes
 from broker.store import queries as q
 from broker.transport.keys import fingerprint_of
 
@@ -248,9 +247,7 @@ class BrokerHarness:
     async def code(
         self, ticket: str, engineer: str = "alice", ttl: float = 600, scope: str = "shell,exec"
     ) -> str:
-        assert self.broker.keys is not None
-        codes = ConsentCodes(self.store, CodeHasher(self.broker.keys.code_key))
-        code, _ = await codes.issue(ticket, engineer, scope, ttl)
+        code, _ = await self.broker.manager.codes.issue(ticket, engineer, scope, ttl)
         return code
 
     # --- the customer's helper -----------------------------------------------------------
