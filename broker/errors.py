@@ -1,7 +1,7 @@
 """A shallow error hierarchy. Each error carries the plain-words message its user sees.
 
-Errors are translated into protocol replies in two places only: the SSH edge
-(``broker.transport``) and the command line (``broker.cli``).
+Errors are translated into protocol replies at the edges only: the SSH edge
+(``broker.transport``), the command line (``broker.cli``) and the HTTP API (``broker.web.api``).
 """
 
 from __future__ import annotations
