@@ -46,31 +46,72 @@ async def clients(harness: BrokerHarness) -> AsyncIterator[dict[str, Client]]:
         yield {role: Client(http, harness.base_url, t) for role, t in tokens.items()}
 
 
-# (method, path, body, roles allowed); anything else gets 403 (401 without a token)
-MATRIX: list[tuple[str, str, dict[str, Any] | None, set[str]]] = [
-    ("GET", "/api/v1/tickets", None, {"engineer", "auditor", "admin"}),
-    ("POST", "/api/v1/tickets", {"title": "Disk full", "severity": 3}, {"engineer", "admin"}),
-    ("GET", "/api/v1/tickets/T-1", None, {"engineer", "auditor", "admin"}),
-    ("PATCH", "/api/v1/tickets/T-1", {"status": "pending"}, {"engineer", "admin"}),
-    ("POST", "/api/v1/tickets/T-1/codes", {"scope": "exec"}, {"engineer"}),
-    ("GET", "/api/v1/sessions", None, {"engineer", "auditor", "admin"}),
-    ("GET", "/api/v1/audit", None, {"engineer", "auditor", "admin"}),
-    ("GET", "/api/v1/verify", None, {"auditor", "admin"}),
-    ("GET", "/api/v1/tickets/T-1/bundle", None, {"auditor", "admin"}),
-    ("GET", "/api/v1/accounts", None, {"admin"}),
+# (method, path, body, roles allowed, statuses an allowed role may see); anything else gets 403
+# (401 without a token). {session}, {channel}, {code}, {token} are filled in by the test; a
+# second allowed role may find the work done (the session ended, the code revoked).
+ALL = {"engineer", "auditor", "admin"}
+MATRIX: list[tuple[str, str, dict[str, Any] | None, set[str], set[int]]] = [
+    ("GET", "/tickets", None, ALL, {200}),
+    ("POST", "/tickets", {"title": "Disk full", "severity": 3}, {"engineer", "admin"}, {201}),
+    ("GET", "/tickets/T-1", None, ALL, {200}),
+    ("PATCH", "/tickets/T-1", {"status": "pending"}, {"engineer", "admin"}, {200}),
+    ("POST", "/tickets/T-1/codes", {"scope": "exec"}, {"engineer"}, {201}),
+    ("DELETE", "/codes/{code}", None, {"engineer", "admin"}, {200, 400}),
+    ("GET", "/sessions", None, ALL, {200}),
+    ("GET", "/sessions/{session}", None, ALL, {200}),
+    ("GET", "/sessions/{session}/channels", None, ALL, {200}),
+    ("POST", "/sessions/{session}/end", None, {"engineer", "admin"}, {200, 404}),
+    ("POST", "/sessions/{session}/reviews", {"status": "flagged"}, {"auditor", "admin"}, {201}),
+    ("GET", "/audit", None, ALL, {200}),
+    ("GET", "/recordings/{channel}", None, ALL, {200}),
+    ("GET", "/verify", None, {"auditor", "admin"}, {200}),
+    ("GET", "/tickets/T-1/bundle", None, {"auditor", "admin"}, {200}),
+    ("GET", "/accounts", None, {"admin"}, {200}),
     (
         "POST",
-        "/api/v1/accounts",
-        {"name": "newbie", "role": "auditor", "password": "long enough password"},
+        "/accounts",
+        {"role": "auditor", "password": "long enough password"},
         {"admin"},
+        {201},
     ),
-    ("PATCH", "/api/v1/accounts/alice", {"display_name": "Alice S."}, {"admin"}),
-    ("GET", "/api/v1/me", None, {"engineer", "auditor", "admin"}),
-    ("GET", "/api/v1/tokens", None, {"engineer", "auditor", "admin"}),
+    ("PATCH", "/accounts/alice", {"display_name": "Alice S."}, {"admin"}, {200}),
+    ("GET", "/me", None, ALL, {200}),
+    ("GET", "/tokens", None, ALL, {200}),
+    ("POST", "/tokens", {"name": "more"}, ALL, {201}),
+    ("DELETE", "/tokens/{token}", None, ALL, {200}),
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "body", "allowed"), MATRIX)
+async def live_session_with_a_recording(harness: BrokerHarness) -> dict[str, Any]:
+    ticket = await harness.ticket()
+    await harness.connected_helper(ticket)
+    assert (await harness.ssh(harness.tmp / "alice", ticket, "echo rec")).stdout == b"rec\n"
+    await harness.wait_audit(ticket, "recording.closed")
+    (live,) = harness.broker.manager.live()
+    async with harness.store.read() as db:
+        from broker.store import listing
+
+        (channel,) = await listing.channels(db, live.id)
+    _, row = await harness.broker.manager.codes.issue(ticket, "alice", "exec", 600)
+    return {"session": live.id, "channel": channel.id, "code": row.id}
+
+
+def test_the_matrix_covers_every_operation() -> None:
+    import re
+
+    from broker.web.app import all_operations
+
+    def pattern(path: str) -> re.Pattern[str]:
+        return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$")
+
+    declared = [(op.method, pattern(op.path)) for op in all_operations().operations]
+    for method, path, *_ in MATRIX:
+        assert [m for m, rx in declared if m == method and rx.match(path)], (method, path)
+    for method, rx in declared:
+        assert [p for m, p, *_ in MATRIX if m == method and rx.match(p)], (method, rx.pattern)
+
+
+@pytest.mark.parametrize(("method", "path", "body", "allowed", "ok"), MATRIX)
 async def test_each_endpoint_with_each_role(
     harness: BrokerHarness,
     clients: dict[str, Client],
@@ -78,16 +119,20 @@ async def test_each_endpoint_with_each_role(
     path: str,
     body: dict[str, Any] | None,
     allowed: set[str],
+    ok: set[int],
 ) -> None:
-    await harness.ticket()
+    ids = await live_session_with_a_recording(harness)
     for role, client in clients.items():
-        if method == "POST" and path == "/api/v1/accounts":
+        if path == "/tokens/{token}" and client.token is not None:
+            _, made = await client.call("POST", "/api/v1/tokens", json={"name": "doomed"})
+            ids["token"] = made["id"]
+        if path == "/accounts":
             body = {**(body or {}), "name": f"newbie-{role}"}
-        status, answer = await client.call(method, path, json=body)
+        status, answer = await client.call(method, "/api/v1" + path.format(**ids), json=body)
         if role == "nobody":
             assert status == 401 and "token" in answer["error"], (role, answer)
         elif role in allowed:
-            assert status in (200, 201), (role, method, path, status, answer)
+            assert status in ok, (role, method, path, status, answer)
         else:
             assert status == 403, (role, method, path, status, answer)
             assert answer["status"] == 403 and f"({role})" in answer["error"]
