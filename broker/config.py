@@ -70,6 +70,8 @@ class Settings:
     code_fail_global: int = 200
     code_fail_window: float = 300.0
     keepalive_interval: float = 15.0
+    #: a connection that has not logged in by then is dropped
+    login_timeout: float = 60.0
     #: recordings of shell and exec channels (default DATA_DIR/recordings)
     recordings_dir: Path | None = None
     #: keep what engineers type in recordings (else only output, and the audit says so)
@@ -125,9 +127,12 @@ def _coerce(name: str, value: Any) -> Any:
         if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"record_input must be true or false, got {value!r}")
         return text in ("1", "true", "yes", "on")
-    if name in ("code_ttl", "code_fail_window", "keepalive_interval") or name.startswith(
-        "session_"
-    ):
+    if name in (
+        "code_ttl",
+        "code_fail_window",
+        "keepalive_interval",
+        "login_timeout",
+    ) or name.startswith("session_"):
         return parse_duration(value, what=name)
     if "int" in str(kind) and "str" not in str(kind):
         try:

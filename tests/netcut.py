@@ -74,6 +74,11 @@ class CuttableProxy:
             self._silent.add(upstream)
             writer.transport.abort()
 
+    def freeze(self) -> None:
+        """The network goes silent: nothing is forwarded either way, nothing is closed."""
+        for writer in list(self._writers):
+            writer.transport.pause_reading()
+
     def up(self) -> None:
         self.is_up = True
 

@@ -84,6 +84,10 @@ class RateLimiter:
 
     ``check(source)`` before trying a code returns the seconds to wait (0 when allowed);
     ``failed(source)`` after a wrong code counts it.
+
+    The overall limit only holds back sources that have failed themselves within the window:
+    a flood of wrong codes from elsewhere must not lock out a customer typing their own code
+    (limits are per source), while many failing sources together are still slowed down.
     """
 
     per_source: int
@@ -108,7 +112,7 @@ class RateLimiter:
             elif len(times) >= self.per_source:
                 wait = times[0] + self.window - now
         self._trim(self._all, now)
-        if len(self._all) >= self.overall:
+        if times and len(self._all) >= self.overall:
             wait = max(wait, self._all[0] + self.window - now)
         return wait
 

@@ -175,7 +175,7 @@ async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> asyncssh.SS
         x11_forwarding=False,
         allow_scp=False,
         keepalive_interval=settings.keepalive_interval,
-        login_timeout=60,
+        login_timeout=settings.login_timeout,
         encoding=None,
         config=None,
         reuse_address=True,

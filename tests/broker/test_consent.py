@@ -50,8 +50,9 @@ def test_rate_limiter_per_source_and_global() -> None:
     assert limiter.check("a") == pytest.approx(9)  # the failure at t=0 expires at t=10
     assert limiter.check("b") == 0
     limiter.failed("b")
-    assert limiter.check("c") == pytest.approx(9)  # three failures overall
+    assert limiter.check("c") == 0  # three failures overall, but none from "c"
+    assert limiter.check("b") == pytest.approx(9)  # "b" failed and the total is reached
     now[0] = 10.5  # the failure at t=0 has left the window: one left for "a", two overall
-    assert limiter.check("a") == 0 and limiter.check("c") == 0
+    assert limiter.check("a") == 0 and limiter.check("b") == 0
     limiter.failed("a")
     assert limiter.check("a") == pytest.approx(0.5)  # "a" again at its limit until t=11

@@ -1,0 +1,223 @@
+"""``python -m bench``: the broker against OpenSSH, on loopback, in one run.
+
+Starts the broker path (``assist-broker serve`` + the real helper, recording on) and the
+baseline (two throwaway ``sshd``: a target and a ``-J`` jump host), alternates the two so that
+ratios come from the same minutes, and prints a table (and JSON with ``--json FILE``):
+
+- bulk ``ssh ... 'cat > /dev/null'`` and sftp upload of ``--mib`` MiB: MB/s and ratio;
+- setup time of ``ssh ... true`` (median of 10) and ratio;
+- keystroke round trip through a PTY (1,000 one-byte echoes): p50/p99 in microseconds;
+- broker RSS with N idle helper tunnels (``--tunnels 100,500,1000``) and per tunnel;
+- consent code redemptions per second (SQLite; PostgreSQL when one answers on 127.0.0.1:5432);
+- recording overhead: bulk with input recording on and off.
+
+Targets (issue 7): bulk >= 0.8x ssh -J; setup <= 0.5x; echo p50 <= 2x and p99 < 1 ms;
+1,000 idle tunnels <= 64 MiB broker RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench import measure
+from bench.broker_path import BrokerPath
+from bench.openssh import Baseline
+from bench.tunnels import idle_tunnels, issue_codes, redemptions_per_second
+from broker.store.db import Store
+
+MB = 1_000_000
+
+
+def machine() -> str:
+    cpus = os.cpu_count()
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}, {cpus} CPUs ({model}), Python {platform.python_version()}"
+
+
+def paths(args: argparse.Namespace, root: Path) -> tuple[BrokerPath, Baseline, str]:
+    broker = BrokerPath(root / "broker").start()
+    ticket = broker.ticket()
+    broker.connect_helper(ticket)
+    baseline = Baseline.start(root / "openssh")
+    return broker, baseline, ticket
+
+
+def relay_figures(
+    args: argparse.Namespace, broker: BrokerPath, baseline: Baseline, ticket: str, data: Path
+) -> dict[str, Any]:
+    size = data.stat().st_size
+    results: dict[str, Any] = {}
+    via = {"broker": broker.ssh_args(ticket), "ssh -J": baseline.ssh_args()}
+    sftp = {"broker": broker.sftp_args(ticket), "ssh -J": baseline.sftp_args()}
+    bulk: dict[str, list[float]] = {name: [] for name in via}
+    upload: dict[str, list[float]] = {name: [] for name in via}
+    for _ in range(args.rounds):  # alternate: the same minutes for both
+        for name in via:
+            bulk[name].append(size / measure.bulk(via[name], data) / MB)
+            upload[name].append(size / measure.sftp_upload(sftp[name], data) / MB)
+    results["bulk_mb_s"] = {name: round(max(v), 1) for name, v in bulk.items()}
+    results["sftp_mb_s"] = {name: round(max(v), 1) for name, v in upload.items()}
+    results["setup_ms"] = {
+        name: round(measure.setup(args_, args.setup_runs) * 1000, 1) for name, args_ in via.items()
+    }
+    echo = {name: measure.pty_echo(args_, args.echoes) for name, args_ in via.items()}
+    results["echo_us"] = {
+        name: {
+            "p50": round(statistics.median(v)),
+            "p99": round(measure.percentile(v, 99)),
+        }
+        for name, v in echo.items()
+    }
+    return results
+
+
+async def tunnel_figures(broker: BrokerPath, counts: list[int]) -> dict[str, Any]:
+    store = Store(f"sqlite+aiosqlite:///{broker.data_dir / 'broker.db'}")
+    figures: dict[str, Any] = {}
+    before = broker.status()["rss_kib"]
+    figures["rss_idle_broker_mib"] = round(before / 1024, 1)
+    opened: list[Any] = []
+    try:
+        for count in counts:
+            codes = await issue_codes(store, broker.data_dir, count - len(opened), "bench")
+            opened += await idle_tunnels(broker.ssh_port, codes)
+            await asyncio.sleep(1)
+            rss = broker.status()["rss_kib"]
+            figures[f"tunnels_{count}"] = {
+                "rss_mib": round(rss / 1024, 1),
+                "kib_per_tunnel": round((rss - before) / count, 1),
+            }
+    finally:
+        for conn in opened:
+            conn.close()
+        await store.close()
+    return figures
+
+
+async def redemption_figures(root: Path, count: int) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    urls = {"sqlite": f"sqlite+aiosqlite:///{root / 'codes.db'}"}
+    try:
+        import asyncpg
+
+        admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/test", timeout=2)
+        await admin.execute("DROP DATABASE IF EXISTS assist_bench")
+        await admin.execute("CREATE DATABASE assist_bench")
+        await admin.close()
+        urls["postgresql"] = "postgresql+asyncpg://postgres@127.0.0.1:5432/assist_bench"
+    except Exception as exc:  # no PostgreSQL here: say so in the figures
+        figures["postgresql"] = f"skipped: {exc.__class__.__name__}"
+    for name, url in urls.items():
+        store = Store(url)
+        await store.upgrade()
+        try:
+            rate = await redemptions_per_second(store, root, count)
+            figures[name] = round(rate, 1)
+        finally:
+            await store.close()
+    return figures
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else float("nan")
+
+
+def report(results: dict[str, Any]) -> str:
+    r = results
+    lines = [f"machine: {r['machine']}", ""]
+    lines.append(f"{'measure':40} {'broker':>12} {'ssh -J':>12} {'ratio':>8}  target")
+    for key, label, target in (
+        ("bulk_mb_s", "bulk cat > /dev/null (MB/s)", ">= 0.8"),
+        ("sftp_mb_s", "sftp upload (MB/s)", ""),
+        ("setup_ms", "setup ssh true, median (ms)", "<= 0.5"),
+    ):
+        broker, base = r[key]["broker"], r[key]["ssh -J"]
+        lines.append(f"{label:40} {broker:>12} {base:>12} {ratio(broker, base):>8}  {target}")
+    for p, target in (("p50", "<= 2"), ("p99", "< 1000 us")):
+        broker, base = r["echo_us"]["broker"][p], r["echo_us"]["ssh -J"][p]
+        label = f"PTY echo {p} (us)"
+        lines.append(f"{label:40} {broker:>12} {base:>12} {ratio(broker, base):>8}  {target}")
+    lines.append("")
+    rec = r.get("recording", {})
+    if rec:
+        lines.append(
+            f"bulk with input recording on / off (MB/s): {rec['on']} / {rec['off']} "
+            f"(ratio {ratio(rec['on'], rec['off'])})"
+        )
+    tunnels = r.get("tunnels", {})
+    if tunnels:
+        lines.append(f"broker RSS with no tunnel: {tunnels['rss_idle_broker_mib']} MiB")
+        for key, value in tunnels.items():
+            if key.startswith("tunnels_"):
+                lines.append(
+                    f"  {key[8:]:>5} idle tunnels: {value['rss_mib']} MiB RSS, "
+                    f"{value['kib_per_tunnel']} KiB per tunnel (target: 1,000 <= 64 MiB)"
+                )
+    codes = r.get("redemptions_per_s", {})
+    if codes:
+        lines.append(f"consent code redemptions per second: {codes}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--mib", type=int, default=256, help="bulk and sftp size (MiB)")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations for bulk and sftp")
+    parser.add_argument("--setup-runs", type=int, default=10)
+    parser.add_argument("--echoes", type=int, default=1000)
+    parser.add_argument("--tunnels", default="100,500,1000", help="idle tunnel counts")
+    parser.add_argument("--codes", type=int, default=500, help="codes to redeem per store")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"machine": machine()}
+    with tempfile.TemporaryDirectory(prefix="assist-bench-") as folder:
+        root = Path(folder)
+        data = root / "payload.bin"
+        with data.open("wb") as out:
+            chunk = os.urandom(1024 * 1024)
+            for _ in range(args.mib):
+                out.write(chunk)
+        broker, baseline, ticket = paths(args, root)
+        try:
+            results.update(relay_figures(args, broker, baseline, ticket, data))
+            counts = [int(n) for n in args.tunnels.split(",") if n.strip()]
+            if counts:
+                results["tunnels"] = asyncio.run(tunnel_figures(broker, counts))
+        finally:
+            broker.stop()
+            baseline.stop()
+        unrecorded = BrokerPath(root / "no-input", record_input=False).start()
+        try:
+            ticket = unrecorded.ticket()
+            unrecorded.connect_helper(ticket)
+            off = max(
+                data.stat().st_size / measure.bulk(unrecorded.ssh_args(ticket), data) / MB
+                for _ in range(args.rounds)
+            )
+        finally:
+            unrecorded.stop()
+        results["recording"] = {"on": results["bulk_mb_s"]["broker"], "off": round(off, 1)}
+        results["redemptions_per_s"] = asyncio.run(redemption_figures(root, args.codes))
+    print(report(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

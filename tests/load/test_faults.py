@@ -1,0 +1,306 @@
+"""Load and faults, bounded in time, loopback only: brute force, leaks across many sessions,
+killed peers, silent peers, SIGTERM with sessions open."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import asyncssh
+import pytest
+
+from bench.tunnels import open_tunnel
+from broker.errors import CodeRejected
+from tests.harness import BrokerHarness, HelperProc, start_helper
+from tests.netcut import CuttableProxy
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def healthy(harness: BrokerHarness) -> bool:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{harness.base_url}/healthz", timeout=aiohttp.ClientTimeout(total=2)) as r,
+    ):
+        return r.status == 200
+
+
+async def test_ten_thousand_wrong_codes_from_several_addresses(harness: BrokerHarness) -> None:
+    """0 accepted, every address limited after 5 tries, and the customer's own code still
+    works from its own address; the broker answers throughout."""
+    ticket = await harness.ticket()
+    await harness.engineer()
+    real = await harness.code(ticket)
+    codes = harness.broker.manager.codes
+    outcomes: dict[str, int] = {}
+
+    async def attacker(source: str, tries: int) -> None:
+        for i in range(tries):
+            try:
+                await codes.redeem(f"{(i * 7919) % 10**9:09d}", source)
+                outcomes["accepted"] = outcomes.get("accepted", 0) + 1
+            except CodeRejected as exc:
+                outcomes[exc.code] = outcomes.get(exc.code, 0) + 1
+
+    sources = [f"198.51.100.{n}" for n in range(1, 11)]
+    flood = asyncio.gather(*(attacker(source, 1000) for source in sources))
+    while not flood.done():  # responsive during the flood
+        assert await healthy(harness)
+        await asyncio.sleep(0.2)
+    await flood
+    assert sum(outcomes.values()) == 10_000 and "accepted" not in outcomes
+    assert outcomes["unknown"] == 5 * len(sources)  # then each address waits
+    assert outcomes["rate_limited"] == 10_000 - 5 * len(sources)
+    # Over SSH too: a wrong code from another address, then the customer's own code works.
+    helper = await harness.helper(real)
+    await helper.wait_for("Connected.")
+    rejected = [d for a, d in await harness.audit() if a == "consent.rejected"]
+    assert len(rejected) == 10_000 and real.replace("-", "") not in json.dumps(rejected)
+
+
+async def test_no_fd_or_task_leak_across_many_sessions(harness: BrokerHarness) -> None:
+    """1,000 sessions opened (code, consent, forward) and ended by the customer."""
+    ticket = await harness.ticket()
+    await harness.engineer()
+    host_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+
+    async def cycle() -> None:
+        conn = await open_tunnel(harness.port, await harness.code(ticket), host_key.strip())
+        conn.control.write(json.dumps({"type": "end"}) + "\n")  # type: ignore[attr-defined]
+        await conn.wait_closed()  # the broker hangs up after "ended"
+
+    async def settled() -> tuple[int, int]:
+        for _ in range(100):
+            if not harness.broker.manager.live():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        gc.collect()
+        return len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks())
+
+    for _ in range(20):  # warm up: pools, caches, lazily created things
+        await cycle()
+    fds, tasks = await settled()
+    for _ in range(1000):
+        await cycle()
+    fds_after, tasks_after = await settled()
+    assert fds_after <= fds + 3, (fds, fds_after)
+    assert tasks_after <= tasks + 3, (tasks, tasks_after)
+    ended = [d["reason"] for a, d in await harness.audit(ticket) if a == "session.ended"]
+    assert ended == ["customer"] * 1020
+
+
+async def test_killed_helper_and_killed_engineer_mid_transfer(tmp_path: Path) -> None:
+    harness = await BrokerHarness(tmp_path, session_grace=1.0).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        helper = await harness.connected_helper(ticket)
+
+        # The engineer's ssh is killed while sending: the session goes on.
+        sender = await asyncio.create_subprocess_exec(
+            *harness.ssh_args(key, ticket), "cat > /dev/null", stdin=asyncio.subprocess.PIPE
+        )
+        assert sender.stdin is not None
+        sender.stdin.write(b"x" * (4 << 20))
+        await harness.wait_audit(ticket, "channel.opened")
+        sender.kill()
+        await sender.wait()
+        closed = await harness.wait_audit(ticket, "channel.closed", reason="engineer")
+        assert int(str(closed["bytes_in"])) >= 0
+        assert (await harness.ssh(key, ticket, "echo still-here")).stdout == b"still-here\n"
+
+        # The helper is killed while the engineer sends: the engineer is told, the session
+        # ends as network after the grace period, every recording is closed and hashed.
+        sender = await asyncio.create_subprocess_exec(
+            *harness.ssh_args(key, ticket),
+            "cat > /dev/null",
+            stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert sender.stdin is not None and sender.stderr is not None
+        sender.stdin.write(b"y" * (4 << 20))
+        await asyncio.sleep(0.3)
+        helper.proc.kill()
+        assert await asyncio.wait_for(sender.wait(), 10) == 255
+        assert b"The connection to the customer dropped" in await sender.stderr.read()
+        await harness.wait_audit(ticket, "session.ended", reason="network", timeout=10)
+        opened = [d for a, d in await harness.audit(ticket) if a == "channel.opened"]
+        hashed = [d for a, d in await harness.audit(ticket) if a == "recording.closed"]
+        assert len(hashed) == len(opened) == 3 and all(d["sha256"] for d in hashed)
+    finally:
+        await harness.stop()
+
+
+async def test_silent_peers_are_reclaimed(tmp_path: Path) -> None:
+    """A helper whose network goes silent (no reset, nothing) is noticed by keepalives, and a
+    TCP connection that never speaks SSH is dropped at the login timeout."""
+    harness = await BrokerHarness(
+        tmp_path, keepalive_interval=0.5, session_grace=0.5, login_timeout=1.0
+    ).start()
+    proxy = await CuttableProxy(harness.port).start()
+    try:
+        ticket = await harness.ticket()
+        await harness.engineer()
+        helper = await start_helper(await harness.code(ticket), proxy.port, harness.fingerprint)
+        harness.helpers.append(helper)
+        await helper.wait_for("Connected.")
+        proxy.freeze()  # packets stop, both ends stay open
+        await harness.wait_audit(ticket, "session.disconnected", timeout=10)
+        await harness.wait_audit(ticket, "session.ended", reason="network", timeout=10)
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+        await reader.readline()  # the broker's SSH banner; we say nothing back
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # dropped
+        writer.close()
+    finally:
+        await proxy.close()
+        await harness.stop()
+
+
+async def test_sigterm_with_twenty_sessions_open(tmp_path: Path) -> None:
+    """`serve` in its own process gets SIGTERM with 20 sessions at work: each ends with reason
+    shutdown, its engineer is told, its recording is closed and hashed, and verify passes."""
+    from tests.e2e.test_handoff import cli
+
+    harness = BrokerHarness(tmp_path)  # for its helpers (accounts, codes); not started
+    data_dir = harness.settings.data_dir
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker",
+        "serve",
+        "--data-dir",
+        str(data_dir),
+        "--ssh-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    banner = (await asyncio.wait_for(proc.stdout.readuntil(b"Press Ctrl-C"), 30)).decode()
+    port = int(banner.split("listening for SSH on 127.0.0.1:")[1].split()[0])
+    fingerprint = banner.split("host key fingerprint: ")[1].split()[0]
+    harness.port, harness.fingerprint = port, fingerprint
+    key = tmp_path / "alice"
+    await asyncio.to_thread(lambda: os.system(f"ssh-keygen -q -t ed25519 -N '' -f {key}"))
+    assert (await cli(harness, "account", "add", "alice", "--role", "engineer", "--ssh-key",
+                      f"{key}.pub")).status == 0  # fmt: skip
+    host_key = tmp_path / "known"
+    harness.known_hosts = host_key
+    host_key.write_text("")
+    helpers: list[HelperProc] = []
+    engineers = []
+    try:
+        for i in range(20):
+            made = await cli(harness, "ticket", "create", "--title", f"t{i}", "--severity", "3",
+                             "--json")  # fmt: skip
+            ticket = json.loads(made.stdout)["key"]
+            issued = await cli(harness, "code", "issue", ticket, "--engineer", "alice", "--json")
+            helper = await start_helper(json.loads(issued.stdout)["code"], port, fingerprint)
+            helpers.append(helper)
+            await helper.wait_for("Connected.")
+            args = harness.ssh_args(key, ticket, "-o", "StrictHostKeyChecking=no")
+            engineer = await asyncio.create_subprocess_exec(
+                *args,
+                "echo working; sleep 60",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            assert engineer.stdout is not None
+            assert await asyncio.wait_for(engineer.stdout.readline(), 15) == b"working\n"
+            engineers.append(engineer)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        for engineer in engineers:
+            assert await asyncio.wait_for(engineer.wait(), 10) == 255
+            assert engineer.stderr is not None
+            assert b"The broker is shutting down" in await engineer.stderr.read()
+        for helper in helpers:
+            assert await helper.finish() == 1
+        shown = await cli(harness, "audit", "show", "--json")
+        events = json.loads(shown.stdout)
+        reasons = [e["details"]["reason"] for e in events if e["action"] == "session.ended"]
+        assert reasons == ["shutdown"] * 20
+        hashed = [e for e in events if e["action"] == "recording.closed"]
+        assert len(hashed) == 20 and all(e["details"]["sha256"] for e in hashed)
+        verify = await cli(harness, "audit", "verify")
+        assert verify.status == 0 and verify.stdout.startswith(b"OK: "), verify.stdout
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        for helper in helpers:
+            await helper.stop()
+        for engineer in engineers:
+            if engineer.returncode is None:
+                engineer.kill()
+
+
+@pytest.mark.timeout(900)  # about 3 minutes alone on 2 cores: 4 GiB through three SSH legs
+async def test_two_hundred_sessions_move_data_intact(harness: BrokerHarness) -> None:
+    """200 customers at once, each engineer sending 10 MiB through `cat` and checking the
+    SHA-256 of what comes back; a new session opens during the load."""
+    count, size = 200, 10 << 20
+    await harness.engineer()
+    key = asyncssh.read_private_key(harness.tmp / "alice")
+    helper_key = asyncssh.generate_private_key("ssh-ed25519")
+    public = helper_key.export_public_key().decode().strip()
+    tickets = [await harness.ticket(f"load {i}") for i in range(count)]
+    tunnels = [
+        await open_tunnel(harness.port, await harness.code(t), public, serve=helper_key)
+        for t in tickets
+    ]
+    payload = os.urandom(1 << 20)
+    expected = hashlib.sha256(payload * (size // len(payload))).hexdigest()
+
+    async def engineer(ticket: str) -> str:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            harness.port,
+            username=ticket,
+            client_keys=[key],
+            known_hosts=None,
+            agent_path=None,
+            config=None,
+        ) as conn:
+            writer, reader, _ = await conn.open_session("cat", encoding=None)
+
+            async def send() -> None:
+                for _ in range(size // len(payload)):
+                    writer.write(payload)
+                    await writer.drain()
+                writer.write_eof()
+
+            digest, received = hashlib.sha256(), 0
+            sending = asyncio.ensure_future(send())
+            while chunk := await reader.read(1 << 16):
+                digest.update(chunk)
+                received += len(chunk)
+            await sending
+            assert received == size
+            return digest.hexdigest()
+
+    gate = asyncio.Semaphore(200)
+
+    async def limited(ticket: str) -> str:
+        async with gate:
+            return await engineer(ticket)
+
+    load = asyncio.gather(*(limited(t) for t in tickets))
+    await asyncio.sleep(2)
+    extra = await harness.ticket("during the load")
+    helper = await harness.helper(await harness.code(extra))
+    await helper.wait_for("Connected.", timeout=60)  # the broker still takes new customers
+    results = await load
+    assert results == [expected] * count
+    for tunnel in tunnels:
+        tunnel.close()
