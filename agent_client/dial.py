@@ -69,7 +69,7 @@ class HelperClient(asyncssh.SSHClient):
 
 
 async def dial(
-    host: str, port: int, fingerprint: str, answer: str, *, timeout: float = 20
+    host: str, port: int, fingerprint: str, answer: str, *, timeout: float = 60
 ) -> asyncssh.SSHClientConnection:
     """A logged-in connection to the broker, or :class:`DialFailed`."""
     where = f"{host}:{port}"

@@ -19,14 +19,16 @@ from broker.store.db import Store
 from broker.transport.keys import load_code_key
 
 
-async def issue_codes(store: Store, data_dir: Path, count: int, engineer: str) -> list[str]:
+async def issue_codes(
+    store: Store, data_dir: Path, count: int, engineer: str, scope: str = "shell"
+) -> list[str]:
     """One ticket and one code each (a ticket has one live session at a time)."""
     codes = ConsentCodes(store, CodeHasher(load_code_key(data_dir)))
     async with store.begin() as db:
         keys = [
             (await q.create_ticket(db, title=f"tunnel {i}", severity=4)).key for i in range(count)
         ]
-    return [(await codes.issue(key, engineer, "shell", 3600))[0] for key in keys]
+    return [(await codes.issue(key, engineer, scope, 3600))[0] for key in keys]
 
 
 class _Client(asyncssh.SSHClient):

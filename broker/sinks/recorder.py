@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 RECORDED_KINDS = ("shell", "exec")
 FLUSH_INTERVAL = 1.0
+#: raw bytes encoded per write (JSON can be 6x larger for control bytes)
+WRITE_BATCH = 256 * 1024
 #: asciicast markers ("m" events) for the gap of a network drop
 MARK_DROPPED = "the connection to the customer dropped"
 MARK_REATTACHED = "re-attached to the shell after the customer's connection dropped"
@@ -54,6 +56,8 @@ class Recording:
     stream_bytes: int = 0
     decoders: dict[str, Any] = field(default_factory=dict)
     failed: Exception | None = None
+    #: held while detached entries are written in a worker thread
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -62,6 +66,26 @@ class Recording:
             view = view[written:]
         self.file_hash.update(data)
         self.size += len(data)
+
+
+def _batches(
+    entries: list[tuple[float, str, list[bytes]]],
+) -> list[list[tuple[float, str, list[bytes]]]]:
+    """Entries in groups of about WRITE_BATCH raw bytes (a long burst is split too)."""
+    batches: list[list[tuple[float, str, list[bytes]]]] = [[]]
+    size = 0
+    for at, code, parts in entries:
+        for part in parts:
+            if size >= WRITE_BATCH:
+                batches.append([])
+                size = 0
+            last = batches[-1]
+            if last and last[-1][0] == at and last[-1][1] == code:
+                last[-1][2].append(part)
+            else:
+                last.append((at, code, [part]))
+            size += len(part)
+    return [batch for batch in batches if batch]
 
 
 class RecorderSink:
@@ -169,7 +193,13 @@ class RecorderSink:
         if not recording.pending:
             return
         entries, recording.pending = recording.pending, []
-        lines = []
+        self._write_entries(recording, entries)
+
+    @staticmethod
+    def _write_entries(recording: Recording, entries: list[tuple[float, str, list[bytes]]]) -> None:
+        """Encode and write entries taken off ``pending``."""
+        lines: list[str] = []
+        batched = 0
         for at, code, parts in entries:
             data = b"".join(parts)
             if code in ("r", "m"):
@@ -180,15 +210,26 @@ class RecorderSink:
                 )
                 text = decoder.decode(data)
             lines.append(json.dumps([round(at, 6), code, text], ensure_ascii=False))
-        recording.write(("\n".join(lines) + "\n").encode())
+            batched += len(data)
+            if batched >= WRITE_BATCH:  # bounded memory: a burst is written in pieces
+                recording.write(("\n".join(lines) + "\n").encode())
+                lines, batched = [], 0
+        if lines:
+            recording.write(("\n".join(lines) + "\n").encode())
 
     async def _flush_loop(self) -> None:
         while self.open:
             await asyncio.sleep(FLUSH_INTERVAL)
             for recording in list(self.open.values()):
-                if recording.failed is None:
+                if recording.failed is not None or not recording.pending:
+                    continue
+                # Detach here, in the loop's thread; the loop appends to the new list only.
+                entries, recording.pending = recording.pending, []
+                async with recording.lock:
                     try:
-                        self._flush(recording)
+                        for batch in _batches(entries):
+                            self._write_entries(recording, batch)
+                            await asyncio.sleep(0)  # the relay goes on between batches
                     except OSError as exc:
                         log.error(
                             "recording_write_failed", path=str(recording.path), error=str(exc)
@@ -200,12 +241,13 @@ class RecorderSink:
         if event.reason == "dropped":
             at = time.monotonic() - recording.started
             recording.pending.append((at, "m", [MARK_DROPPED.encode()]))
-        try:
-            if recording.failed is None:
-                self._flush(recording)
-                os.fsync(recording.fd)
-        finally:
-            os.close(recording.fd)
+        async with recording.lock:  # a write in a worker thread finishes first
+            try:
+                if recording.failed is None:
+                    self._flush(recording)
+                    os.fsync(recording.fd)
+            finally:
+                os.close(recording.fd)
         ref = event.channel
         sha256 = recording.file_hash.hexdigest()
         details = {

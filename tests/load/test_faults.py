@@ -19,6 +19,7 @@ import pytest
 from bench.tunnels import open_tunnel
 from broker.errors import CodeRejected
 from tests.harness import BrokerHarness, HelperProc, start_helper
+from tests.load.served import Served
 from tests.netcut import CuttableProxy
 
 pytestmark = pytest.mark.timeout(300)
@@ -245,62 +246,66 @@ async def test_sigterm_with_twenty_sessions_open(tmp_path: Path) -> None:
                 engineer.kill()
 
 
-@pytest.mark.timeout(900)  # about 3 minutes alone on 2 cores: 4 GiB through three SSH legs
-async def test_two_hundred_sessions_move_data_intact(harness: BrokerHarness) -> None:
+@pytest.mark.timeout(900)  # about 2-3 minutes on 2 cores: 4 GiB through three SSH legs
+async def test_two_hundred_sessions_move_data_intact(tmp_path: Path) -> None:
     """200 customers at once, each engineer sending 10 MiB through `cat` and checking the
-    SHA-256 of what comes back; a new session opens during the load."""
+    SHA-256 of what comes back; a new customer still gets in during the load. The broker runs
+    as `serve` in its own process; customers and engineers are generated here."""
     count, size = 200, 10 << 20
-    await harness.engineer()
-    key = asyncssh.read_private_key(harness.tmp / "alice")
-    helper_key = asyncssh.generate_private_key("ssh-ed25519")
-    public = helper_key.export_public_key().decode().strip()
-    tickets = [await harness.ticket(f"load {i}") for i in range(count)]
-    tunnels = [
-        await open_tunnel(harness.port, await harness.code(t), public, serve=helper_key)
-        for t in tickets
-    ]
-    payload = os.urandom(1 << 20)
-    expected = hashlib.sha256(payload * (size // len(payload))).hexdigest()
+    served = await Served.start(tmp_path)
+    tunnels: list[asyncssh.SSHClientConnection] = []
+    try:
+        key = await served.engineer()
+        helper_key = asyncssh.generate_private_key("ssh-ed25519")
+        public = helper_key.export_public_key().decode().strip()
+        pairs = await served.codes(count + 1)
+        for _, code in pairs[:count]:
+            tunnels.append(await open_tunnel(served.port, code, public, serve=helper_key))
+        payload = os.urandom(1 << 20)
+        expected = hashlib.sha256(payload * (size // len(payload))).hexdigest()
 
-    async def engineer(ticket: str) -> str:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            harness.port,
-            username=ticket,
-            client_keys=[key],
-            known_hosts=None,
-            agent_path=None,
-            config=None,
-        ) as conn:
-            writer, reader, _ = await conn.open_session("cat", encoding=None)
+        async def engineer(ticket: str) -> str:
+            async with asyncssh.connect(
+                "127.0.0.1",
+                served.port,
+                username=ticket,
+                client_keys=[key],
+                known_hosts=None,
+                agent_path=None,
+                config=None,
+            ) as conn:
+                writer, reader, _ = await conn.open_session("cat", encoding=None)
 
-            async def send() -> None:
-                for _ in range(size // len(payload)):
-                    writer.write(payload)
-                    await writer.drain()
-                writer.write_eof()
+                async def send() -> None:
+                    for _ in range(size // len(payload)):
+                        writer.write(payload)
+                        await writer.drain()
+                    writer.write_eof()
 
-            digest, received = hashlib.sha256(), 0
-            sending = asyncio.ensure_future(send())
-            while chunk := await reader.read(1 << 16):
-                digest.update(chunk)
-                received += len(chunk)
-            await sending
-            assert received == size
-            return digest.hexdigest()
+                digest, received = hashlib.sha256(), 0
+                sending = asyncio.ensure_future(send())
+                while chunk := await reader.read(1 << 16):
+                    digest.update(chunk)
+                    received += len(chunk)
+                await sending
+                assert received == size
+                return digest.hexdigest()
 
-    gate = asyncio.Semaphore(200)
-
-    async def limited(ticket: str) -> str:
-        async with gate:
-            return await engineer(ticket)
-
-    load = asyncio.gather(*(limited(t) for t in tickets))
-    await asyncio.sleep(2)
-    extra = await harness.ticket("during the load")
-    helper = await harness.helper(await harness.code(extra))
-    await helper.wait_for("Connected.", timeout=60)  # the broker still takes new customers
-    results = await load
-    assert results == [expected] * count
-    for tunnel in tunnels:
-        tunnel.close()
+        load = asyncio.gather(*(engineer(ticket) for ticket, _ in pairs[:count]))
+        await asyncio.sleep(2)
+        async with aiohttp.ClientSession() as http:  # the event loop is not blocked
+            url = f"http://127.0.0.1:{served.http_port}/healthz"
+            async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+                assert response.status == 200
+        # A new customer gets in. Under this load each store step waits for a turn of the
+        # saturated loop, so it takes long (see the issue notes), but it is not refused.
+        newcomer = await start_helper(pairs[count][1], served.port, served.fingerprint)
+        try:
+            await newcomer.wait_for("Connected.", timeout=400)
+        finally:
+            await newcomer.stop()
+        assert await load == [expected] * count
+    finally:
+        for tunnel in tunnels:
+            tunnel.close()
+        await served.stop()
