@@ -30,7 +30,7 @@ from typing import Any
 from bench import measure
 from bench.broker_path import BrokerPath
 from bench.openssh import Baseline
-from bench.tunnels import idle_tunnels, issue_codes, redemptions_per_second
+from bench.tunnels import active_sessions, idle_tunnels, issue_codes, redemptions_per_second
 from broker.store.db import Store
 
 MB = 1_000_000
@@ -109,6 +109,32 @@ async def tunnel_figures(broker: BrokerPath, counts: list[int]) -> dict[str, Any
     return figures
 
 
+async def active_figures(broker: BrokerPath, counts: list[int]) -> dict[str, Any]:
+    """Broker RSS and CPU with M recorded sessions echoing at once (a fresh broker each)."""
+    import asyncssh
+
+    figures: dict[str, Any] = {}
+    for count in counts:
+        path = BrokerPath(broker.folder.parent / f"active-{count}").start()
+        try:
+            assert path.key is not None
+            key = asyncssh.read_private_key(path.key)
+            before = path.status()
+            moved = await active_sessions(path.ssh_port, path.data_dir, count, key)
+            after = path.status()
+            figures[f"sessions_{count}"] = {
+                "rss_mib": round(after["rss_kib"] / 1024, 1),
+                "kib_per_session": round((after["rss_kib"] - before["rss_kib"]) / count, 1),
+                "cpu_s": round(
+                    (after["cpu_ticks"] - before["cpu_ticks"]) / os.sysconf("SC_CLK_TCK"), 1
+                ),
+                "echoed_mb": round(moved / MB, 1),
+            }
+        finally:
+            path.stop()
+    return figures
+
+
 async def redemption_figures(root: Path, count: int) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     urls = {"sqlite": f"sqlite+aiosqlite:///{root / 'codes.db'}"}
@@ -168,6 +194,12 @@ def report(results: dict[str, Any]) -> str:
                     f"  {key[8:]:>5} idle tunnels: {value['rss_mib']} MiB RSS, "
                     f"{value['kib_per_tunnel']} KiB per tunnel (target: 1,000 <= 64 MiB)"
                 )
+    for key, value in r.get("active", {}).items():
+        lines.append(
+            f"  {key[9:]:>5} active recorded sessions: {value['rss_mib']} MiB RSS, "
+            f"{value['kib_per_session']} KiB per session, {value['cpu_s']} s CPU, "
+            f"{value['echoed_mb']} MB echoed in 5 s (target: 200 < 1 GiB)"
+        )
     codes = r.get("redemptions_per_s", {})
     if codes:
         lines.append(f"consent code redemptions per second: {codes}")
@@ -181,6 +213,7 @@ def main() -> int:
     parser.add_argument("--setup-runs", type=int, default=10)
     parser.add_argument("--echoes", type=int, default=1000)
     parser.add_argument("--tunnels", default="100,500,1000", help="idle tunnel counts")
+    parser.add_argument("--sessions", default="10,50,200", help="active recorded sessions")
     parser.add_argument("--codes", type=int, default=500, help="codes to redeem per store")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
@@ -198,6 +231,9 @@ def main() -> int:
             counts = [int(n) for n in args.tunnels.split(",") if n.strip()]
             if counts:
                 results["tunnels"] = asyncio.run(tunnel_figures(broker, counts))
+            active = [int(n) for n in args.sessions.split(",") if n.strip()]
+            if active:
+                results["active"] = asyncio.run(active_figures(broker, active))
         finally:
             broker.stop()
             baseline.stop()

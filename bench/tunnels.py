@@ -123,3 +123,46 @@ async def redemptions_per_second(store: Store, data_dir: Path, count: int) -> fl
     start = time.perf_counter()
     await asyncio.gather(*(redeem(code) for code in codes))
     return count / (time.perf_counter() - start)
+
+
+async def active_sessions(
+    port: int, data_dir: Path, count: int, key: asyncssh.SSHKey, seconds: float = 5.0
+) -> int:
+    """``count`` customers each with a recorded ``cat`` that an engineer keeps echoing 4 KiB
+    messages through for ``seconds``; returns the bytes echoed in all."""
+    store = Store(f"sqlite+aiosqlite:///{data_dir / 'broker.db'}")
+    helper_key = asyncssh.generate_private_key("ssh-ed25519")
+    public = helper_key.export_public_key().decode().strip()
+    try:
+        codes = await issue_codes(store, data_dir, count, "bench", "shell,exec")
+        async with store.read() as db:
+            tickets = [t.key for t in await q.list_tickets(db)][-count:]
+    finally:
+        await store.close()
+    tunnels = [await open_tunnel(port, code, public, serve=helper_key) for code in codes]
+    message = b"x" * 4096
+    deadline = time.monotonic() + seconds
+
+    async def echo(ticket: str) -> int:
+        async with asyncssh.connect(
+            "127.0.0.1",
+            port,
+            username=ticket,
+            client_keys=[key],
+            known_hosts=None,
+            agent_path=None,
+            config=None,
+        ) as conn:
+            writer, reader, _ = await conn.open_session("cat", encoding=None)
+            moved = 0
+            while time.monotonic() < deadline:
+                writer.write(message)
+                moved += len(await reader.readexactly(len(message)))
+            writer.write_eof()
+            return moved
+
+    try:
+        return sum(await asyncio.gather(*(echo(ticket) for ticket in tickets)))
+    finally:
+        for tunnel in tunnels:
+            tunnel.close()

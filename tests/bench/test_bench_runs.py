@@ -31,6 +31,8 @@ async def test_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
         "20",
         "--tunnels",
         "5",
+        "--sessions",
+        "2",
         "--codes",
         "10",
         "--json",
@@ -48,4 +50,5 @@ async def test_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert figures["echo_us"]["broker"]["p50"] > 0
     assert figures["tunnels"]["tunnels_5"]["rss_mib"] > 0
     assert figures["redemptions_per_s"]["sqlite"] > 0
+    assert figures["active"]["sessions_2"]["echoed_mb"] > 0
     assert b"PTY echo p50" in text
