@@ -86,6 +86,7 @@ class Broker:
             self.settings.data_dir,
             record_input=self.settings.record_input,
             cap=self.settings.recording_cap,
+            input_cap=self.settings.recording_input_cap,
         )
         self.metrics = metrics = Metrics()
         codes.counted = lambda outcome: metrics.codes.labels(outcome).inc()

@@ -78,6 +78,8 @@ class Settings:
     record_input: bool = True
     #: bytes of a non-PTY stream kept in its recording; beyond, only counted and hashed
     recording_cap: int = 16 * 1024 * 1024
+    #: bytes of a non-PTY input stream (an upload piped through a command) kept; all is hashed
+    recording_input_cap: int = 1024 * 1024
     #: the longest a session may last; Severity 1 and 2 tickets get ``session_max_severe``
     session_max: float = 2 * 3600.0
     session_max_severe: float = 8 * 3600.0

@@ -6,7 +6,8 @@ second (and at the end) they are coalesced and JSON-encoded in bulk, written, an
 written. A crash loses at most the last second. On close the file is fsync'ed and its SHA-256 and
 size go into the channel row and the audit chain (``recording.closed``).
 
-Non-PTY streams are kept up to ``cap`` bytes; beyond that they are only counted and hashed.
+Non-PTY streams are kept up to ``cap`` bytes of output and ``input_cap`` bytes of input; beyond
+that they are only counted and hashed (``output_sha256``, ``input_sha256`` in the audit).
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ class Recording:
     file_hash: Any = field(default_factory=hashlib.sha256)
     stream_hash: Any = field(default_factory=hashlib.sha256)
     stream_bytes: int = 0
+    #: what the engineer sent, all of it (when input is recorded), and how much was kept
+    input_hash: Any = field(default_factory=hashlib.sha256)
+    input_bytes: int = 0
+    kept_in: int = 0
     decoders: dict[str, Any] = field(default_factory=dict)
     failed: Exception | None = None
     #: held while detached entries are written in a worker thread
@@ -94,13 +99,22 @@ class RecorderSink:
     wants_data = True
 
     def __init__(
-        self, store: Store, root: Path, data_dir: Path, *, record_input: bool, cap: int
+        self,
+        store: Store,
+        root: Path,
+        data_dir: Path,
+        *,
+        record_input: bool,
+        cap: int,
+        input_cap: int | None = None,
     ) -> None:
         self.store = store
         self.root = root
         self.data_dir = data_dir
         self.record_input = record_input
         self.cap = cap
+        #: bytes of a non-PTY input stream kept (all of it is hashed)
+        self.input_cap = cap if input_cap is None else input_cap
         self.open: dict[str, Recording] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -165,6 +179,8 @@ class RecorderSink:
             return
         if isinstance(event, Input):
             if self.record_input:
+                recording.input_hash.update(event.data)
+                recording.input_bytes += len(event.data)
                 self._keep(recording, now, "i", event.data)
             return
         assert isinstance(event, Output)
@@ -174,13 +190,18 @@ class RecorderSink:
 
     def _keep(self, recording: Recording, now: float, code: str, data: bytes) -> None:
         if not recording.pty:
-            room = self.cap - recording.kept
+            # A bulk upload's bytes say little to an auditor once hashed: input keeps less.
+            kept = recording.kept_in if code == "i" else recording.kept
+            room = (self.input_cap if code == "i" else self.cap) - kept
             if room <= 0:
                 recording.truncated = True
                 return
             if len(data) > room:
                 data, recording.truncated = data[:room], True
-            recording.kept += len(data)
+            if code == "i":
+                recording.kept_in += len(data)
+            else:
+                recording.kept += len(data)
         pending = recording.pending
         if pending and pending[-1][1] == code and now - pending[-1][0] < 0.01:
             pending[-1][2].append(data)  # coalesce a burst into one event
@@ -259,6 +280,10 @@ class RecorderSink:
             "output_bytes": recording.stream_bytes,
             "output_sha256": recording.stream_hash.hexdigest(),
         }
+        if self.record_input:
+            details.update(
+                input_bytes=recording.input_bytes, input_sha256=recording.input_hash.hexdigest()
+            )
         async with self.store.begin() as db:
             row = await q.channel_by_ref(db, ref.key)
             if row is not None:

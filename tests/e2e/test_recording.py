@@ -124,6 +124,29 @@ async def test_bulk_exec_is_capped_but_counted_and_hashed(tmp_path: Path) -> Non
         await harness.stop()
 
 
+async def test_bulk_input_keeps_less_but_all_of_it_is_hashed(tmp_path: Path) -> None:
+    """An upload piped through a command: the first recording_input_cap bytes are readable in
+    the recording, the whole stream is counted and hashed in the audit."""
+    harness = await BrokerHarness(tmp_path, recording_input_cap=5_000).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        await harness.connected_helper(ticket)
+        upload = b"line of an uploaded log file\n" * 10_000  # 290,000 bytes
+        result = await harness.ssh(key, ticket, "wc -c", stdin=upload)
+        assert result.stdout.strip() == str(len(upload)).encode()
+        path, closed = await _recording(harness, ticket, "exec")
+        assert closed["input_bytes"] == len(upload)
+        assert closed["input_sha256"] == hashlib.sha256(upload).hexdigest()
+        assert closed["truncated"] is True
+        events = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+        kept = "".join(e[2] for e in events if e[1] == "i")
+        assert len(kept) == 5_000 and upload.decode().startswith(kept)
+        assert any(e[1] == "o" and str(len(upload)) in e[2] for e in events)
+    finally:
+        await harness.stop()
+
+
 async def test_input_is_not_kept_when_policy_says_so(tmp_path: Path) -> None:
     harness = await BrokerHarness(tmp_path, record_input=False).start()
     try:
@@ -134,6 +157,7 @@ async def test_input_is_not_kept_when_policy_says_so(tmp_path: Path) -> None:
         assert result.stdout == b"typed secret\n"
         path, closed = await _recording(harness, ticket, "exec")
         assert closed["record_input"] is False
+        assert "input_sha256" not in closed  # not even a hash of what was typed
         events = [json.loads(line) for line in path.read_text().splitlines()[1:]]
         assert [e[1] for e in events] == ["o"]
         assert json.loads(path.read_text().splitlines()[0])["assist"]["record_input"] is False
