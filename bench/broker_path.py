@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.openssh import free_port, keygen, ssh_options
+from bench.openssh import keygen, ssh_options
 
 
 def broker_cli(data_dir: Path, *args: str) -> str:
@@ -38,8 +38,9 @@ def proc_status(pid: int) -> dict[str, int]:
 class BrokerPath:
     folder: Path
     record_input: bool = True
-    ssh_port: int = field(default_factory=free_port)
-    http_port: int = field(default_factory=free_port)
+    #: picked by the broker (port 0) and read from its banner: no race for a free port
+    ssh_port: int = 0
+    http_port: int = 0
     proc: subprocess.Popen[str] | None = None
     helpers: list[subprocess.Popen[str]] = field(default_factory=list)
     fingerprint: str = ""
@@ -65,9 +66,9 @@ class BrokerPath:
                 "--data-dir",
                 str(self.data_dir),
                 "--ssh-listen",
-                f"127.0.0.1:{self.ssh_port}",
+                "127.0.0.1:0",
                 "--http-listen",
-                f"127.0.0.1:{self.http_port}",
+                "127.0.0.1:0",
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -78,7 +79,11 @@ class BrokerPath:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
-            if line.startswith("host key fingerprint:"):
+            if line.startswith("assist-broker is listening for SSH on "):
+                self.ssh_port = int(line.rsplit(":", 1)[1])
+            elif "/api/v1/openapi.json" in line:
+                self.http_port = int(line.split("://127.0.0.1:")[1].split("/")[0])
+            elif line.startswith("host key fingerprint:"):
                 self.fingerprint = line.split(":", 1)[1].strip()
                 break
             if not line and self.proc.poll() is not None:

@@ -42,40 +42,45 @@ class Sshd:
         keygen(host_key)
         authorized = self.folder / "authorized_keys"
         authorized.write_text(Path(f"{self.client_key}.pub").read_text())
-        config = self.folder / "sshd_config"
-        config.write_text(
-            "\n".join(
-                [
-                    f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
-                    f"HostKey {host_key}",
-                    f"AuthorizedKeysFile {authorized}",
-                    f"PidFile {self.folder / 'sshd.pid'}",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "PermitRootLogin prohibit-password",
-                    "AllowTcpForwarding yes",
-                    "Subsystem sftp internal-sftp",
-                    "LogLevel ERROR",
-                    "",
-                ]
-            )
-        )
         Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
-        self.proc = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.05)
-        raise RuntimeError(f"sshd did not start on port {self.port}")
+        for _ in range(5):  # the free port may be taken before sshd binds it: pick another
+            config = self.folder / "sshd_config"
+            config.write_text(
+                "\n".join(
+                    [
+                        f"Port {self.port}",
+                        "ListenAddress 127.0.0.1",
+                        f"HostKey {host_key}",
+                        f"AuthorizedKeysFile {authorized}",
+                        f"PidFile {self.folder / 'sshd.pid'}",
+                        "PasswordAuthentication no",
+                        "KbdInteractiveAuthentication no",
+                        "UsePAM no",
+                        "StrictModes no",
+                        "PermitRootLogin prohibit-password",
+                        "AllowTcpForwarding yes",
+                        "Subsystem sftp internal-sftp",
+                        "LogLevel ERROR",
+                        "",
+                    ]
+                )
+            )
+            self.proc = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(config)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                with socket.socket() as sock:
+                    if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                        time.sleep(0.1)
+                        if self.proc.poll() is None:  # ours, not another process's
+                            return self
+                time.sleep(0.05)
+            self.stop()
+            self.port = free_port()
+        raise RuntimeError("sshd did not start")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -16,13 +16,12 @@ from broker.session.manager import SessionManager
 from broker.store.db import Store
 from broker.transport.keys import BrokerKeys
 
-#: fast and constant-time in asyncssh; aes-gcm measured ~1.6x chacha20 here (see DESIGN)
+#: AES-GCM only. OpenSSH clients prefer chacha20-poly1305, which asyncssh runs more slowly:
+#: offering only GCM (in every OpenSSH since 6.2; constant-time with AES-NI) made a keystroke
+#: echo 14% faster and bulk 12% faster here (python -m bench). Helpers use the same.
 CIPHERS = (
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
-    "chacha20-poly1305@openssh.com",
-    "aes128-ctr",
-    "aes256-ctr",
 )
 
 
