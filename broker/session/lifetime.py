@@ -8,6 +8,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+from broker.config import Settings
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,17 @@ class Limits:
         cls, severity: int, *, normal: float, severe: float, idle: float, warn_before: float
     ) -> Limits:
         return cls(severe if severity <= 2 else normal, idle, warn_before)
+
+    @classmethod
+    def of(cls, severity: int, settings: Settings) -> Limits:
+        """The limits the settings give a ticket of ``severity``."""
+        return cls.for_severity(
+            severity,
+            normal=settings.session_max,
+            severe=settings.session_max_severe,
+            idle=settings.session_idle,
+            warn_before=settings.session_warn_before,
+        )
 
 
 @dataclass
@@ -64,6 +78,21 @@ class Lifetime:
             return "warn", 0.0
         upcoming = [self.deadline, idle_at] + ([] if self.warned else [warn_at])
         return None, max(0.01, min(upcoming) - now)
+
+    def limits_message(self) -> dict[str, Any]:
+        """What the helper is told (again after a reconnect): the limits and the time left."""
+        return {
+            "type": "limits",
+            "seconds": round(self.limits.max_duration),
+            "seconds_left": round(self.seconds_left()),
+            "idle_seconds": round(self.limits.idle),
+        }
+
+    @staticmethod
+    def warning_text(seconds_left: float) -> str:
+        minutes = max(1, round(seconds_left / 60))
+        unit = "minute" if minutes == 1 else "minutes"
+        return f"The session will end in {minutes} {unit} (its time limit)."
 
     async def run(
         self, warn: Callable[[float], None], expire: Callable[[str], Awaitable[None]]

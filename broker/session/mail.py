@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
+import structlog
+
+from broker.session.manager import SessionManager
+from broker.session.model import LiveSession
 from broker.session.receipt import receipt_text
+from broker.store import queries as q
+from broker.store.db import Store
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,3 +78,29 @@ def _send(settings: SmtpSettings, to: str, receipt: Mapping[str, Any]) -> None:
 
 async def send_receipt(settings: SmtpSettings, to: str, receipt: Mapping[str, Any]) -> None:
     await asyncio.to_thread(_send, settings, to, receipt)
+
+
+async def mail_receipt(
+    store: Store,
+    manager: SessionManager,
+    extra: Mapping[str, Any],
+    live: LiveSession,
+    receipt: dict[str, Any],
+) -> None:
+    """E-mail ``receipt`` to the ticket's customer when SMTP is configured; audited as
+    ``receipt.mailed`` (sent or why not)."""
+    smtp = SmtpSettings.from_extra(extra)
+    if smtp is None:
+        return
+    async with store.read() as db:
+        ticket = await q.find_ticket(db, live.ticket_key)
+    if ticket is None or not ticket.customer_email:
+        return
+    details: dict[str, Any] = {"to": ticket.customer_email}
+    try:
+        await send_receipt(smtp, ticket.customer_email, receipt)
+        details["sent"] = True
+    except (OSError, smtplib.SMTPException) as exc:
+        log.warning("receipt_mail_failed", session=live.id, error=str(exc))
+        details.update(sent=False, error=str(exc)[:200])
+    await manager.record(live, "receipt.mailed", "broker", details)

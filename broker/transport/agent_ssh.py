@@ -4,7 +4,6 @@ and the nested client connections that carry engineers to the helper's embedded 
 from __future__ import annotations
 
 import asyncio
-import smtplib
 from collections.abc import Callable
 from typing import Any
 
@@ -14,21 +13,20 @@ import structlog
 from broker.errors import CodeRejected
 from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime, Limits
-from broker.session.mail import SmtpSettings, send_receipt
+from broker.session.mail import mail_receipt
 from broker.session.model import (
     DROPPED_MESSAGE,
     END_MESSAGES,
-    FORWARD_HOST,
-    FORWARD_PORT,
     LiveSession,
     State,
 )
 from broker.session.policy import Scope, ScopeError
 from broker.session.receipt import build_receipt, receipt_text
 from broker.store import queries as q
-from broker.transport.context import CIPHERS, Context
+from broker.transport.context import Context
 from broker.transport.control import ControlSession
 from broker.transport.joins import Attendance
+from broker.transport.nested import VirtualListener, connect_nested
 
 log = structlog.get_logger(__name__)
 
@@ -46,21 +44,6 @@ def duration_words(seconds: float) -> str:
     if seconds >= 120 and seconds % 60 == 0:
         return f"{round(seconds / 60)} minutes"
     return f"{round(seconds)} seconds"
-
-
-class VirtualListener(asyncssh.SSHListener):
-    """Stands for the helper's forward. Opens no port on the broker: connections are made by
-    :meth:`AgentEdge.open_nested` over the helper's own SSH connection."""
-
-    def __init__(self, edge: AgentEdge) -> None:
-        super().__init__()
-        self._edge = edge
-
-    def close(self) -> None:
-        self._edge.forward_closed()
-
-    async def wait_closed(self) -> None:
-        return None
 
 
 class AgentEdge:
@@ -258,25 +241,6 @@ class AgentEdge:
                 self.ctx.spawn(self.ctx.manager.end(self.live, reason), None, self.log_context)
             )
 
-    async def _mail(self, receipt: dict[str, Any]) -> None:
-        """E-mail the receipt to the ticket's customer, when SMTP is configured."""
-        smtp = SmtpSettings.from_extra(self.ctx.settings.extra)
-        live = self.live
-        if smtp is None or live is None:
-            return
-        async with self.ctx.store.read() as db:
-            ticket = await q.find_ticket(db, live.ticket_key)
-        if ticket is None or not ticket.customer_email:
-            return
-        details: dict[str, Any] = {"to": ticket.customer_email}
-        try:
-            await send_receipt(smtp, ticket.customer_email, receipt)
-            details["sent"] = True
-        except (OSError, smtplib.SMTPException) as exc:
-            self._log.warning("receipt_mail_failed", error=str(exc))
-            details.update(sent=False, error=str(exc)[:200])
-        await self.ctx.manager.record(live, "receipt.mailed", "broker", details)
-
     def notify(self, text: str) -> None:
         """A line for the customer's screen."""
         self._send({"type": "notice", "message": text})
@@ -305,7 +269,14 @@ class AgentEdge:
             except Exception:  # the store may be why the session ended
                 self._log.warning("receipt_unavailable")
             else:
-                self.ctx.spawn(self._mail(message["receipt"]), "mail", self.log_context)
+                mail = mail_receipt(
+                    self.ctx.store,
+                    self.ctx.manager,
+                    self.ctx.settings.extra,
+                    self.live,
+                    message["receipt"],
+                )
+                self.ctx.spawn(mail, "mail", self.log_context)
         if self.control is not None:
             self.control.send(message)
             self.control.close()
@@ -318,43 +289,23 @@ class AgentEdge:
         if live is None or not live.may_forward(host, port):
             self._log.warning("forward_refused", host=host, port=port)
             return False
-        listener = VirtualListener(self)
+        listener = VirtualListener(self.forward_closed)
         resumed = live.dropped_at is not None
         await self.ctx.manager.started(live)
         if resumed and live.lifetime is not None:
-            self._send_limits(live.lifetime)
+            self._send(live.lifetime.limits_message())
         else:
             self._log.info("session_started")
             self._start_lifetime(live)
         return listener
 
-    def _send_limits(self, lifetime: Lifetime) -> None:
-        self._send(
-            {
-                "type": "limits",
-                "seconds": round(lifetime.limits.max_duration),
-                "seconds_left": round(lifetime.seconds_left()),
-                "idle_seconds": round(lifetime.limits.idle),
-            }
-        )
-
     def _start_lifetime(self, live: LiveSession) -> None:
-        s = self.ctx.settings
-        limits = Limits.for_severity(
-            live.redemption.severity,
-            normal=s.session_max,
-            severe=s.session_max_severe,
-            idle=s.session_idle,
-            warn_before=s.session_warn_before,
-        )
-        live.lifetime = Lifetime(limits)
+        live.lifetime = Lifetime(Limits.of(live.redemption.severity, self.ctx.settings))
         live.on_end(lambda _reason: live.lifetime.disarm() if live.lifetime else None)
-        self._send_limits(live.lifetime)
+        self._send(live.lifetime.limits_message())
 
         def warn(seconds_left: float) -> None:
-            minutes = max(1, round(seconds_left / 60))
-            unit = "minute" if minutes == 1 else "minutes"
-            live.tell(f"The session will end in {minutes} {unit} (its time limit).")
+            live.tell(Lifetime.warning_text(seconds_left))
 
         self.ctx.spawn(live.lifetime.run(warn, self._end), "lifetime", self.log_context)
 
@@ -365,24 +316,15 @@ class AgentEdge:
             self.ctx.spawn(self._end("customer"), None, self.log_context)
 
     async def open_nested(self, username: str) -> asyncssh.SSHClientConnection:
-        """A new SSH client connection to the helper's embedded server, through its forward.
-        The helper's host key is pinned from the control channel; the relay key authenticates."""
+        """A nested connection to the helper's embedded server for engineer ``username``."""
         live = self.live
         assert live is not None and live.helper_host_key is not None
-        host_key = asyncssh.import_public_key(live.helper_host_key)
-        return await asyncssh.connect(
-            FORWARD_HOST,
-            FORWARD_PORT,
-            tunnel=self.conn,
-            username=username,
-            client_keys=[self.ctx.keys.relay_key],
-            known_hosts=([host_key], [], []),
-            agent_path=None,
-            config=None,
-            preferred_auth="publickey",
-            encryption_algs=list(CIPHERS),
-            compression_algs=None,
-            keepalive_interval=self.ctx.settings.keepalive_interval,
+        return await connect_nested(
+            self.conn,
+            live.helper_host_key,
+            self.ctx.keys.relay_key,
+            username,
+            self.ctx.settings.keepalive_interval,
         )
 
     def key_offered(self, fingerprint: str) -> None:
