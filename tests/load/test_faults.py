@@ -9,13 +9,13 @@ import hashlib
 import json
 import os
 import signal
-import sys
 from pathlib import Path
 
 import aiohttp
 import asyncssh
 import pytest
 
+from bench.broker_path import broker_cli
 from bench.tunnels import open_tunnel
 from broker.errors import CodeRejected
 from tests.harness import BrokerHarness, HelperProc, start_helper
@@ -169,50 +169,22 @@ async def test_silent_peers_are_reclaimed(tmp_path: Path) -> None:
 async def test_sigterm_with_twenty_sessions_open(tmp_path: Path) -> None:
     """`serve` in its own process gets SIGTERM with 20 sessions at work: each ends with reason
     shutdown, its engineer is told, its recording is closed and hashed, and verify passes."""
-    from tests.e2e.test_handoff import cli
-
-    harness = BrokerHarness(tmp_path)  # for its helpers (accounts, codes); not started
-    data_dir = harness.settings.data_dir
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "broker",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--ssh-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    banner = (await asyncio.wait_for(proc.stdout.readuntil(b"Press Ctrl-C"), 30)).decode()
-    port = int(banner.split("listening for SSH on 127.0.0.1:")[1].split()[0])
-    fingerprint = banner.split("host key fingerprint: ")[1].split()[0]
-    harness.port, harness.fingerprint = port, fingerprint
+    served = await Served.start(tmp_path)
     key = tmp_path / "alice"
-    await asyncio.to_thread(lambda: os.system(f"ssh-keygen -q -t ed25519 -N '' -f {key}"))
-    assert (await cli(harness, "account", "add", "alice", "--role", "engineer", "--ssh-key",
-                      f"{key}.pub")).status == 0  # fmt: skip
-    host_key = tmp_path / "known"
-    harness.known_hosts = host_key
-    host_key.write_text("")
+    key.write_bytes((await served.engineer()).export_private_key())
+    key.chmod(0o600)
+    ssh = BrokerHarness(tmp_path)  # only for its ssh command line
+    ssh.port, ssh.known_hosts = served.port, tmp_path / "known_hosts"
+    ssh.known_hosts.write_text("")
     helpers: list[HelperProc] = []
     engineers = []
     try:
-        for i in range(20):
-            made = await cli(harness, "ticket", "create", "--title", f"t{i}", "--severity", "3",
-                             "--json")  # fmt: skip
-            ticket = json.loads(made.stdout)["key"]
-            issued = await cli(harness, "code", "issue", ticket, "--engineer", "alice", "--json")
-            helper = await start_helper(json.loads(issued.stdout)["code"], port, fingerprint)
+        for ticket, code in await served.codes(20):
+            helper = await start_helper(code, served.port, served.fingerprint)
             helpers.append(helper)
             await helper.wait_for("Connected.")
-            args = harness.ssh_args(key, ticket, "-o", "StrictHostKeyChecking=no")
             engineer = await asyncio.create_subprocess_exec(
-                *args,
+                *ssh.ssh_args(key, ticket, "-o", "StrictHostKeyChecking=no"),
                 "echo working; sleep 60",
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
@@ -220,25 +192,24 @@ async def test_sigterm_with_twenty_sessions_open(tmp_path: Path) -> None:
             assert engineer.stdout is not None
             assert await asyncio.wait_for(engineer.stdout.readline(), 15) == b"working\n"
             engineers.append(engineer)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        served.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(served.proc.wait(), 30) == 0
         for engineer in engineers:
             assert await asyncio.wait_for(engineer.wait(), 10) == 255
             assert engineer.stderr is not None
             assert b"The broker is shutting down" in await engineer.stderr.read()
         for helper in helpers:
             assert await helper.finish() == 1
-        shown = await cli(harness, "audit", "show", "--json")
-        events = json.loads(shown.stdout)
+        shown = await asyncio.to_thread(broker_cli, served.data_dir, "audit", "show", "--json")
+        events = json.loads(shown)
         reasons = [e["details"]["reason"] for e in events if e["action"] == "session.ended"]
         assert reasons == ["shutdown"] * 20
         hashed = [e for e in events if e["action"] == "recording.closed"]
         assert len(hashed) == 20 and all(e["details"]["sha256"] for e in hashed)
-        verify = await cli(harness, "audit", "verify")
-        assert verify.status == 0 and verify.stdout.startswith(b"OK: "), verify.stdout
+        verified = await asyncio.to_thread(broker_cli, served.data_dir, "audit", "verify")
+        assert verified.startswith("OK: "), verified  # broker_cli raises on a failure exit
     finally:
-        if proc.returncode is None:
-            proc.kill()
+        await served.stop()
         for helper in helpers:
             await helper.stop()
         for engineer in engineers:
