@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.errors import BrokerError
+from broker.store import queries as q
 from broker.web.access import Principal
 from broker.web.deps import DEPS, PRINCIPAL, Deps
 
@@ -65,6 +67,25 @@ class Call:
     @property
     def deps(self) -> Deps:
         return self.request.app[DEPS]
+
+    async def audit(
+        self,
+        db: AsyncSession,
+        action: str,
+        details: dict[str, Any],
+        *,
+        ticket_id: int | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        """An audit event in ``db``'s transaction, with the account asking as its actor."""
+        await q.append_audit(
+            db,
+            action=action,
+            actor=self.principal.actor,
+            ticket_id=ticket_id,
+            session_id=session_id,
+            details=details,
+        )
 
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]

@@ -107,11 +107,8 @@ async def create_token(call: Call) -> web.Response:
         secret, token = await access.create_token(
             db, account, call.body["name"], dt.timedelta(days=days)
         )
-        await q.append_audit(
-            db,
-            action="token.created",
-            actor=call.principal.actor,
-            details={"account": account.name, "token_id": token.id, "name": token.name},
+        await call.audit(
+            db, "token.created", {"account": account.name, "token_id": token.id, "name": token.name}
         )
     return web.json_response(
         {**token_json(token), "token": secret}, status=201, headers={"Cache-Control": "no-store"}
@@ -130,12 +127,7 @@ async def create_token(call: Call) -> web.Response:
 async def revoke_token(call: Call) -> web.Response:
     async with call.deps.store.begin() as db:
         token = await access.revoke_token(db, call.params["id"], call.principal)
-        await q.append_audit(
-            db,
-            action="token.revoked",
-            actor=call.principal.actor,
-            details={"token_id": token.id, "name": token.name},
-        )
+        await call.audit(db, "token.revoked", {"token_id": token.id, "name": token.name})
     return web.json_response(token_json(token))
 
 
@@ -192,11 +184,10 @@ async def create_account(call: Call) -> web.Response:
             keys=keys,
         )
         account.password_hash = password
-        await q.append_audit(
+        await call.audit(
             db,
-            action="account.added",
-            actor=call.principal.actor,
-            details={
+            "account.added",
+            {
                 "account": account.name,
                 "role": account.role,
                 "keys": [fp for fp, _, _ in keys],
@@ -235,10 +226,5 @@ async def update_account(call: Call) -> web.Response:
         if "password" in body:
             account.password_hash = access.hash_password(body["password"])
             changed["password_changed"] = True
-        await q.append_audit(
-            db,
-            action="account.updated",
-            actor=call.principal.actor,
-            details={"account": account.name, **changed},
-        )
+        await call.audit(db, "account.updated", {"account": account.name, **changed})
     return web.json_response(account_json(account))

@@ -94,13 +94,12 @@ async def get_recording(call: Call) -> web.StreamResponse:
         raise NotFound(f"The recording of channel {channel.id} is missing on the broker.")
     if _starts_a_view(call.request):
         async with deps.store.begin() as db:
-            await q.append_audit(
+            await call.audit(
                 db,
-                action="recording.viewed",
-                actor=call.principal.actor,
+                "recording.viewed",
+                {"channel_id": channel.id, "how": "http"},
                 ticket_id=session.ticket_id,
                 session_id=session.id,
-                details={"channel_id": channel.id, "how": "http"},
             )
     return web.FileResponse(
         path,
@@ -168,13 +167,7 @@ async def export(call: Call) -> web.StreamResponse:
     deps = call.deps
     ticket = await visible_ticket(call, call.params["key"])
     async with deps.store.begin() as db:
-        await q.append_audit(
-            db,
-            action="bundle.exported",
-            actor=call.principal.actor,
-            ticket_id=ticket.id,
-            details={"via": "http"},
-        )
+        await call.audit(db, "bundle.exported", {"via": "http"}, ticket_id=ticket.id)
     with tempfile.TemporaryDirectory(prefix="assist-bundle-") as folder:
         out = Path(folder) / f"{ticket.key}.tar"
         await export_bundle(deps.store, deps.signer, deps.settings.data_dir, ticket.key, out)

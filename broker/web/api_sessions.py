@@ -126,13 +126,8 @@ async def end_session(call: Call) -> web.Response:
     if session.state not in q.LIVE_STATES:
         raise NotFound(f"Session {session.id} is not live (it is {session.state}).")
     async with call.deps.store.begin() as db:
-        await q.append_audit(
-            db,
-            action="session.end_requested",
-            actor=call.principal.actor,
-            ticket_id=ticket.id,
-            session_id=session.id,
-            details={"via": "api"},
+        await call.audit(
+            db, "session.end_requested", {"via": "api"}, ticket_id=ticket.id, session_id=session.id
         )
     result = await admin.request(call.deps.store, "end", {"session": session.id})
     return web.json_response(result)
@@ -161,13 +156,12 @@ async def review_session(call: Call) -> web.Response:
     async with call.deps.store.begin() as db:
         account = await db.get_one(Account, call.principal.account_id)
         review = await listing.add_review(db, session.id, account.id, status, note)
-        await q.append_audit(
+        await call.audit(
             db,
-            action="session.reviewed",
-            actor=call.principal.actor,
+            "session.reviewed",
+            {"status": status, "note": note},
             ticket_id=ticket.id,
             session_id=session.id,
-            details={"status": status, "note": note},
         )
     body = {"status": status, "note": note, "by": account.name, "at": review.created_at.isoformat()}
     return web.json_response(body, status=201)

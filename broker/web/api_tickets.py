@@ -148,12 +148,11 @@ async def update_ticket(call: Call) -> web.Response:
         ticket = await db.get_one(Ticket, visible.id)
         before, ticket.status = ticket.status, call.body["status"]
         ticket.updated_at = utcnow()
-        await q.append_audit(
+        await call.audit(
             db,
-            action="ticket.updated",
-            actor=call.principal.actor,
+            "ticket.updated",
+            {"status": {"from": before, "to": ticket.status}},
             ticket_id=ticket.id,
-            details={"status": {"from": before, "to": ticket.status}},
         )
     return web.json_response(ticket_json(ticket))
 
