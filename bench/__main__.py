@@ -94,7 +94,8 @@ async def tunnel_figures(broker: BrokerPath, counts: list[int]) -> dict[str, Any
     opened: list[Any] = []
     try:
         for count in counts:
-            codes = await issue_codes(store, broker.data_dir, count - len(opened), "bench")
+            pairs = await issue_codes(store, broker.data_dir, count - len(opened), "bench")
+            codes = [code for _, code in pairs]
             opened += await idle_tunnels(broker.ssh_port, codes)
             await asyncio.sleep(1)
             rss = broker.status()["rss_kib"]

@@ -21,14 +21,14 @@ from broker.transport.keys import load_code_key
 
 async def issue_codes(
     store: Store, data_dir: Path, count: int, engineer: str, scope: str = "shell"
-) -> list[str]:
-    """One ticket and one code each (a ticket has one live session at a time)."""
+) -> list[tuple[str, str]]:
+    """``count`` (ticket, code) pairs: one ticket each (a ticket has one live session)."""
     codes = ConsentCodes(store, CodeHasher(load_code_key(data_dir)))
     async with store.begin() as db:
         keys = [
             (await q.create_ticket(db, title=f"tunnel {i}", severity=4)).key for i in range(count)
         ]
-    return [(await codes.issue(key, engineer, scope, 3600))[0] for key in keys]
+    return [(key, (await codes.issue(key, engineer, scope, 3600))[0]) for key in keys]
 
 
 class _Client(asyncssh.SSHClient):
@@ -113,7 +113,7 @@ async def redemptions_per_second(store: Store, data_dir: Path, count: int) -> fl
         if await q.find_account(db, "redeemer") is None:
             await q.add_account(db, name="redeemer", role="engineer", display_name="R")
     codes_api = ConsentCodes(store, CodeHasher(load_code_key(data_dir)))
-    codes = await issue_codes(store, data_dir, count, "redeemer")
+    codes = [code for _, code in await issue_codes(store, data_dir, count, "redeemer")]
     gate = asyncio.Semaphore(10)
 
     async def redeem(code: str) -> None:
@@ -134,12 +134,10 @@ async def active_sessions(
     helper_key = asyncssh.generate_private_key("ssh-ed25519")
     public = helper_key.export_public_key().decode().strip()
     try:
-        codes = await issue_codes(store, data_dir, count, "bench", "shell,exec")
-        async with store.read() as db:
-            tickets = [t.key for t in await q.list_tickets(db)][-count:]
+        pairs = await issue_codes(store, data_dir, count, "bench", "shell,exec")
     finally:
         await store.close()
-    tunnels = [await open_tunnel(port, code, public, serve=helper_key) for code in codes]
+    tunnels = [await open_tunnel(port, code, public, serve=helper_key) for _, code in pairs]
     message = b"x" * 4096
     deadline = time.monotonic() + seconds
 
@@ -162,7 +160,7 @@ async def active_sessions(
             return moved
 
     try:
-        return sum(await asyncio.gather(*(echo(ticket) for ticket in tickets)))
+        return sum(await asyncio.gather(*(echo(ticket) for ticket, _ in pairs)))
     finally:
         for tunnel in tunnels:
             tunnel.close()

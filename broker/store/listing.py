@@ -160,6 +160,16 @@ async def reviews(db: AsyncSession, session_id: str) -> list[dict[str, Any]]:
     ]
 
 
+async def latest_reviews(db: AsyncSession, session_ids: Sequence[str]) -> dict[str, str]:
+    """Session id -> the status of its latest review, for many sessions in one query."""
+    rows = await db.execute(
+        select(SessionReview.session_id, SessionReview.status)
+        .where(SessionReview.session_id.in_(list(session_ids)))
+        .order_by(SessionReview.id)
+    )
+    return {session_id: status for session_id, status in rows.all()}  # the last one wins
+
+
 async def add_review(
     db: AsyncSession, session_id: str, account_id: int, status: str, note: str
 ) -> SessionReview:

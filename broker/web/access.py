@@ -42,6 +42,8 @@ class Principal:
     #: "token" or "login" (a browser cookie, which needs a CSRF token for changes)
     via: str
     csrf: str | None = None
+    #: the token's last_used_at is older than TOUCH_EVERY (worth writing down)
+    stale: bool = False
 
     @property
     def actor(self) -> str:
@@ -116,7 +118,10 @@ async def token_principal(db: AsyncSession, secret: str) -> Principal | None:
         return None
     if token.expires_at is not None and token.expires_at <= now:
         return None
-    return Principal(account.id, account.name, account.display_name, account.role, "token")
+    stale = token.last_used_at is None or token.last_used_at < now - TOUCH_EVERY
+    return Principal(
+        account.id, account.name, account.display_name, account.role, "token", stale=stale
+    )
 
 
 async def touch_token(db: AsyncSession, secret: str) -> None:

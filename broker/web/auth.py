@@ -43,8 +43,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             deps.metrics.auth_failures.labels("api").inc()
             return _json_error(401, "This API token is not valid (unknown, expired or revoked).")
         request[PRINCIPAL] = principal
-        async with deps.store.begin() as db:
-            await access.touch_token(db, secret)
+        if principal.stale:  # a write at most once a minute per token, not per request
+            async with deps.store.begin() as db:
+                await access.touch_token(db, secret)
     elif cookie:
         async with deps.store.read() as db:
             principal = await access.login_principal(db, cookie)

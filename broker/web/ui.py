@@ -202,16 +202,15 @@ async def ticket_page(request: web.Request) -> web.Response:
             db, _viewer(request), ticket_id=ticket.id, state=None, limit=500, offset=0
         )
         names = await q.names_by_id(db)
-        sessions = []
-        for session, _t in rows:
-            reviews = await listing.reviews(db, session.id)
-            sessions.append(
-                {
-                    **session.__dict__,
-                    "engineer": names.get(session.engineer_id, "?"),
-                    "review": reviews[-1]["status"] if reviews else None,
-                }
-            )
+        latest = await listing.latest_reviews(db, [session.id for session, _ in rows])
+    sessions = [
+        {
+            **session.__dict__,
+            "engineer": names.get(session.engineer_id, "?"),
+            "review": latest.get(session.id),
+        }
+        for session, _ in rows
+    ]
     return render(
         request,
         "ticket.html",
