@@ -1,5 +1,5 @@
 """The helper's session: dial out to the broker, redeem the code, ask the customer, serve the
-engineer through the broker's nested connection, and end when the customer says so."""
+engineers through the broker's connections to the embedded server, end when the customer says."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from agent_client.activity import Activity
 from agent_client.console import Console
 from agent_client.control import ControlLoop, Outcome, read_message, send
 from agent_client.dial import CIPHERS, RESUME_PREFIX, DialFailed, dial
+from agent_client.links import Link
 from agent_client.park import ShellPark
 from agent_client.screen import StatusLine
 from agent_client.server import HelperServer
@@ -63,21 +64,6 @@ def host_facts() -> dict[str, str]:
     }
 
 
-@dataclass
-class Link:
-    """One connection to the broker with its control channel and the helper's forward."""
-
-    conn: asyncssh.SSHClientConnection
-    writer: asyncssh.SSHWriter[str]
-    reader: asyncssh.SSHReader[str]
-    listener: asyncssh.SSHAcceptor | None = None
-
-    def close(self) -> None:
-        if self.listener is not None:
-            self.listener.close()
-        self.conn.close()
-
-
 class Helper:
     def __init__(self, opts: Options, console: Console) -> None:
         self.opts = opts
@@ -93,6 +79,8 @@ class Helper:
         self.grace = 120.0
         self.park: ShellPark | None = None
         self.resumes = 0
+        #: how the broker reaches the embedded server: "reverse" links or "nested" (older)
+        self.link_kind = "nested"
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
 
     async def run(self) -> int:
@@ -120,6 +108,7 @@ class Helper:
             return EXIT_ENDED_OTHERWISE
         self.display_names[hello["engineer"]["name"]] = hello["engineer"]["display"]
         self.activity.ticket = str(hello["ticket"]["key"])
+        self.link_kind = "reverse" if hello.get("link") == "reverse" else "nested"
         requested = Scope.parse(hello["scope"])
         try:
             offered = (
@@ -186,7 +175,7 @@ class Helper:
                 outcome = await self._control(link)
                 if outcome.how != "lost" or not self.resume_token or self.end_requested.is_set():
                     return self._finish(outcome)
-                link.close()
+                link.close(dropped=True)
                 back = await self._reconnect(granted, hello["relay_key"])
                 if isinstance(back, Outcome):
                     return self._finish(back)
@@ -204,23 +193,26 @@ class Helper:
             self.console.status = None
 
     async def _listen(self, link: Link, granted: Scope, relay_key: str) -> None:
-        """The helper's embedded server, reachable only through the broker's forward."""
+        """The helper's embedded server, reachable only by the broker: over reverse links the
+        helper dials when asked, or through the forward (the older nested design). The forward
+        is asked for either way: it tells the broker the helper is ready."""
         authorized = asyncssh.import_authorized_keys(relay_key + "\n")
         mirror, park = self._mirror(), self.park
-        link.listener = await asyncssh.listen(
-            tunnel=link.conn,
-            host="session",
-            port=22,
-            server_factory=lambda: HelperServer(granted, self._event, mirror, park),
-            server_host_keys=[self._host_key],
-            authorized_client_keys=authorized,
-            encryption_algs=CIPHERS,
-            compression_algs=None,
-            encoding=None,
-            agent_forwarding=False,
-            x11_forwarding=False,
-            allow_scp=False,
-        )
+        options: dict[str, Any] = {
+            "server_host_keys": [self._host_key],
+            "authorized_client_keys": authorized,
+            "encryption_algs": CIPHERS,
+            "compression_algs": None,
+            "encoding": None,
+            "agent_forwarding": False,
+            "x11_forwarding": False,
+            "allow_scp": False,
+        }
+
+        def server() -> HelperServer:
+            return HelperServer(granted, self._event, mirror, park, link.dropped)
+
+        await link.serve(self.link_kind, server, options)
 
     async def _reconnect(self, granted: Scope, relay_key: str) -> Link | Outcome:
         """Dial again with the resume token until the grace period runs out (``gone``), the
@@ -321,6 +313,7 @@ class Helper:
             on_limits=self.activity.set_time_left,
             on_removed=self._removed,
             limits_told=self.resumes > 0,
+            on_link=link.dial,
         )
         return await loop.run()
 

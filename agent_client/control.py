@@ -58,7 +58,10 @@ class ControlLoop:
         on_limits: Callable[[float], None] | None = None,
         on_removed: Callable[[str], None] | None = None,
         limits_told: bool = False,
+        on_link: Callable[[str], None] | None = None,
     ) -> None:
+        #: told the nonce when the broker asks for a reverse link
+        self.on_link = on_link
         #: told the name of an engineer the broker removed (their parked shells go too)
         self.on_removed = on_removed
         #: told the seconds left whenever the broker sends the session's limits
@@ -161,6 +164,9 @@ class ControlLoop:
         elif kind == "removed":
             if self.on_removed is not None:
                 self.on_removed(str(message.get("engineer", "")))
+        elif kind == "link":
+            if self.on_link is not None:
+                self.on_link(str(message.get("nonce", "")))
         elif kind == "notice":
             self.console.say(str(message.get("message", "")))
         elif kind == "error":

@@ -27,7 +27,7 @@ EventHook = Callable[[str, dict[str, Any]], None]
 
 
 class HelperServer(asyncssh.SSHServer):
-    """One nested connection from the broker (one engineer login)."""
+    """One connection from the broker (one engineer login), over a reverse link or nested."""
 
     def __init__(
         self,
@@ -35,7 +35,10 @@ class HelperServer(asyncssh.SSHServer):
         on_event: EventHook,
         mirror: Callable[[bytes], None] | None = None,
         park: ShellPark | None = None,
+        dropped: Callable[[], bool] = lambda: False,
     ) -> None:
+        #: true once the helper lost the broker and hung this connection up itself
+        self.dropped = dropped
         #: the customer's live view: a copy of every PTY shell's output
         self.mirror = mirror
         #: where shells wait while the connection to the broker is down
@@ -321,7 +324,8 @@ class HelperSession(asyncssh.SSHServerSession[bytes]):
         if process is None:
             return
         if (
-            exc is not None  # the connection to the broker dropped (a hang-up comes clean)
+            # the connection to the broker dropped (a hang-up comes clean)
+            (exc is not None or self.server.dropped())
             and park is not None
             and isinstance(process, PtyProcess)
             and self.kind == "shell"

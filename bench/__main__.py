@@ -1,7 +1,8 @@
 """``python -m bench``: the broker against OpenSSH, on loopback, in one run.
 
-Starts the broker path (``assist-broker serve`` + the real helper, recording on) and the
-baseline (two throwaway ``sshd``: a target and a ``-J`` jump host), alternates the two so that
+Starts the broker path (``assist-broker serve`` + the real helper, recording on; once with
+reverse links, the default, and once with ``helper_link=nested`` unless ``--no-nested``) and the
+baseline (two throwaway ``sshd``: a target and a ``-J`` jump host), alternates them so that
 ratios come from the same minutes, and prints a table (and JSON with ``--json FILE``):
 
 - bulk ``ssh ... 'cat > /dev/null'`` and sftp upload of ``--mib`` MiB: MB/s and ratio;
@@ -49,21 +50,33 @@ def machine() -> str:
     return f"{platform.machine()}, {cpus} CPUs ({model}), Python {platform.python_version()}"
 
 
-def paths(args: argparse.Namespace, root: Path) -> tuple[BrokerPath, Baseline, str]:
-    broker = BrokerPath(root / "broker").start()
-    ticket = broker.ticket()
-    broker.connect_helper(ticket)
-    baseline = Baseline.start(root / "openssh")
-    return broker, baseline, ticket
+def paths(
+    args: argparse.Namespace, root: Path
+) -> tuple[dict[str, tuple[BrokerPath, str]], Baseline]:
+    """The broker with reverse links ("broker"), with nested connections ("nested", unless
+    ``--no-nested``), and the baseline."""
+    brokers: dict[str, tuple[BrokerPath, str]] = {}
+    for name, link in (("broker", "reverse"), ("nested", "nested")):
+        if name == "nested" and not args.nested:
+            continue
+        broker = BrokerPath(root / name, helper_link=link).start()
+        ticket = broker.ticket()
+        broker.connect_helper(ticket)
+        brokers[name] = (broker, ticket)
+    return brokers, Baseline.start(root / "openssh")
 
 
 def relay_figures(
-    args: argparse.Namespace, broker: BrokerPath, baseline: Baseline, ticket: str, data: Path
+    args: argparse.Namespace,
+    brokers: dict[str, tuple[BrokerPath, str]],
+    baseline: Baseline,
+    data: Path,
 ) -> dict[str, Any]:
     size = data.stat().st_size
     results: dict[str, Any] = {}
-    via = {"broker": broker.ssh_args(ticket), "ssh -J": baseline.ssh_args()}
-    sftp = {"broker": broker.sftp_args(ticket), "ssh -J": baseline.sftp_args()}
+    via = {name: b.ssh_args(ticket) for name, (b, ticket) in brokers.items()}
+    sftp = {name: b.sftp_args(ticket) for name, (b, ticket) in brokers.items()}
+    via["ssh -J"], sftp["ssh -J"] = baseline.ssh_args(), baseline.sftp_args()
     bulk: dict[str, list[float]] = {name: [] for name in via}
     upload: dict[str, list[float]] = {name: [] for name in via}
     for _ in range(args.rounds):  # alternate: the same minutes for both
@@ -168,17 +181,22 @@ def report(results: dict[str, Any]) -> str:
     r = results
     lines = [f"machine: {r['machine']}", ""]
     lines.append(f"{'measure':40} {'broker':>12} {'ssh -J':>12} {'ratio':>8}  target")
-    for key, label, target in (
-        ("bulk_mb_s", "bulk cat > /dev/null (MB/s)", ">= 0.8"),
-        ("sftp_mb_s", "sftp upload (MB/s)", ""),
-        ("setup_ms", "setup ssh true, median (ms)", "<= 0.5"),
-    ):
-        broker, base = r[key]["broker"], r[key]["ssh -J"]
-        lines.append(f"{label:40} {broker:>12} {base:>12} {ratio(broker, base):>8}  {target}")
-    for p, target in (("p50", "<= 2"), ("p99", "< 1000 us")):
-        broker, base = r["echo_us"]["broker"][p], r["echo_us"]["ssh -J"][p]
-        label = f"PTY echo {p} (us)"
-        lines.append(f"{label:40} {broker:>12} {base:>12} {ratio(broker, base):>8}  {target}")
+    nested = "nested" in r["bulk_mb_s"]
+    if nested:
+        lines[-1] += "   nested (ratio to ssh -J)"
+    rows: list[tuple[str, Any, str]] = [
+        ("bulk cat > /dev/null (MB/s)", r["bulk_mb_s"], ">= 0.8"),
+        ("sftp upload (MB/s)", r["sftp_mb_s"], ""),
+        ("setup ssh true, median (ms)", r["setup_ms"], "<= 0.5"),
+        ("PTY echo p50 (us)", {k: v["p50"] for k, v in r["echo_us"].items()}, "<= 2"),
+        ("PTY echo p99 (us)", {k: v["p99"] for k, v in r["echo_us"].items()}, "< 1000 us"),
+    ]
+    for label, values, target in rows:
+        broker, base = values["broker"], values["ssh -J"]
+        line = f"{label:40} {broker:>12} {base:>12} {ratio(broker, base):>8}  {target:10}"
+        if nested:
+            line += f" {values['nested']:>8} ({ratio(values['nested'], base)})"
+        lines.append(line)
     lines.append("")
     rec = r.get("recording", {})
     if rec:
@@ -216,6 +234,12 @@ def main() -> int:
     parser.add_argument("--tunnels", default="100,500,1000", help="idle tunnel counts")
     parser.add_argument("--sessions", default="10,50,200", help="active recorded sessions")
     parser.add_argument("--codes", type=int, default=500, help="codes to redeem per store")
+    parser.add_argument(
+        "--no-nested",
+        dest="nested",
+        action="store_false",
+        help="leave out the broker with nested connections (helper_link=nested)",
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine()}
@@ -226,9 +250,10 @@ def main() -> int:
             chunk = os.urandom(1024 * 1024)
             for _ in range(args.mib):
                 out.write(chunk)
-        broker, baseline, ticket = paths(args, root)
+        brokers, baseline = paths(args, root)
+        broker = brokers["broker"][0]
         try:
-            results.update(relay_figures(args, broker, baseline, ticket, data))
+            results.update(relay_figures(args, brokers, baseline, data))
             counts = [int(n) for n in args.tunnels.split(",") if n.strip()]
             if counts:
                 results["tunnels"] = asyncio.run(tunnel_figures(broker, counts))
@@ -236,7 +261,8 @@ def main() -> int:
             if active:
                 results["active"] = asyncio.run(active_figures(broker, active))
         finally:
-            broker.stop()
+            for path, _ in brokers.values():
+                path.stop()
             baseline.stop()
         unrecorded = BrokerPath(root / "no-input", record_input=False).start()
         try:

@@ -38,6 +38,8 @@ def proc_status(pid: int) -> dict[str, int]:
 class BrokerPath:
     folder: Path
     record_input: bool = True
+    #: settings.helper_link: "reverse" (the default) or "nested"
+    helper_link: str = "reverse"
     #: picked by the broker (port 0) and read from its banner: no race for a free port
     ssh_port: int = 0
     http_port: int = 0
@@ -56,6 +58,7 @@ class BrokerPath:
             **os.environ,
             "ASSIST_LOG_LEVEL": "warning",
             "ASSIST_RECORD_INPUT": "true" if self.record_input else "false",
+            "ASSIST_HELPER_LINK": self.helper_link,
         }
         self.proc = subprocess.Popen(
             [

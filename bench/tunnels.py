@@ -74,22 +74,32 @@ async def open_tunnel(
     if serve is None:
         await conn.forward_remote_port("session", 22, "127.0.0.1", 9)  # the helper's forward
         return conn
+    from agent_client.links import Link
     from agent_client.server import HelperServer
     from broker.session.policy import Scope
 
     scope = Scope.parse(consented["scope"])
-    await asyncssh.listen(
-        tunnel=conn,
-        host="session",
-        port=22,
-        server_factory=lambda: HelperServer(scope, lambda _kind, _detail: None),
-        server_host_keys=[serve],
-        authorized_client_keys=asyncssh.import_authorized_keys(hello["relay_key"] + "\n"),
-        encoding=None,
-        agent_forwarding=False,
-        x11_forwarding=False,
-        allow_scp=False,
+    link = Link(conn, writer, reader)
+    await link.serve(
+        str(hello.get("link", "nested")),
+        lambda: HelperServer(scope, lambda _kind, _detail: None),
+        {
+            "server_host_keys": [serve],
+            "authorized_client_keys": asyncssh.import_authorized_keys(hello["relay_key"] + "\n"),
+            "encoding": None,
+            "agent_forwarding": False,
+            "x11_forwarding": False,
+            "allow_scp": False,
+        },
     )
+
+    async def follow() -> None:  # the broker asks for a reverse link per engineer login
+        while line := await reader.readline():
+            message = json.loads(line)
+            if message.get("type") == "link":
+                link.dial(message["nonce"])
+
+    conn.follower = asyncio.ensure_future(follow())  # type: ignore[attr-defined]
     return conn
 
 

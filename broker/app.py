@@ -7,7 +7,6 @@ import socket
 import ssl
 from dataclasses import dataclass
 
-import asyncssh
 import structlog
 from aiohttp import web
 
@@ -28,6 +27,7 @@ from broker.sinks.recorder import RecorderSink
 from broker.store.db import Store
 from broker.transport.context import Context
 from broker.transport.keys import BrokerKeys
+from broker.transport.listener import SharedListener
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
 from broker.web.app import create_app
@@ -55,7 +55,7 @@ class Broker:
         self.keys: BrokerKeys | None = None
         self.ctx: Context | None = None
         self.tunnels = TunnelRegistry()
-        self._server: asyncssh.SSHAcceptor | None = None
+        self._server: SharedListener | None = None
         self._http: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []
         self.checkpointer: Checkpointer | None = None

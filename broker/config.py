@@ -72,6 +72,10 @@ class Settings:
     keepalive_interval: float = 15.0
     #: a connection that has not logged in by then is dropped
     login_timeout: float = 60.0
+    #: how the broker reaches a helper's embedded server: ``reverse`` (the helper dials a second
+    #: connection and is its SSH server; one encryption layer) or ``nested`` (an SSH connection
+    #: inside a channel of the helper's own; two layers, measured slower by python -m bench.hops)
+    helper_link: str = "reverse"
     #: recordings of shell and exec channels (default DATA_DIR/recordings)
     recordings_dir: Path | None = None
     #: keep what engineers type in recordings (else only output, and the audit says so)
@@ -115,6 +119,8 @@ class Settings:
         return self.ssh_host
 
 
+HELPER_LINKS = ("reverse", "nested")
+
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
 
 
@@ -122,6 +128,10 @@ def _coerce(name: str, value: Any) -> Any:
     kind = _FIELDS[name].type
     if name in ("data_dir", "recordings_dir", "http_tls_cert", "http_tls_key"):
         return Path(value)
+    if name == "helper_link":
+        if value not in HELPER_LINKS:
+            raise ConfigError(f"helper_link must be reverse or nested, got {value!r}")
+        return str(value)
     if name == "record_input":
         if isinstance(value, bool):
             return value

@@ -1,4 +1,4 @@
-"""The relay: terminates an engineer's session channel and carries it over the nested
+"""The relay: terminates an engineer's session channel and carries it over the broker's own
 connection to the customer's helper, byte for byte, with backpressure both ways.
 
 Engineer -> helper: data, EOF (half-close), window-change, signals, break.
@@ -8,6 +8,7 @@ Each side's ``pause_writing``/``resume_writing`` drives the other side's reading
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,12 @@ log = structlog.get_logger(__name__)
 BROKER_EXIT = 255
 #: engineer input held while the channel opens; beyond it the engineer's side is paused
 PENDING_LIMIT = 256 * 1024
+#: seconds a channel whose helper end was lost waits for the broker to notice a drop
+UPSTREAM_LOST_WAIT = 2.0
+UPSTREAM_LOST = (
+    "The connection to the customer's computer was lost. Run the same command again; if it "
+    "fails, the customer's helper may have stopped."
+)
 
 
 class RelaySession(asyncssh.SSHServerSession[bytes]):
@@ -47,6 +54,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.term_size: tuple[int, int, int, int] | None = None
         self.term_modes: dict[int, int] = {}
         self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
+        #: the helper's end went with its connection; waiting to learn whether it dropped
+        self.upstream_lost = False
         self.ref: ChannelRef | None = None
         self._pending: list[bytes] = []
         self._pending_eof = False
@@ -75,7 +84,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return (
             self.kind == "shell"
             and self.term_type is not None
-            and self.upstream is not None
+            and (self.upstream is not None or self.upstream_lost)
             and self.chan is not None
         )
 
@@ -278,12 +287,22 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         if self.chan is not None:
             self.chan.write_eof()
 
-    def upstream_closed(self) -> None:
+    def upstream_closed(self, lost: bool = False) -> None:
+        """The helper's end closed; ``lost`` when it went with its connection (a reverse link
+        that broke) rather than being closed by the helper."""
         self.upstream = None
         for observer in list(self.observers):
             observer.driver_ended()
         self.upstream_gate.attach(None)
         if self.chan is None:
+            return
+        if lost and self.exit_status is None and self.exit_signal is None:
+            # A killed or cut-off helper takes its own connection down at the same moment:
+            # give the broker a moment to notice, so the engineer reads why (and how to
+            # come back) from the session's drop rather than from a bare hang-up.
+            self.upstream_lost = True
+            loop = asyncio.get_running_loop()
+            loop.call_later(UPSTREAM_LOST_WAIT, self._upstream_lost)
             return
         self.reason = self.reason or "exit"
         if self.exit_signal is not None:
@@ -292,6 +311,11 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.chan.exit(self.exit_status)
         else:
             self.chan.close()
+
+    def _upstream_lost(self) -> None:
+        if self.chan is not None:  # no drop was noticed: the link alone broke
+            self.reason = self.reason or "lost"
+            self.stop(UPSTREAM_LOST)
 
     # --- ending ----------------------------------------------------------------------------
 
@@ -356,4 +380,4 @@ class Upstream(asyncssh.SSHClientSession[bytes]):
         self.relay.engineer_gate.resume()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.upstream_closed()
+        self.relay.upstream_closed(lost=exc is not None)

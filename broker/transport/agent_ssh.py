@@ -26,7 +26,7 @@ from broker.store import queries as q
 from broker.transport.context import Context
 from broker.transport.control import ControlSession
 from broker.transport.joins import Attendance
-from broker.transport.nested import VirtualListener, connect_nested
+from broker.transport.nested import HelperLinks, VirtualListener
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +67,7 @@ class AgentEdge:
         #: set once this edge handed its session over to the drop (or to a resumed edge)
         self.abandoned = False
         self.control: ControlSession | None = None
+        self.links = HelperLinks(ctx, conn, self._send)
         self.attendance: Attendance | None = None
         self.tried = False
         #: SSH keys offered for user "agent" (someone trying to log in to the broker itself)
@@ -144,6 +145,7 @@ class AgentEdge:
                 "scope": facts.scope,
                 "scope_text": Scope.parse(facts.scope).describe(),
                 "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
+                "link": self.ctx.settings.helper_link,
             }
         )
         self._worker = self.ctx.spawn(
@@ -162,6 +164,7 @@ class AgentEdge:
                 "session": live.id,
                 "scope": str(live.granted),
                 "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
+                "link": self.ctx.settings.helper_link,
                 "gap_seconds": round(live.gap(), 1),
                 # the next way back; the token just used stays valid until the forward is up
                 "resume": live.new_resume_token(),
@@ -280,6 +283,7 @@ class AgentEdge:
         if self.control is not None:
             self.control.send(message)
             self.control.close()
+        self.links.close()
         self.conn.close()
 
     # --- the virtual forward and nested connections ----------------------------------------
@@ -316,16 +320,10 @@ class AgentEdge:
             self.ctx.spawn(self._end("customer"), None, self.log_context)
 
     async def open_nested(self, username: str) -> asyncssh.SSHClientConnection:
-        """A nested connection to the helper's embedded server for engineer ``username``."""
+        """A connection to the helper's embedded server for engineer ``username``."""
         live = self.live
         assert live is not None and live.helper_host_key is not None
-        return await connect_nested(
-            self.conn,
-            live.helper_host_key,
-            self.ctx.keys.relay_key,
-            username,
-            self.ctx.settings.keepalive_interval,
-        )
+        return await self.links.open(live.helper_host_key, username)
 
     def key_offered(self, fingerprint: str) -> None:
         if fingerprint not in self.offered_keys and len(self.offered_keys) < 10:
@@ -357,6 +355,7 @@ class AgentEdge:
             self._log.exception("audit_write_failed", action="engineer.auth_failed")
 
     def _lost(self) -> None:
+        self.links.close()
         if self.attendance is not None:
             self.attendance.unanswerable()
         # Let the worker finish what it is doing (recording a decline, an end), then stop.

@@ -15,6 +15,7 @@ from broker.relay.dispatch import Dispatcher
 from broker.session.manager import SessionManager
 from broker.store.db import Store
 from broker.transport.keys import BrokerKeys
+from broker.transport.links import LinkWaiters
 
 #: AES-GCM only. OpenSSH clients prefer chacha20-poly1305, which asyncssh runs more slowly:
 #: offering only GCM (in every OpenSSH since 6.2; constant-time with AES-NI) made a keystroke
@@ -39,6 +40,8 @@ class Context:
     dispatcher: Dispatcher
     metrics: Metrics | None = None
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    #: reverse links the broker asked helpers for, waiting for their sockets
+    links: LinkWaiters = field(default_factory=LinkWaiters)
 
     def spawn(
         self,

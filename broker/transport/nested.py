@@ -1,19 +1,27 @@
-"""The helper's one forward and the nested connections through it.
+"""The broker's client connections to the helper's embedded server, one per engineer login.
 
 The helper asks to forward ``session:22``; the broker answers with a :class:`VirtualListener`,
-which opens no port. Each engineer login then gets its own SSH client connection to the
-helper's embedded server, carried as a channel of the helper's own connection: the helper's
-host key (sent over the control channel at consent) is pinned, the broker's relay key logs in.
+which opens no port: the forward says the helper is ready, and its cancellation that the
+customer ended. The connections themselves come two ways (``settings.helper_link``):
+
+- ``reverse`` (the default): over a reverse link the helper dials for it (see ``links``);
+- ``nested``: carried as a channel of the helper's own connection, so two encryption layers.
+
+Either way the helper's host key (sent over the control channel at consent) is pinned and the
+broker's relay key logs in.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from collections.abc import Callable
+from typing import Any
 
 import asyncssh
 
 from broker.session.model import FORWARD_HOST, FORWARD_PORT
-from broker.transport.context import CIPHERS
+from broker.transport.context import CIPHERS, Context
 
 
 class VirtualListener(asyncssh.SSHListener):
@@ -30,18 +38,11 @@ class VirtualListener(asyncssh.SSHListener):
         return None
 
 
-async def connect_nested(
-    helper: asyncssh.SSHServerConnection,
-    helper_host_key: str,
-    relay_key: asyncssh.SSHKey,
-    username: str,
-    keepalive_interval: float,
-) -> asyncssh.SSHClientConnection:
-    """A new connection to the helper's embedded server, as ``username`` (the engineer)."""
-    return await asyncssh.connect(
-        FORWARD_HOST,
-        FORWARD_PORT,
-        tunnel=helper,
+def client_options(
+    helper_host_key: str, relay_key: asyncssh.SSHKey, username: str, keepalive_interval: float
+) -> asyncssh.SSHClientConnectionOptions:
+    """Log in as ``username`` (the engineer) with the relay key, to the pinned host key only."""
+    return asyncssh.SSHClientConnectionOptions(
         username=username,
         client_keys=[relay_key],
         known_hosts=([asyncssh.import_public_key(helper_host_key)], [], []),
@@ -52,3 +53,66 @@ async def connect_nested(
         compression_algs=None,
         keepalive_interval=keepalive_interval,
     )
+
+
+async def connect_nested(
+    helper: asyncssh.SSHServerConnection, options: asyncssh.SSHClientConnectionOptions
+) -> asyncssh.SSHClientConnection:
+    """A connection carried as a channel of the helper's own connection (two layers)."""
+    return await asyncssh.connect(
+        FORWARD_HOST, FORWARD_PORT, tunnel=helper, options=options, config=None
+    )
+
+
+async def connect_link(
+    sock: socket.socket, options: asyncssh.SSHClientConnectionOptions, timeout: float
+) -> asyncssh.SSHClientConnection:
+    """A connection over a reverse link the helper dialled (one layer)."""
+    return await asyncssh.run_client(sock, options=options, config=None, connect_timeout=timeout)
+
+
+#: how long a helper may take to dial a reverse link it was asked for
+LINK_TIMEOUT = 60.0
+
+
+class HelperLinks:
+    """One helper's embedded-server connections, opened the configured way; when the helper's
+    own connection goes, :meth:`close` takes every one of them along."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        helper: asyncssh.SSHServerConnection,
+        send: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.ctx = ctx
+        self.helper = helper
+        self._send = send
+        self._open: set[asyncssh.SSHClientConnection] = set()
+
+    async def open(self, helper_host_key: str, username: str) -> asyncssh.SSHClientConnection:
+        settings = self.ctx.settings
+        options = client_options(
+            helper_host_key, self.ctx.keys.relay_key, username, settings.keepalive_interval
+        )
+        if settings.helper_link == "nested":
+            return await connect_nested(self.helper, options)
+        nonce, arrived = self.ctx.links.expect()
+        self._send({"type": "link", "nonce": nonce})
+        try:
+            sock = await asyncio.wait_for(arrived, LINK_TIMEOUT)
+        except TimeoutError:
+            raise ConnectionError("the helper did not dial its link in time") from None
+        try:
+            conn = await connect_link(sock, options, LINK_TIMEOUT)
+        except BaseException:
+            sock.close()
+            raise
+        self._open = {c for c in self._open if not c.is_closed()}
+        self._open.add(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self._open:
+            conn.close()
+        self._open.clear()

@@ -4,6 +4,7 @@ or an engineer (user = ticket key, public key); every hook not needed keeps a re
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import asyncssh
@@ -16,6 +17,7 @@ from broker.transport.agent_ssh import AgentEdge
 from broker.transport.channel_guard import guard_channel
 from broker.transport.context import CIPHERS, Context
 from broker.transport.engineer_ssh import EngineerEdge
+from broker.transport.listener import SharedListener
 from broker.tunnels import TunnelRegistry
 
 log = structlog.get_logger(__name__)
@@ -161,12 +163,10 @@ class BrokerSSHServer(asyncssh.SSHServer):
         return False
 
 
-async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> asyncssh.SSHAcceptor:
+async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> SharedListener:
     """Listen on ``settings.ssh_host:ssh_port`` (port 0 picks a free port)."""
     settings = ctx.settings
-    return await asyncssh.listen(
-        settings.ssh_host,
-        settings.ssh_port,
+    options = asyncssh.SSHServerConnectionOptions(
         server_factory=lambda: BrokerSSHServer(ctx, tunnels),
         server_host_keys=[ctx.keys.host_key],
         encryption_algs=list(CIPHERS),
@@ -178,11 +178,15 @@ async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> asyncssh.SS
         login_timeout=settings.login_timeout,
         encoding=None,
         config=None,
-        reuse_address=True,
     )
 
+    def on_link(nonce: bytes, sock: socket.socket, peer: str) -> bool:
+        return ctx.links.arrived(nonce, sock)
 
-async def close_ssh_server(server: asyncssh.SSHAcceptor) -> None:
+    return await SharedListener.bind(settings.ssh_host, settings.ssh_port, options, on_link)
+
+
+async def close_ssh_server(server: SharedListener) -> None:
     server.close()
     try:
         await asyncio.wait_for(server.wait_closed(), 5)

@@ -44,10 +44,11 @@ async def test_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert proc.returncode == 0, text.decode()[-3000:]
     figures = json.loads(out.read_text())
     for key in ("bulk_mb_s", "sftp_mb_s", "setup_ms"):
-        assert set(figures[key]) == {"broker", "ssh -J"} and all(
+        assert set(figures[key]) == {"broker", "nested", "ssh -J"} and all(
             v > 0 for v in figures[key].values()
         )
     assert figures["echo_us"]["broker"]["p50"] > 0
+    assert figures["echo_us"]["nested"]["p99"] > 0
     assert figures["tunnels"]["tunnels_5"]["rss_mib"] > 0
     assert figures["redemptions_per_s"]["sqlite"] > 0
     assert figures["active"]["sessions_2"]["echoed_mb"] > 0

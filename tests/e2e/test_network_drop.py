@@ -24,8 +24,13 @@ from tests.ptydriver import PtyDriver
 
 
 @pytest.fixture
-async def dropping(tmp_path: Path) -> AsyncIterator[tuple[BrokerHarness, CuttableProxy]]:
-    harness = await BrokerHarness(tmp_path, session_grace=20.0).start()
+async def dropping(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[BrokerHarness, CuttableProxy]]:
+    """A broker and a proxy in front of it that can cut the helper's connections; with
+    ``@pytest.mark.parametrize("dropping", [...], indirect=True)`` the helper link kind."""
+    link = getattr(request, "param", "reverse")
+    harness = await BrokerHarness(tmp_path, session_grace=20.0, helper_link=link).start()
     proxy = await CuttableProxy(harness.port).start()
     yield harness, proxy
     await proxy.close()
@@ -50,6 +55,7 @@ def cast_events(path: Path) -> list[list[object]]:
     return [json.loads(line) for line in path.read_text().splitlines()[1:]]
 
 
+@pytest.mark.parametrize("dropping", ["reverse", "nested"], indirect=True)
 async def test_shell_survives_a_drop_and_the_engineer_gets_it_back(
     dropping: tuple[BrokerHarness, CuttableProxy],
 ) -> None:

@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import aiohttp
@@ -55,6 +56,14 @@ SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent
 
 async def schemathesis(url: str, token: str, *selection: str) -> str:
     assert SCHEMATHESIS is not None
+    # Its own folder: schemathesis keeps a cache of past crashes (.schemathesis/) in the
+    # working directory and replays them, which would make one run depend on another.
+    with tempfile.TemporaryDirectory(prefix="schemathesis-") as folder:
+        return await _schemathesis(folder, url, token, *selection)
+
+
+async def _schemathesis(folder: str, url: str, token: str, *selection: str) -> str:
+    assert SCHEMATHESIS is not None
     proc = await asyncio.create_subprocess_exec(
         SCHEMATHESIS,
         "run",
@@ -77,6 +86,7 @@ async def schemathesis(url: str, token: str, *selection: str) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"},
+        cwd=folder,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 280)
     text = out.decode(errors="replace")

@@ -1,0 +1,181 @@
+"""The broker's SSH port, shared by SSH logins and helpers' reverse links.
+
+A customer's firewall needs to let out one port only. Each accepted connection is sniffed:
+a helper's reverse link begins with the link preamble (see ``links``); everything else is
+handed to asyncssh as an SSH server connection. SSH clients send their version line as soon
+as they connect (RFC 4253, 4.2), so the sniff costs them nothing; one that waits for the
+server's line first is served as SSH after ``SNIFF_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import asyncssh
+import structlog
+
+from broker.transport.links import MAX_LINE, PREAMBLE
+
+log = structlog.get_logger(__name__)
+
+#: how long a silent new connection may take to show what it is before it is served as SSH
+SNIFF_SECONDS = 0.5
+#: how long a reverse link may take to finish its preamble line
+PREAMBLE_SECONDS = 10.0
+
+
+async def _readable(sock: socket.socket, timeout: float) -> bool:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    fd = sock.fileno()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await asyncio.wait_for(ready, timeout)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+
+
+def _peek(sock: socket.socket) -> bytes | None:
+    """What has arrived so far, left queued; ``None`` when nothing has."""
+    try:
+        seen = sock.recv(MAX_LINE, socket.MSG_PEEK)
+    except (BlockingIOError, InterruptedError):
+        return None
+    if not seen:
+        raise ConnectionResetError("closed before a word")
+    return seen
+
+
+async def sniff(sock: socket.socket) -> bytes | None:
+    """``None`` for SSH; the nonce for a reverse link (its preamble line consumed).
+
+    Each wait ends with a look at the socket itself, so a loop too busy to run the wake-up
+    in time cannot mistake a reverse link for a silent SSH client."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PREAMBLE_SECONDS
+    await _readable(sock, SNIFF_SECONDS)
+    seen = _peek(sock)
+    if seen is None:
+        return None  # silent: a client that waits for the server to speak first
+    while True:
+        if not PREAMBLE.startswith(seen[: len(PREAMBLE)]):
+            return None  # SSH (or something asyncssh will refuse)
+        end = seen.find(b"\n")
+        if end >= 0:
+            line = sock.recv(end + 1)  # exactly the preamble: the SSH bytes stay queued
+            return line[len(PREAMBLE) :].strip()
+        if len(seen) >= MAX_LINE:
+            raise ValueError("preamble too long")
+        if loop.time() >= deadline:
+            raise TimeoutError("preamble not finished")
+        await asyncio.sleep(0.01)  # a partial line: give the rest a moment to arrive
+        seen = _peek(sock) or seen
+
+
+class SharedListener:
+    """Accepts on ``sockets``; SSH connections go to asyncssh with ``options``, reverse links
+    to ``on_link(nonce, sock, peer)``, which returns False when nobody waits for the nonce."""
+
+    def __init__(
+        self,
+        sockets: list[socket.socket],
+        options: asyncssh.SSHServerConnectionOptions,
+        on_link: Callable[[bytes, socket.socket, str], bool],
+    ) -> None:
+        self.sockets = sockets
+        self._options = options
+        self._on_link = on_link
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = asyncio.Event()
+        for sock in sockets:
+            self._spawn(self._accept(sock))
+
+    @classmethod
+    async def bind(
+        cls,
+        host: str,
+        port: int,
+        options: asyncssh.SSHServerConnectionOptions,
+        on_link: Callable[[bytes, socket.socket, str], bool],
+    ) -> SharedListener:
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        sockets: list[socket.socket] = []
+        try:
+            for family, kind, proto, _, address in dict.fromkeys(
+                (i[0], i[1], i[2], "", i[4]) for i in infos
+            ):
+                sock = socket.socket(family, kind, proto)
+                sockets.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(128)
+                sock.setblocking(False)
+        except OSError:
+            for sock in sockets:
+                sock.close()
+            raise
+        return cls(sockets, options, on_link)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, listening: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listening)
+            except OSError as exc:  # out of descriptors, say: keep listening
+                log.warning("accept_failed", error=str(exc))
+                await asyncio.sleep(0.1)
+                continue
+            self._spawn(self._serve(sock, str(address[0])))
+
+    async def _serve(self, sock: socket.socket, peer: str) -> None:
+        sock.setblocking(False)
+        try:
+            nonce = await sniff(sock)
+        except (OSError, ValueError, TimeoutError) as exc:
+            log.info("connection_dropped_unread", peer=peer, reason=str(exc) or type(exc).__name__)
+            sock.close()
+            return
+        if nonce is not None:
+            if not self._on_link(nonce, sock, peer):
+                log.warning("link_refused", peer=peer, reason="no such link expected")
+                sock.close()
+            return
+        with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+            # It returns once the client logged in (or raises when it did not); the
+            # connection's own callbacks do the rest.
+            await asyncssh.run_server(sock, options=self._options)
+
+    def close(self) -> None:
+        """Stop accepting; connections already handed over live on."""
+        for sock in self.sockets:
+            sock.close()
+        for task in self._tasks:
+            task.cancel()
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)

@@ -1,0 +1,149 @@
+"""How the broker reaches the helper's embedded server: reverse links (the default) or nested
+connections; both with the real helper and the real ssh. The shared SSH port's sniffing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+import asyncssh
+import pytest
+
+from broker.transport.links import PREAMBLE
+from broker.transport.nested import client_options, connect_link
+from tests.harness import SSH, TIMEOUT, BrokerHarness
+
+
+def established_to(pid: int, port: int) -> int:
+    """TCP connections of process ``pid`` whose far end is 127.0.0.1:``port``, established."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        target = os.readlink(f"/proc/{pid}/fd/{fd}") if fd.isdigit() else ""
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port = int(fields[2].split(":")[1], 16)
+        if fields[3] == "01" and remote_port == port and fields[9] in inodes:
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("kind, connections", [("reverse", 2), ("nested", 1)])
+async def test_engineer_reaches_the_customer_either_way(
+    tmp_path: Path, kind: str, connections: int
+) -> None:
+    """With reverse links, an engineer's login makes the helper dial a second connection (it
+    goes when the engineer leaves); nested, everything rides the helper's one connection."""
+    harness = await BrokerHarness(tmp_path, helper_link=kind).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        helper = await harness.connected_helper(ticket)
+        pid = helper.proc.pid
+        assert established_to(pid, harness.port) == 1
+
+        engineer = await asyncio.create_subprocess_exec(
+            *harness.ssh_args(key, ticket),
+            "echo ready; read line; echo got-$line",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert engineer.stdin is not None and engineer.stdout is not None
+        ready = await asyncio.wait_for(engineer.stdout.readline(), TIMEOUT)
+        assert ready == b"ready\n"
+        assert established_to(pid, harness.port) == connections
+
+        engineer.stdin.write(b"ping\n")
+        rest = await asyncio.wait_for(engineer.stdout.read(), TIMEOUT)
+        assert rest == b"got-ping\n"
+        assert await asyncio.wait_for(engineer.wait(), TIMEOUT) == 0
+        await harness.wait_audit(ticket, "channel.closed", exit_status=0)
+
+        async def back_to_one() -> None:
+            while established_to(pid, harness.port) != 1:
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(back_to_one(), TIMEOUT)
+    finally:
+        await harness.stop()
+
+
+async def read_all(reader: asyncio.StreamReader, timeout: float = TIMEOUT) -> bytes:
+    """What the broker sent before it hung up (closed or reset)."""
+    try:
+        return await asyncio.wait_for(reader.read(), timeout)
+    except ConnectionResetError:
+        return b""
+
+
+async def test_a_client_that_waits_for_the_server_is_served_as_ssh(harness: BrokerHarness) -> None:
+    """A client that says nothing first still gets the broker's SSH version line."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    line = await asyncio.wait_for(reader.readline(), TIMEOUT)
+    writer.close()
+    assert line.startswith(b"SSH-2.0-")
+
+
+async def test_unknown_reused_and_overlong_links_are_hung_up(harness: BrokerHarness) -> None:
+    """A reverse link whose nonce nobody waits for gets no SSH and is closed; a nonce works
+    once; a preamble line without an end is closed too. The one waiting keeps waiting."""
+    assert harness.broker.ctx is not None
+    links = harness.broker.ctx.links
+    nonce, arrived = links.expect()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    writer.write(PREAMBLE + b"x" * 43 + b"\n")
+    assert await read_all(reader) == b""  # closed, not a byte of SSH
+    writer.close()
+    assert not arrived.done()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    writer.write(PREAMBLE + b"y" * 200)
+    assert await read_all(reader) == b""
+    writer.close()
+
+    first = socket.create_connection(("127.0.0.1", harness.port))
+    first.sendall(PREAMBLE + nonce.encode() + b"\n")
+    got = await asyncio.wait_for(arrived, TIMEOUT)
+    assert got.getpeername() == first.getsockname()
+    got.close()
+    first.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+    writer.write(PREAMBLE + nonce.encode() + b"\n")
+    assert await read_all(reader) == b""  # used up
+    writer.close()
+    assert len(links) == 0
+
+
+async def test_a_link_with_another_host_key_is_refused(harness: BrokerHarness) -> None:
+    """The broker pins the host key the helper gave at consent: a link served with any other
+    key fails before the broker logs in."""
+    assert harness.broker.ctx is not None and harness.broker.keys is not None
+    ctx = harness.broker.ctx
+    nonce, arrived = ctx.links.expect()
+    pinned = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
+    impostor = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def serve_impostor() -> None:
+        sock = socket.create_connection(("127.0.0.1", harness.port))
+        sock.sendall(PREAMBLE + nonce.encode() + b"\n")
+        sock.setblocking(False)
+        try:
+            await asyncssh.run_server(sock, server_host_keys=[impostor], config=None)
+        except (asyncssh.Error, OSError):
+            pass
+
+    impostor_task = asyncio.create_task(serve_impostor())
+    sock = await asyncio.wait_for(arrived, TIMEOUT)
+    with pytest.raises(asyncssh.HostKeyNotVerifiable):
+        await connect_link(sock, client_options(pinned, ctx.keys.relay_key, "alice", 30), TIMEOUT)
+    await asyncio.wait_for(impostor_task, TIMEOUT)
+
+
+def test_the_ssh_binary_is_there() -> None:
+    assert os.access(SSH, os.X_OK)
