@@ -137,16 +137,18 @@ async def redemptions_per_second(store: Store, data_dir: Path, count: int) -> fl
 
 async def active_sessions(
     port: int, data_dir: Path, count: int, key: asyncssh.SSHKey, seconds: float = 5.0
-) -> int:
+) -> tuple[int, float]:
     """``count`` customers each with a recorded ``cat`` that an engineer keeps echoing 4 KiB
-    messages through for ``seconds``; returns the bytes echoed in all."""
+    messages through for ``seconds``. Returns the bytes echoed in all, and the seconds a new
+    customer took meanwhile to get in (code, consent, forward up): is the broker responsive?"""
     store = Store(f"sqlite+aiosqlite:///{data_dir / 'broker.db'}")
     helper_key = asyncssh.generate_private_key("ssh-ed25519")
     public = helper_key.export_public_key().decode().strip()
     try:
-        pairs = await issue_codes(store, data_dir, count, "bench", "shell,exec")
+        pairs = await issue_codes(store, data_dir, count + 1, "bench", "shell,exec")
     finally:
         await store.close()
+    pairs, (_, newcomer_code) = pairs[:-1], pairs[-1]
     tunnels = [await open_tunnel(port, code, public, serve=helper_key) for _, code in pairs]
     message = b"x" * 4096
     deadline = time.monotonic() + seconds
@@ -169,8 +171,16 @@ async def active_sessions(
             writer.write_eof()
             return moved
 
+    async def newcomer() -> float:
+        await asyncio.sleep(min(1.0, seconds / 2))  # the load is on
+        start = time.perf_counter()
+        tunnels.append(await open_tunnel(port, newcomer_code, public))
+        return time.perf_counter() - start
+
     try:
-        return sum(await asyncio.gather(*(echo(ticket) for ticket, _ in pairs)))
+        late = asyncio.ensure_future(newcomer())
+        moved = sum(await asyncio.gather(*(echo(ticket) for ticket, _ in pairs)))
+        return moved, await late
     finally:
         for tunnel in tunnels:
             tunnel.close()

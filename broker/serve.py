@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import sys
 
@@ -39,6 +40,9 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(signum, stop.set)
     try:
         listening = await broker.start()
+        # Everything loaded so far lives as long as the process: keep it out of the
+        # collector's generations, so a full collection does not walk it mid-session.
+        gc.freeze()
         scheme = "https" if settings.http_tls_cert else "http"
         print(
             banner(

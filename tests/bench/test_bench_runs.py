@@ -52,4 +52,5 @@ async def test_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert figures["tunnels"]["tunnels_5"]["rss_mib"] > 0
     assert figures["redemptions_per_s"]["sqlite"] > 0
     assert figures["active"]["sessions_2"]["echoed_mb"] > 0
+    assert figures["active"]["sessions_2"]["newcomer_s"] > 0
     assert b"PTY echo p50" in text
