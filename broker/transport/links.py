@@ -8,8 +8,9 @@ key the helper sent at consent, and logs in with its relay key, which is all the
 server accepts.
 
 One encryption layer on the broker-helper hop instead of two (the nested design carries the
-connection inside a channel of the helper's own): ``python -m bench.hops`` measured echo round
-trips 2.4x and bulk 3.5x faster on that hop.
+connection inside a channel of the helper's own): ``python -m bench.hops`` measured that hop's
+one-byte round trip 1.6x faster (189 against 311 us) and its bulk 2.8x faster (617 against
+222 MB/s) on a quiet 2-core machine.
 """
 
 from __future__ import annotations
