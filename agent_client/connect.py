@@ -136,6 +136,7 @@ class Helper:
                 "scope": str(offered),
                 "host_key": self._host_key.export_public_key().decode().strip(),
                 "host": host_facts(),
+                "link": self.link_kind,  # how this helper lets the broker reach it
             },
         )
         reply = await read_message(reader)

@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncssh
 
+from agent_client.control import send
+
 #: what the broker's port recognises a reverse link by (see broker.transport.links)
 PREAMBLE = b"ASSIST-LINK "
 #: the most links open at once; the broker opens one per engineer login
@@ -25,9 +27,16 @@ DIAL_SECONDS = 60.0
 
 
 class ReverseLinks:
-    def __init__(self, address: tuple[str, int], options: asyncssh.SSHServerConnectionOptions):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        options: asyncssh.SSHServerConnectionOptions,
+        on_failed: Callable[[str, str], None] = lambda _nonce, _reason: None,
+    ) -> None:
         self.address = address
         self.options = options
+        #: told (nonce, reason) when a link could not be dialled, so the broker stops waiting
+        self.on_failed = on_failed
         #: set when the helper lost the broker: shells on the links are parked, not hung up
         self.dropped = False
         self._conns: set[asyncssh.SSHServerConnection] = set()
@@ -52,8 +61,10 @@ class ReverseLinks:
                 await loop.sock_connect(sock, address)
                 await loop.sock_sendall(sock, PREAMBLE + nonce.encode("ascii") + b"\n")
                 conn = await asyncssh.run_server(sock, options=self.options)
-        except (OSError, asyncssh.Error, TimeoutError, UnicodeError):
-            sock.close()  # the broker waits in vain, gives up and tells the engineer
+        except (OSError, asyncssh.Error, TimeoutError, UnicodeError) as exc:
+            sock.close()
+            if not self.dropped:
+                self.on_failed(nonce, str(exc) or type(exc).__name__)
             return
         self._conns = {c for c in self._conns if not c.is_closed()}
         self._conns.add(conn)
@@ -114,6 +125,9 @@ class Link:
             self.reverse = ReverseLinks(
                 (str(peer[0]), int(peer[1])),
                 asyncssh.SSHServerConnectionOptions(server_factory=server, **options),
+                lambda nonce, reason: send(
+                    self.writer, {"type": "link_failed", "nonce": nonce, "reason": reason[:200]}
+                ),
             )
             self.listener = await self.conn.create_server(refuse_forwarded, "session", 22)
             return

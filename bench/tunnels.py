@@ -48,11 +48,16 @@ class _Client(asyncssh.SSHClient):
 
 
 async def open_tunnel(
-    port: int, code: str, host_key: str, serve: asyncssh.SSHKey | None = None
+    port: int,
+    code: str,
+    host_key: str,
+    serve: asyncssh.SSHKey | None = None,
+    links: bool = True,
 ) -> asyncssh.SSHClientConnection:
     """A customer's connection up to its forward. With ``serve`` (the private key of
     ``host_key``), the helper's real embedded server answers engineers on it (echo commands
-    run as processes, as in the helper); without, the forward leads nowhere (an idle tunnel)."""
+    run as processes, as in the helper); without, the forward leads nowhere (an idle tunnel).
+    ``links=False`` behaves like a helper that predates reverse links (it never mentions them)."""
     conn = await asyncssh.connect(
         "127.0.0.1",
         port,
@@ -67,10 +72,15 @@ async def open_tunnel(
     writer, reader, _ = await conn.open_session(subsystem="assist-control", encoding="utf-8")
     hello = json.loads(await reader.readline())
     assert hello["type"] == "hello", hello
-    writer.write(json.dumps({"type": "consent", "host_key": host_key, "host": {}}) + "\n")
+    consent = {"type": "consent", "host_key": host_key, "host": {}}
+    kind = str(hello.get("link", "nested")) if links else "nested"
+    if links:
+        consent["link"] = kind
+    writer.write(json.dumps(consent) + "\n")
     consented = json.loads(await reader.readline())
     assert consented["type"] == "consented", consented
     conn.control = writer  # type: ignore[attr-defined]  # to say "end" later
+    conn.control_reader = reader  # type: ignore[attr-defined]
     if serve is None:
         await conn.forward_remote_port("session", 22, "127.0.0.1", 9)  # the helper's forward
         return conn
@@ -81,7 +91,7 @@ async def open_tunnel(
     scope = Scope.parse(consented["scope"])
     link = Link(conn, writer, reader)
     await link.serve(
-        str(hello.get("link", "nested")),
+        kind,
         lambda: HelperServer(scope, lambda _kind, _detail: None),
         {
             "server_host_keys": [serve],

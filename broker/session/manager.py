@@ -86,6 +86,7 @@ class SessionManager:
                     "granted_scope": str(scope),
                     "customer_host": host,
                     "helper_host_key": host_key,
+                    "helper_link": live.helper_link,
                 },
             )
 

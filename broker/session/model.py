@@ -48,6 +48,13 @@ DROPPED_MESSAGE = (
 )
 
 
+def dropped_message(grace: float) -> str:
+    """What engineers read when the helper drops, with the grace period in words."""
+    if grace >= 120 and grace % 60 == 0:
+        return DROPPED_MESSAGE.format(grace=f"{round(grace / 60)} minutes")
+    return DROPPED_MESSAGE.format(grace=f"{round(grace)} seconds")
+
+
 class State(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
@@ -64,6 +71,8 @@ class LiveSession:
     state: State = State.PENDING
     granted: Scope | None = None
     helper_host_key: str | None = None
+    #: how the broker reaches the helper's server, as agreed at consent: "reverse" or "nested"
+    helper_link: str = "nested"
     forwarded: bool = False
     #: engineers the customer let in for the rest of the session (the issuer, by consenting)
     approved: set[str] = field(default_factory=set)

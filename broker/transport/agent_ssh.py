@@ -15,10 +15,10 @@ from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime, Limits
 from broker.session.mail import mail_receipt
 from broker.session.model import (
-    DROPPED_MESSAGE,
     END_MESSAGES,
     LiveSession,
     State,
+    dropped_message,
 )
 from broker.session.policy import Scope, ScopeError
 from broker.session.receipt import build_receipt, receipt_text
@@ -38,12 +38,6 @@ def live_id(facts: Redemption) -> str:
 KBDINT_PROMPT = "Consent code: "
 #: a helper back after a network drop answers the prompt with this prefix and its token
 RESUME_PREFIX = "resume:"
-
-
-def duration_words(seconds: float) -> str:
-    if seconds >= 120 and seconds % 60 == 0:
-        return f"{round(seconds / 60)} minutes"
-    return f"{round(seconds)} seconds"
 
 
 class AgentEdge:
@@ -197,6 +191,8 @@ class AgentEdge:
         if kind == "consent" and live.state is State.PENDING:
             host_key = asyncssh.import_public_key(str(message["host_key"]))
             host = {str(k): str(v)[:200] for k, v in dict(message.get("host") or {}).items()}
+            reverse = message.get("link") == "reverse" == self.ctx.settings.helper_link
+            live.helper_link = "reverse" if reverse else "nested"  # a helper says what it can
             await self.ctx.manager.consented(
                 live, message.get("scope"), host_key.export_public_key().decode().strip(), host
             )
@@ -218,6 +214,8 @@ class AgentEdge:
             await self.ctx.manager.declined(live)
         elif kind == "end":
             await self._end("customer")
+        elif kind == "link_failed":
+            self.ctx.links.failed(str(message["nonce"]), str(message.get("reason", "")))
         elif kind == "join_answer" and self.attendance is not None:
             self.attendance.answered(message)
         elif kind == "who" and self.attendance is not None and self.control is not None:
@@ -323,7 +321,7 @@ class AgentEdge:
         """A connection to the helper's embedded server for engineer ``username``."""
         live = self.live
         assert live is not None and live.helper_host_key is not None
-        return await self.links.open(live.helper_host_key, username)
+        return await self.links.open(live.helper_link, live.helper_host_key, username)
 
     def key_offered(self, fingerprint: str) -> None:
         if fingerprint not in self.offered_keys and len(self.offered_keys) < 10:
@@ -384,7 +382,7 @@ class AgentEdge:
         self.abandoned = True
         self._unregister_end()
         grace = self.ctx.settings.session_grace
-        message = DROPPED_MESSAGE.format(grace=duration_words(grace))
+        message = dropped_message(grace)
         if self.attendance is not None:
             for edge in list(self.attendance.engineers):
                 shells = edge.open_shells()

@@ -26,6 +26,10 @@ PREAMBLE = b"ASSIST-LINK "
 MAX_LINE = 96
 
 
+class LinkFailed(Exception):
+    """The helper said it could not dial a link; the message is its reason (its own words)."""
+
+
 class LinkWaiters:
     """Nonces handed to helpers, each waiting for the one socket that presents it.
 
@@ -51,6 +55,12 @@ class LinkWaiters:
             return False
         waiting.set_result(sock)
         return True
+
+    def failed(self, nonce: str, reason: str) -> None:
+        """The helper could not dial the link for ``nonce``: its waiter learns at once."""
+        waiting = self._waiting.pop(hashlib.sha256(nonce.encode()).digest(), None)
+        if waiting is not None and not waiting.done():
+            waiting.set_exception(LinkFailed(reason))
 
     def __len__(self) -> int:
         return len(self._waiting)

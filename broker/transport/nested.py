@@ -19,9 +19,14 @@ from collections.abc import Callable
 from typing import Any
 
 import asyncssh
+import structlog
 
+from broker.errors import BrokerError
 from broker.session.model import FORWARD_HOST, FORWARD_PORT
 from broker.transport.context import CIPHERS, Context
+from broker.transport.links import LinkFailed
+
+log = structlog.get_logger(__name__)
 
 
 class VirtualListener(asyncssh.SSHListener):
@@ -73,6 +78,14 @@ async def connect_link(
 
 #: how long a helper may take to dial a reverse link it was asked for
 LINK_TIMEOUT = 60.0
+LINK_LATE = (
+    "The customer's helper did not connect back to the broker in time; it may have stopped. "
+    "Try again in a moment."
+)
+LINK_FAILED = (
+    "The customer's helper could not open a second connection to the broker; their network "
+    "may let only one through. An admin can set helper_link = nested on the broker."
+)
 
 
 class HelperLinks:
@@ -90,19 +103,24 @@ class HelperLinks:
         self._send = send
         self._open: set[asyncssh.SSHClientConnection] = set()
 
-    async def open(self, helper_host_key: str, username: str) -> asyncssh.SSHClientConnection:
-        settings = self.ctx.settings
+    async def open(
+        self, kind: str, helper_host_key: str, username: str
+    ) -> asyncssh.SSHClientConnection:
+        """A connection to the helper's server, the ``kind`` of way agreed at consent."""
         options = client_options(
-            helper_host_key, self.ctx.keys.relay_key, username, settings.keepalive_interval
+            helper_host_key, self.ctx.keys.relay_key, username, self.ctx.settings.keepalive_interval
         )
-        if settings.helper_link == "nested":
+        if kind != "reverse":
             return await connect_nested(self.helper, options)
         nonce, arrived = self.ctx.links.expect()
         self._send({"type": "link", "nonce": nonce})
         try:
             sock = await asyncio.wait_for(arrived, LINK_TIMEOUT)
         except TimeoutError:
-            raise ConnectionError("the helper did not dial its link in time") from None
+            raise BrokerError(LINK_LATE, code="link_failed") from None
+        except LinkFailed as exc:
+            log.warning("link_failed", reason=str(exc)[:200])
+            raise BrokerError(LINK_FAILED, code="link_failed") from None
         try:
             conn = await connect_link(sock, options, LINK_TIMEOUT)
         except BaseException:

@@ -4,6 +4,7 @@ connections; both with the real helper and the real ssh. The shared SSH port's s
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from bench.tunnels import open_tunnel
 from broker.transport.links import PREAMBLE
 from broker.transport.nested import client_options, connect_link
 from tests.harness import SSH, TIMEOUT, BrokerHarness
@@ -147,3 +149,55 @@ async def test_a_link_with_another_host_key_is_refused(harness: BrokerHarness) -
 
 def test_the_ssh_binary_is_there() -> None:
     assert os.access(SSH, os.X_OK)
+
+
+async def test_a_helper_that_knows_no_links_is_reached_nested(harness: BrokerHarness) -> None:
+    """A helper whose consent does not mention links (one older than them) gets the nested
+    design, and the audit says which way the broker reached it."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    code = await harness.code(ticket)
+    helper_key = asyncssh.generate_private_key("ssh-ed25519")
+    public = helper_key.export_public_key().decode().strip()
+    tunnel = await open_tunnel(harness.port, code, public, serve=helper_key, links=False)
+    try:
+        consented = await harness.wait_audit(ticket, "session.consented")
+        assert consented["helper_link"] == "nested"
+        result = await harness.ssh(key, ticket, "echo through-nested")
+        assert result.status == 0 and result.stdout == b"through-nested\n"
+    finally:
+        tunnel.close()
+
+
+async def test_a_link_the_helper_cannot_dial_is_told_at_once(harness: BrokerHarness) -> None:
+    """When the helper reports that it could not connect back, the engineer reads why within
+    seconds, not after the link timeout, and the refusal is audited."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    code = await harness.code(ticket)
+    public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    tunnel = await open_tunnel(harness.port, code, public)  # a helper that answers no links
+    try:
+        control = tunnel.control  # type: ignore[attr-defined]
+        reader = tunnel.control_reader  # type: ignore[attr-defined]
+
+        async def refuse_links() -> None:
+            while line := await reader.readline():
+                message = json.loads(line)
+                if message.get("type") == "link":
+                    control.write(
+                        json.dumps(
+                            {"type": "link_failed", "nonce": message["nonce"], "reason": "test"}
+                        )
+                        + "\n"
+                    )
+
+        refusing = asyncio.create_task(refuse_links())
+        result = await harness.ssh(key, ticket, "true", timeout=10)
+        refusing.cancel()
+        assert result.status == 255
+        assert b"could not open a second connection to the broker" in result.stderr
+        refused = await harness.wait_audit(ticket, "channel.refused")
+        assert "could not open a second connection" in str(refused["reason"])
+    finally:
+        tunnel.close()
