@@ -208,6 +208,14 @@ class Helper:
             "agent_forwarding": False,
             "x11_forwarding": False,
             "allow_scp": False,
+            # the broker's relay key is the only way in: no GSS, host-based, password or
+            # keyboard-interactive login, whatever this Python happens to have installed
+            "gss_host": None,
+            "gss_kex": False,
+            "gss_auth": False,
+            "host_based_auth": False,
+            "password_auth": False,
+            "kbdint_auth": False,
         }
 
         def server() -> HelperServer:

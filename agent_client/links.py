@@ -43,8 +43,11 @@ class ReverseLinks:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def dial(self, nonce: str) -> None:
-        if self.dropped or len(self._tasks) + len(self._conns) >= MOST:
-            return  # the broker gives up on it and tells the engineer
+        if self.dropped:
+            return  # the broker is gone: nobody waits for it
+        if len(self._tasks) + len(self) >= MOST:
+            self.on_failed(nonce, f"this helper keeps at most {MOST} links open")
+            return
         task = asyncio.get_running_loop().create_task(self._dial(nonce))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -66,7 +69,10 @@ class ReverseLinks:
             if not self.dropped:
                 self.on_failed(nonce, str(exc) or type(exc).__name__)
             return
-        self._conns = {c for c in self._conns if not c.is_closed()}
+        except BaseException:  # cancelled: the helper is hanging up
+            sock.close()
+            raise
+        len(self)  # forget the closed ones
         self._conns.add(conn)
         if self.dropped:
             conn.close()
@@ -82,7 +88,8 @@ class ReverseLinks:
         self._conns.clear()
 
     def __len__(self) -> int:
-        return len([c for c in self._conns if not c.is_closed()])
+        self._conns = {c for c in self._conns if not c.is_closed()}
+        return len(self._conns)
 
 
 def refuse_forwarded(_orig_host: str, _orig_port: int) -> Any:
@@ -113,6 +120,10 @@ class Link:
         if self.reverse is not None:
             self.reverse.dial(nonce)
 
+    def _report_failed(self, nonce: str, reason: str) -> None:
+        with contextlib.suppress(OSError, asyncssh.Error):  # the broker may be gone already
+            send(self.writer, {"type": "link_failed", "nonce": nonce, "reason": reason[:200]})
+
     def dropped(self) -> bool:
         return self.reverse is not None and self.reverse.dropped
 
@@ -125,9 +136,7 @@ class Link:
             self.reverse = ReverseLinks(
                 (str(peer[0]), int(peer[1])),
                 asyncssh.SSHServerConnectionOptions(server_factory=server, **options),
-                lambda nonce, reason: send(
-                    self.writer, {"type": "link_failed", "nonce": nonce, "reason": reason[:200]}
-                ),
+                self._report_failed,
             )
             self.listener = await self.conn.create_server(refuse_forwarded, "session", 22)
             return

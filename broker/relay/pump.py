@@ -9,6 +9,7 @@ Each side's ``pause_writing``/``resume_writing`` drives the other side's reading
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
         #: the helper's end went with its connection; waiting to learn whether it dropped
         self.upstream_lost = False
+        self._lost_timer: asyncio.TimerHandle | None = None
         self.ref: ChannelRef | None = None
         self._pending: list[bytes] = []
         self._pending_eof = False
@@ -262,6 +264,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.files.stream.connection_lost(exc)
             self.bytes_in, self.bytes_out = self.files.bytes_in, self.files.bytes_out
         self.chan = None
+        self._cancel_lost_timer()
         self.engineer_gate.attach(None)
         if self.upstream is not None:
             self.upstream.close()
@@ -302,7 +305,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             # come back) from the session's drop rather than from a bare hang-up.
             self.upstream_lost = True
             loop = asyncio.get_running_loop()
-            loop.call_later(UPSTREAM_LOST_WAIT, self._upstream_lost)
+            self._lost_timer = loop.call_later(UPSTREAM_LOST_WAIT, self._upstream_lost)
             return
         self.reason = self.reason or "exit"
         if self.exit_signal is not None:
@@ -313,14 +316,21 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.chan.close()
 
     def _upstream_lost(self) -> None:
+        self._lost_timer = None
         if self.chan is not None:  # no drop was noticed: the link alone broke
             self.reason = self.reason or "lost"
             self.stop(UPSTREAM_LOST)
+
+    def _cancel_lost_timer(self) -> None:
+        if self._lost_timer is not None:
+            self._lost_timer.cancel()
+            self._lost_timer = None
 
     # --- ending ----------------------------------------------------------------------------
 
     def end(self, message: str, reason: str) -> None:
         """The session ended under this channel: tell the engineer, exit non-zero."""
+        self._cancel_lost_timer()
         self.reason = self.reason or reason
         self.stop(message)
         if self.upstream is not None:
@@ -331,8 +341,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             return
         newline = "\r\n" if self.term_type is not None else "\n"
         prefix = newline if self.term_type is not None else ""
-        self.chan.write_stderr(f"{prefix}{message}{newline}".encode())
-        self.chan.exit(BROKER_EXIT)
+        with contextlib.suppress(BrokenPipeError):  # the engineer's side is closing already
+            self.chan.write_stderr(f"{prefix}{message}{newline}".encode())
+            self.chan.exit(BROKER_EXIT)
 
     def _finish(self, reason: str) -> None:
         if self._finished:

@@ -353,7 +353,7 @@ class AgentEdge:
             self._log.exception("audit_write_failed", action="engineer.auth_failed")
 
     def _lost(self) -> None:
-        self.links.close()
+        self.links.close(lost=True)
         if self.attendance is not None:
             self.attendance.unanswerable()
         # Let the worker finish what it is doing (recording a decline, an end), then stop.

@@ -3,14 +3,16 @@
 A customer's firewall needs to let out one port only. Each accepted connection is sniffed:
 a helper's reverse link begins with the link preamble (see ``links``); everything else is
 handed to asyncssh as an SSH server connection. SSH clients send their version line as soon
-as they connect (RFC 4253, 4.2), so the sniff costs them nothing; one that waits for the
-server's line first is served as SSH after ``SNIFF_SECONDS``.
+as they connect (RFC 4253, 4.2: OpenSSH, PuTTY, asyncssh and paramiko do), so the sniff costs
+them nothing; one that waits for the server's line first is served as SSH after
+``SNIFF_SECONDS``, long enough that a helper's preamble delayed by a lost segment is still
+recognised.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import errno
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -23,7 +25,7 @@ from broker.transport.links import MAX_LINE, PREAMBLE
 log = structlog.get_logger(__name__)
 
 #: how long a silent new connection may take to show what it is before it is served as SSH
-SNIFF_SECONDS = 0.5
+SNIFF_SECONDS = 3.0
 #: how long a reverse link may take to finish its preamble line
 PREAMBLE_SECONDS = 10.0
 
@@ -61,27 +63,34 @@ def _peek(sock: socket.socket) -> bytes | None:
 async def sniff(sock: socket.socket) -> bytes | None:
     """``None`` for SSH; the nonce for a reverse link (its preamble line consumed).
 
-    Each wait ends with a look at the socket itself, so a loop too busy to run the wake-up
-    in time cannot mistake a reverse link for a silent SSH client."""
+    The first look ends with a look at the socket itself, so a loop too busy to run the
+    wake-up in time cannot mistake a reverse link for a silent SSH client. Once the bytes can
+    only be a preamble, they are taken off the socket (never past its newline: the SSH bytes
+    behind it stay queued) and the rest is waited for, not polled for, so a slow or stuck
+    sender costs nothing but its socket."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PREAMBLE_SECONDS
     await _readable(sock, SNIFF_SECONDS)
     seen = _peek(sock)
     if seen is None:
         return None  # silent: a client that waits for the server to speak first
+    if not PREAMBLE.startswith(seen[: len(PREAMBLE)]):
+        return None  # SSH (or something asyncssh will refuse)
+    line = b""
     while True:
-        if not PREAMBLE.startswith(seen[: len(PREAMBLE)]):
-            return None  # SSH (or something asyncssh will refuse)
         end = seen.find(b"\n")
         if end >= 0:
-            line = sock.recv(end + 1)  # exactly the preamble: the SSH bytes stay queued
+            line += sock.recv(end + 1)  # exactly up to the newline
+            if not line.startswith(PREAMBLE):
+                raise ValueError("not a preamble")
             return line[len(PREAMBLE) :].strip()
-        if len(seen) >= MAX_LINE:
-            raise ValueError("preamble too long")
-        if loop.time() >= deadline:
+        line += sock.recv(len(seen))  # all of it is preamble
+        if len(line) >= MAX_LINE or not PREAMBLE.startswith(line[: len(PREAMBLE)]):
+            raise ValueError("not a preamble")
+        left = deadline - loop.time()
+        if left <= 0 or not await _readable(sock, left):
             raise TimeoutError("preamble not finished")
-        await asyncio.sleep(0.01)  # a partial line: give the rest a moment to arrive
-        seen = _peek(sock) or seen
+        seen = _peek(sock) or b""
 
 
 class SharedListener:
@@ -119,7 +128,12 @@ class SharedListener:
             for family, kind, proto, _, address in dict.fromkeys(
                 (i[0], i[1], i[2], "", i[4]) for i in infos
             ):
-                sock = socket.socket(family, kind, proto)
+                try:
+                    sock = socket.socket(family, kind, proto)
+                except OSError as exc:
+                    if exc.errno == errno.EAFNOSUPPORT:  # a host without IPv6, say
+                        continue
+                    raise
                 sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 if family == socket.AF_INET6:
@@ -131,6 +145,8 @@ class SharedListener:
             for sock in sockets:
                 sock.close()
             raise
+        if not sockets:
+            raise OSError(errno.EAFNOSUPPORT, f"no address family of {host!r} is supported")
         return cls(sockets, options, on_link)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -150,29 +166,37 @@ class SharedListener:
             self._spawn(self._serve(sock, str(address[0])))
 
     async def _serve(self, sock: socket.socket, peer: str) -> None:
-        sock.setblocking(False)
         try:
+            sock.setblocking(False)
             nonce = await sniff(sock)
         except (OSError, ValueError, TimeoutError) as exc:
             log.info("connection_dropped_unread", peer=peer, reason=str(exc) or type(exc).__name__)
             sock.close()
             return
+        except BaseException:  # cancelled (the broker stops)
+            sock.close()
+            raise
         if nonce is not None:
             if not self._on_link(nonce, sock, peer):
                 log.warning("link_refused", peer=peer, reason="no such link expected")
                 sock.close()
             return
-        with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+        try:
             # It returns once the client logged in (or raises when it did not); the
             # connection's own callbacks do the rest.
             await asyncssh.run_server(sock, options=self._options)
+        except (asyncssh.Error, OSError, TimeoutError) as exc:
+            log.debug("ssh_login_ended", peer=peer, error=str(exc))
+        except BaseException:
+            sock.close()
+            raise
 
     def close(self) -> None:
         """Stop accepting; connections already handed over live on."""
-        for sock in self.sockets:
-            sock.close()
         for task in self._tasks:
             task.cancel()
+        for sock in self.sockets:
+            sock.close()
         self._closed.set()
 
     async def wait_closed(self) -> None:

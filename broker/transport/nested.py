@@ -82,6 +82,8 @@ LINK_LATE = (
     "The customer's helper did not connect back to the broker in time; it may have stopped. "
     "Try again in a moment."
 )
+GONE = "the helper's connection is gone"
+LINK_GONE = "The customer's computer could not be reached; the helper may have stopped."
 LINK_FAILED = (
     "The customer's helper could not open a second connection to the broker; their network "
     "may let only one through. An admin can set helper_link = nested on the broker."
@@ -102,6 +104,9 @@ class HelperLinks:
         self.helper = helper
         self._send = send
         self._open: set[asyncssh.SSHClientConnection] = set()
+        #: links asked for and not yet arrived: failed at once when the helper goes
+        self._asked: set[str] = set()
+        self.closed = False
 
     async def open(
         self, kind: str, helper_host_key: str, username: str
@@ -112,7 +117,10 @@ class HelperLinks:
         )
         if kind != "reverse":
             return await connect_nested(self.helper, options)
+        if self.closed:
+            raise BrokerError(LINK_GONE, code="link_failed")
         nonce, arrived = self.ctx.links.expect()
+        self._asked.add(nonce)
         self._send({"type": "link", "nonce": nonce})
         try:
             sock = await asyncio.wait_for(arrived, LINK_TIMEOUT)
@@ -120,7 +128,10 @@ class HelperLinks:
             raise BrokerError(LINK_LATE, code="link_failed") from None
         except LinkFailed as exc:
             log.warning("link_failed", reason=str(exc)[:200])
-            raise BrokerError(LINK_FAILED, code="link_failed") from None
+            gone = str(exc) == GONE
+            raise BrokerError(LINK_GONE if gone else LINK_FAILED, code="link_failed") from None
+        finally:
+            self._asked.discard(nonce)
         try:
             conn = await connect_link(sock, options, LINK_TIMEOUT)
         except BaseException:
@@ -130,7 +141,15 @@ class HelperLinks:
         self._open.add(conn)
         return conn
 
-    def close(self) -> None:
+    def close(self, lost: bool = False) -> None:
+        """Hang up every link. ``lost`` when the helper's own connection went without a word:
+        the helper then parks its shells (a clean hang-up would end them)."""
+        self.closed = True
+        for nonce in list(self._asked):
+            self.ctx.links.failed(nonce, GONE)
         for conn in self._open:
-            conn.close()
+            if lost:
+                conn.disconnect(asyncssh.DISC_CONNECTION_LOST, "the helper's connection was lost")
+            else:
+                conn.close()
         self._open.clear()

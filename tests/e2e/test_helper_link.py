@@ -60,6 +60,7 @@ async def test_engineer_reaches_the_customer_either_way(
         assert established_to(pid, harness.port) == connections
 
         engineer.stdin.write(b"ping\n")
+        engineer.stdin.close()
         rest = await asyncio.wait_for(engineer.stdout.read(), TIMEOUT)
         assert rest == b"got-ping\n"
         assert await asyncio.wait_for(engineer.wait(), TIMEOUT) == 0
@@ -201,3 +202,47 @@ async def test_a_link_the_helper_cannot_dial_is_told_at_once(harness: BrokerHarn
         assert "could not open a second connection" in str(refused["reason"])
     finally:
         tunnel.close()
+
+
+async def test_a_preamble_in_pieces_or_late_is_still_a_link(harness: BrokerHarness) -> None:
+    """A helper whose first segment was lost or delayed still gets its link: the broker
+    waits for the rest of the line (by readiness, not by polling)."""
+    assert harness.broker.ctx is not None
+    links = harness.broker.ctx.links
+    for first_pause, second_pause in ((0.0, 0.5), (1.0, 0.0)):
+        nonce, arrived = links.expect()
+        line = PREAMBLE + nonce.encode() + b"\n"
+        _, writer = await asyncio.open_connection("127.0.0.1", harness.port)
+        await asyncio.sleep(first_pause)  # the broker must not take the silence for SSH
+        writer.write(line[:7])
+        await writer.drain()
+        await asyncio.sleep(second_pause)
+        writer.write(line[7:] + b"SSH-2.0-after-the-line\r\n")
+        got = await asyncio.wait_for(arrived, TIMEOUT)
+        got.setblocking(True)
+        got.settimeout(TIMEOUT)
+        assert got.recv(100) == b"SSH-2.0-after-the-line\r\n"  # nothing past the newline eaten
+        got.close()
+        writer.close()
+
+
+async def test_links_asked_for_fail_at_once_when_the_helper_goes(harness: BrokerHarness) -> None:
+    """An engineer waiting for a link the helper never dialled is told as soon as the helper's
+    connection goes, not after the link timeout."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    code = await harness.code(ticket)
+    public = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    tunnel = await open_tunnel(harness.port, code, public)  # it never dials a link
+    reader = tunnel.control_reader  # type: ignore[attr-defined]
+    engineer = asyncio.create_task(harness.ssh(key, ticket, "true", timeout=15))
+    while (line := await asyncio.wait_for(reader.readline(), TIMEOUT)) and json.loads(line).get(
+        "type"
+    ) != "link":
+        pass
+    tunnel.abort()  # the helper vanishes
+    result = await engineer
+    assert result.status == 255
+    assert b"could not be reached" in result.stderr or b"dropped" in result.stderr
+    assert harness.broker.ctx is not None
+    assert len(harness.broker.ctx.links) == 0  # the request did not outlive the helper
