@@ -36,7 +36,7 @@ class AdminWorker:
         """Poll for pending requests until cancelled."""
         while True:
             try:
-                await self.poll_once()
+                await self.store.finish(self.poll_once())
             except asyncio.CancelledError:
                 raise
             except Exception:

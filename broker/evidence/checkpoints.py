@@ -53,7 +53,7 @@ class Checkpointer:
         """Keep checkpoints at most ``every`` events apart."""
         while True:
             try:
-                await self.checkpoint(only_if_behind_by=self.every)
+                await self.store.finish(self.checkpoint(only_if_behind_by=self.every))
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -243,8 +243,20 @@ class ConsentCodes:
         except CodeRejected:
             await self._failed("malformed", source, None)
             raise
+        # The claim runs to its end even if the helper hangs up meanwhile (asyncssh then
+        # cancels the login): a claimed code always has its session row and audit event.
+        code, reason, redemption = await self.store.finish(self._claim(digest, source, busy))
+        if redemption is not None:
+            self.counted("redeemed")
+            return redemption
+        await self._failed(reason or "unknown", source, code)
+        raise CodeRejected(MESSAGES[reason or "unknown"], code=reason or "unknown")
+
+    async def _claim(
+        self, digest: bytes, source: str, busy: Callable[[int], bool]
+    ) -> tuple[ConsentCode | None, str | None, Redemption | None]:
         now = utcnow()
-        async with self.store.begin() as db:
+        async with self.store.begin(urgent=True) as db:
             code = await q.find_code(db, digest)
             reason = self._refusal(code, now)
             if code is not None and reason is None and busy(code.ticket_id):
@@ -252,12 +264,8 @@ class ConsentCodes:
             if code is not None and reason is None and not await q.claim_code(db, code, now):
                 reason = "used"  # another helper won the race
             if code is not None and reason is None:
-                redemption = await self._open_session(db, code, source)
-        if code is not None and reason is None:
-            self.counted("redeemed")
-            return redemption
-        await self._failed(reason or "unknown", source, code)
-        raise CodeRejected(MESSAGES[reason or "unknown"], code=reason or "unknown")
+                return code, None, await self._open_session(db, code, source)
+        return code, reason, None
 
     @staticmethod
     def _refusal(code: ConsentCode | None, now: dt.datetime) -> str | None:

@@ -71,7 +71,7 @@ class SessionManager:
     ) -> None:
         scope = live.consent(granted, host_key)
         live.customer_host = dict(host)
-        async with self.store.begin() as db:
+        async with self.store.begin(urgent=True) as db:
             await q.update_session(
                 db, live.id, state=State.ACTIVE.value, granted_scope=str(scope), customer_host=host
             )
@@ -178,7 +178,7 @@ class SessionManager:
             log.info("session_resumed", session=live.id, gap=round(gap, 3))
             return
         live.connected.set()
-        async with self.store.begin() as db:
+        async with self.store.begin(urgent=True) as db:
             await q.update_session(db, live.id, started_at=utcnow())
             await q.append_audit(
                 db,

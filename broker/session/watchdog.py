@@ -39,8 +39,7 @@ class StoreWatchdog:
 
     async def check(self) -> None:
         try:
-            async with self.store.begin() as db:  # a write transaction: writable, not just up
-                await db.execute(text("SELECT 1"))
+            await self.store.finish(self._probe())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -51,6 +50,10 @@ class StoreWatchdog:
         self._failures = 0
         if self._outage is not None:
             await self._recovered()
+
+    async def _probe(self) -> None:
+        async with self.store.begin() as db:  # a write transaction: writable, not just up
+            await db.execute(text("SELECT 1"))
 
     async def _fail_closed(self, error: str) -> None:
         ended = [live for live in self.manager.live()]

@@ -71,4 +71,5 @@ class Served:
                 await asyncio.wait_for(self.proc.wait(), 30)
             except TimeoutError:
                 self.proc.kill()
+                await self.proc.wait()  # reaped, not left to the garbage collector
         await self.store.close()
