@@ -15,7 +15,7 @@ import pytest
 from bench.tunnels import open_tunnel
 from broker.transport.links import PREAMBLE
 from broker.transport.nested import client_options, connect_link
-from tests.harness import SSH, TIMEOUT, BrokerHarness
+from tests.harness import TIMEOUT, BrokerHarness
 
 
 def established_to(pid: int, port: int) -> int:
@@ -146,10 +146,6 @@ async def test_a_link_with_another_host_key_is_refused(harness: BrokerHarness) -
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
         await connect_link(sock, client_options(pinned, ctx.keys.relay_key, "alice", 30), TIMEOUT)
     await asyncio.wait_for(impostor_task, TIMEOUT)
-
-
-def test_the_ssh_binary_is_there() -> None:
-    assert os.access(SSH, os.X_OK)
 
 
 async def test_a_helper_that_knows_no_links_is_reached_nested(harness: BrokerHarness) -> None:
