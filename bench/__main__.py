@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,14 @@ def relay_figures(
     results["setup_ms"] = {
         name: round(measure.setup(args_, args.setup_runs) * 1000, 1) for name, args_ in via.items()
     }
-    echo = {name: measure.pty_echo(args_, args.echoes) for name, args_ in via.items()}
+    echo: dict[str, list[float]] = {}
+    for name, args_ in via.items():
+        try:
+            echo[name] = measure.pty_echo(args_, args.echoes)
+        except EOFError as exc:  # say so, in the output and the figures, and measure again
+            print(f"warning: {name}: {exc}; measuring the echo again", file=sys.stderr)
+            results.setdefault("echo_retried", {})[name] = str(exc)[:500]
+            echo[name] = measure.pty_echo(args_, args.echoes)
     results["echo_us"] = {
         name: {
             "p50": round(statistics.median(v)),

@@ -54,9 +54,12 @@ def _read_until(fd: int, wanted: bytes, timeout: float) -> None:
             raise TimeoutError(f"no {wanted!r} in {seen[-200:]!r}")
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
-            chunk = os.read(fd, 4096)
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # EIO: ssh has exited and its terminal is gone
+                chunk = b""
             if not chunk:
-                raise EOFError(f"ssh ended before {wanted!r}")
+                raise EOFError(f"ssh ended before {wanted!r}; it printed {seen[-300:]!r}")
             seen += chunk
 
 
