@@ -72,7 +72,7 @@ class ReverseLinks:
         except BaseException:  # cancelled: the helper is hanging up
             sock.close()
             raise
-        len(self)  # forget the closed ones
+        self._prune()
         self._conns.add(conn)
         if self.dropped:
             conn.close()
@@ -87,8 +87,11 @@ class ReverseLinks:
                 conn.close()
         self._conns.clear()
 
-    def __len__(self) -> int:
+    def _prune(self) -> None:
         self._conns = {c for c in self._conns if not c.is_closed()}
+
+    def __len__(self) -> int:
+        self._prune()
         return len(self._conns)
 
 

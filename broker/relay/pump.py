@@ -55,8 +55,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.term_size: tuple[int, int, int, int] | None = None
         self.term_modes: dict[int, int] = {}
         self.upstream: asyncssh.SSHClientChannel[bytes] | None = None
-        #: the helper's end went with its connection; waiting to learn whether it dropped
-        self.upstream_lost = False
+        #: set while the helper's end, gone with its connection, waits to learn of a drop
         self._lost_timer: asyncio.TimerHandle | None = None
         self.ref: ChannelRef | None = None
         self._pending: list[bytes] = []
@@ -86,7 +85,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         return (
             self.kind == "shell"
             and self.term_type is not None
-            and (self.upstream is not None or self.upstream_lost)
+            and (self.upstream is not None or self._lost_timer is not None)
             and self.chan is not None
         )
 
@@ -303,7 +302,6 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             # A killed or cut-off helper takes its own connection down at the same moment:
             # give the broker a moment to notice, so the engineer reads why (and how to
             # come back) from the session's drop rather than from a bare hang-up.
-            self.upstream_lost = True
             loop = asyncio.get_running_loop()
             self._lost_timer = loop.call_later(UPSTREAM_LOST_WAIT, self._upstream_lost)
             return
