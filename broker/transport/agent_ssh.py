@@ -158,7 +158,6 @@ class AgentEdge:
                 "session": live.id,
                 "scope": str(live.granted),
                 "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
-                "link": self.ctx.settings.helper_link,
                 "gap_seconds": round(live.gap(), 1),
                 # the next way back; the token just used stays valid until the forward is up
                 "resume": live.new_resume_token(),
