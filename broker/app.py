@@ -14,6 +14,7 @@ from broker.admin import AdminWorker
 from broker.config import Settings
 from broker.errors import ConfigError
 from broker.evidence.checkpoints import Checkpointer
+from broker.evidence.publish import CheckpointPoster
 from broker.evidence.recovery import recover
 from broker.evidence.signing import Signer
 from broker.metrics import Metrics, MetricsSink
@@ -95,8 +96,10 @@ class Broker:
             [AuditSink(self.store), recorder, LogLineSink(), MetricsSink(metrics)]
         )
         signer = Signer.load(self.settings.data_dir)
-        self.checkpointer = Checkpointer(self.store, signer)
-        manager = SessionManager(self.store, codes, self.checkpointer.checkpoint)
+        self.checkpointer = Checkpointer(
+            self.store, signer, on_alarm=lambda _problem: metrics.audit_alarms.inc()
+        )
+        manager = SessionManager(self.store, codes, self.checkpointer.sign_quietly)
         metrics.watch(lambda: len(manager.live()), lambda: len(self.tunnels))
         self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher, metrics)
         try:
@@ -108,9 +111,23 @@ class Broker:
             asyncio.create_task(
                 AdminWorker(self.store, manager, self.tunnels).run(), name="admin-requests"
             ),
-            asyncio.create_task(self.checkpointer.run(), name="audit-checkpoints"),
+            asyncio.create_task(
+                self.checkpointer.run(self.settings.checkpoint_interval), name="audit-checkpoints"
+            ),
             asyncio.create_task(StoreWatchdog(self.store, manager).run(), name="store-watchdog"),
         ]
+        if self.settings.checkpoint_post_url:
+            poster = CheckpointPoster(
+                self.settings.checkpoint_post_url,
+                self.checkpointer.log,
+                self.settings.data_dir,
+                counted=lambda outcome: metrics.checkpoint_posts.labels(outcome).inc(),
+            )
+            self._background.append(
+                asyncio.create_task(
+                    poster.run(self.settings.checkpoint_interval), name="checkpoint-posts"
+                )
+            )
         ssh_name = self._server.sockets[0].getsockname()
         host = self.settings.advertised_host
         address = f"[{host}]:{ssh_name[1]}" if ":" in host else f"{host}:{ssh_name[1]}"
@@ -122,6 +139,7 @@ class Broker:
             tunnels=self.tunnels,
             codes=codes,
             signer=signer,
+            checkpointer=self.checkpointer,
             metrics=metrics,
             logins=RateLimiter(
                 per_source=self.settings.code_fail_per_source,
@@ -198,6 +216,6 @@ class Broker:
                 log.warning("tasks_cancelled_at_stop", names=sorted(t.get_name() for t in late))
                 await asyncio.wait(late, timeout=1)
         if self.checkpointer is not None:
-            await self.checkpointer.checkpoint()
+            await self.checkpointer.sign_quietly()
         await self.store.close()
         log.info("broker_stopped")

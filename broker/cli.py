@@ -26,6 +26,8 @@ from broker.cli_evidence import (
 )
 from broker.config import Settings, load_settings, parse_duration
 from broker.errors import BrokerError, Invalid
+from broker.evidence.checkpoints import Checkpointer
+from broker.evidence.signing import Signer
 from broker.logsetup import configure_logging
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.policy import Scope, ScopeError
@@ -110,13 +112,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ashow = audit.add_parser("show", parents=[common], help="a ticket's audit events")
     ashow.add_argument("ticket", nargs="?")
-    audit.add_parser("pubkey", parents=[common], help="the public key that signs checkpoints")
+    apub = audit.add_parser(
+        "pubkey", parents=[common], help="the public key that signs checkpoints"
+    )
+    apub.add_argument(
+        "--allowed-signers", help="also write an allowed_signers file for ssh-keygen -Y verify"
+    )
     averify = audit.add_parser(
         "verify", parents=[common], help="check the chain, the signatures and the recordings"
     )
     averify.add_argument("--ticket", help="count and check this ticket's events and recordings")
     averify.add_argument("--bundle", help="check an export bundle instead (no database needed)")
-    averify.add_argument("--pubkey", help="with --bundle: the broker's public key file (PEM)")
+    averify.add_argument(
+        "--pubkey", help="with --bundle: the broker's audit public key file (PEM or OpenSSH)"
+    )
+    averify.add_argument(
+        "--allowed-signers", help="with --bundle: an allowed_signers file naming the key you trust"
+    )
     aprune = audit.add_parser("prune", parents=[common], help="delete recordings past retention")
     aprune.add_argument("--dry-run", action="store_true", help="only list what would go")
     aexport = audit.add_parser("export", parents=[common], help="one ticket's evidence, one file")
@@ -304,13 +316,35 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
 }
 
 
+#: commands that write no audit event (the others sign the chain head when they are done)
+READ_ONLY = {
+    ("db", "upgrade"),
+    ("ticket", "list"),
+    ("ticket", "show"),
+    ("account", "list"),
+    ("session", "list"),
+    ("audit", "show"),
+    ("audit", "pubkey"),
+    ("audit", "verify"),
+    ("token", "list"),
+    ("ssh-config", None),
+    ("certs", None),
+}
+
+
 async def _run(args: argparse.Namespace, settings: Settings) -> Any:
     ensure_data_dir(settings.data_dir)
     store = Store(settings.db_url)
+    command = (args.command, getattr(args, "action", None))
     try:
         await store.upgrade()
-        handler = HANDLERS[(args.command, getattr(args, "action", None))]
-        return await handler(args, settings, store)
+        try:
+            return await HANDLERS[command](args, settings, store)
+        finally:
+            if command not in READ_ONLY:
+                # What this command wrote is signed now, not when a broker next looks: the
+                # head is always signed, with or without a broker running.
+                await Checkpointer(store, Signer.load(settings.data_dir)).sign_quietly()
     finally:
         await store.close()
 
@@ -335,7 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(serve(settings))
         if args.command == "audit" and args.action == "verify" and args.bundle:
-            result = verify_bundle_file(args.bundle, args.pubkey)
+            result = verify_bundle_file(args.bundle, args.pubkey, args.allowed_signers)
         else:
             result = asyncio.run(_run(args, settings))
     except BrokerError as exc:

@@ -96,6 +96,12 @@ class Settings:
     #: HTTPS for the API and web UI: a PEM certificate (chain) and its key (both or neither)
     http_tls_cert: Path | None = None
     http_tls_key: Path | None = None
+    #: the longest an audit event may wait for a signed checkpoint; audit verify fails beyond
+    checkpoint_window: float = 60.0
+    #: how often the broker looks at the chain head and signs it if it moved
+    checkpoint_interval: float = 5.0
+    #: optional: each new checkpoint is also POSTed (JSON) to this URL, outside the broker
+    checkpoint_post_url: str | None = None
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -144,6 +150,8 @@ def _coerce(name: str, value: Any) -> Any:
         "code_fail_window",
         "keepalive_interval",
         "login_timeout",
+        "checkpoint_window",
+        "checkpoint_interval",
     ) or name.startswith("session_"):
         return parse_duration(value, what=name)
     if "int" in str(kind) and "str" not in str(kind):

@@ -37,6 +37,17 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.audit_alarms = Counter(
+            "assist_audit_alarms",
+            "Times the audit history did not verify before signing (nothing was signed)",
+            registry=r,
+        )
+        self.checkpoint_posts = Counter(
+            "assist_checkpoint_posts",
+            "Checkpoint copies sent to checkpoint_post_url, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         for outcome in ("issued", "redeemed", "rejected"):
             self.codes.labels(outcome)
         for where in ("ssh", "web", "api"):

@@ -128,7 +128,11 @@ def human(command: str, action: str | None, result: Any) -> str:
                 f"{', '.join(result['hosts'])}. Add to the settings file:\n{result['settings']}"
             )
         case ("audit", "pubkey"):
-            return f"{result['public_key'].rstrip()}\n# key id {result['key_id']}"
+            return (
+                f"{result['public_key'].rstrip()}\n# key id {result['key_id']}\n"
+                f"# OpenSSH: {result['openssh']}\n"
+                f"# allowed_signers line (ssh-keygen -Y verify):\n{result['allowed_signers']}"
+            )
         case ("audit", "prune"):
             return str(result["summary"])
         case ("audit", "export"):

@@ -326,9 +326,10 @@ class BrokerHarness:
             return [(e.action, e.details) for e in await q.list_audit(db, t)]
 
     async def wait_audit(
-        self, ticket: str, action: str, timeout: float = 5.0, **match: object
+        self, ticket: str | None, action: str, timeout: float = 5.0, **match: object
     ) -> dict[str, object]:
-        """Wait until the audit holds ``action`` whose details include ``match``."""
+        """Wait until the audit (of ``ticket``, or all of it) holds ``action`` whose details
+        include ``match``."""
 
         async def poll() -> dict[str, object]:
             while True:

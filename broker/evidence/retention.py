@@ -16,7 +16,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from broker.errors import ConfigError
+from broker.errors import ConfigError, NotFound
+from broker.evidence.recordings import recording_of, resolve
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import Channel, Session, Ticket, utcnow
@@ -38,9 +39,16 @@ def policy(extra: Mapping[str, Any]) -> dict[int, int]:
 
 
 async def prune(
-    store: Store, data_dir: Path, days: Mapping[int, int], *, dry_run: bool = False
+    store: Store,
+    data_dir: Path,
+    days: Mapping[int, int],
+    *,
+    dry_run: bool = False,
+    recordings: Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Delete the recordings past retention; return what was (or would be) pruned."""
+    """Delete the recordings past retention; return what was (or would be) pruned. The file
+    deleted is the one the chain names, and only inside the recordings folder."""
+    root = recordings or data_dir / "recordings"
     now = utcnow()
     pruned: list[dict[str, Any]] = []
     async with store.begin() as db:
@@ -57,18 +65,25 @@ async def prune(
             assert session.ended_at is not None and channel.recording_path is not None
             if keep is None or now - session.ended_at < dt.timedelta(days=keep):
                 continue
+            try:
+                ref = await recording_of(db, channel.id)
+            except NotFound:
+                continue  # the chain names no recording (left for audit verify to report)
+            file = resolve(data_dir, root, ref.path)
             entry = {
                 "channel_id": channel.id,
                 "ticket": ticket.key,
-                "path": channel.recording_path,
-                "sha256": channel.recording_sha256,
-                "size": channel.recording_size,
+                "path": ref.path,
+                "sha256": ref.sha256,
+                "size": ref.size,
                 "retention_days": keep,
             }
+            if file is None:
+                continue  # outside the recordings folder: never deleted from here
             pruned.append(entry)
             if dry_run:
                 continue
-            (data_dir / channel.recording_path).unlink(missing_ok=True)
+            file.unlink(missing_ok=True)
             channel.recording_path = None  # the hash and size stay
             await q.append_audit(
                 db,

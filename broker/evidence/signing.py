@@ -1,15 +1,20 @@
-"""The broker's Ed25519 audit key (``audit_ed25519_key`` in the data dir, mode 0600)."""
+"""The broker's Ed25519 audit key (``audit_ed25519_key`` in the data dir, mode 0600).
+
+It signs checkpoints and bundle manifests in OpenSSH's SSHSIG format (``ssh-keygen -Y verify``
+checks them); :mod:`broker.evidence.sshsig` checks them without asyncssh. Older checkpoints carry
+a raw Ed25519 signature (:func:`valid`)."""
 
 from __future__ import annotations
 
 import base64
-import hashlib
 from pathlib import Path
 
+import asyncssh
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from broker.evidence import sshsig
 from broker.evidence.chain import checkpoint_message
 from broker.transport.keys import ensure_data_dir, write_private
 
@@ -17,8 +22,11 @@ KEY_FILE = "audit_ed25519_key"
 
 
 class Signer:
-    def __init__(self, key: Ed25519PrivateKey) -> None:
+    def __init__(self, key: Ed25519PrivateKey, pem: bytes, data_dir: Path) -> None:
         self._key = key
+        #: where the key lives, and with it the checkpoint log
+        self.data_dir = data_dir
+        self._ssh_key = asyncssh.import_private_key(pem)
         self.public = key.public_key()
 
     @classmethod
@@ -33,13 +41,29 @@ class Signer:
                 serialization.NoEncryption(),
             )
             write_private(path, pem)
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pem = path.read_bytes()
+        key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise ValueError(f"{path} is not an Ed25519 key")
-        return cls(key)
+        return cls(key, pem, data_dir)
 
     def sign(self, seq: int, head: str) -> str:
+        """A v1 signature (kept for tests of older databases)."""
         return base64.b64encode(self._key.sign(checkpoint_message(seq, head))).decode()
+
+    def sshsig(self, message: bytes, namespace: str) -> str:
+        """An armored SSHSIG of ``message`` (``ssh-keygen -Y verify -n NAMESPACE`` checks it)."""
+        signed = asyncssh.create_sshsig(self._ssh_key, message, namespace=namespace)
+        return signed.decode()
+
+    @property
+    def openssh_public(self) -> str:
+        return sshsig.openssh_line(self.public)
+
+    @property
+    def allowed_signers(self) -> str:
+        """The line for an auditor's allowed_signers file."""
+        return sshsig.allowed_signers_line(self.public)
 
     @property
     def public_pem(self) -> str:
@@ -57,8 +81,8 @@ def public_pem(key: Ed25519PublicKey) -> str:
 
 
 def key_id(key: Ed25519PublicKey) -> str:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+    """The key's fingerprint as OpenSSH prints it (``ssh-keygen -lf``)."""
+    return sshsig.blob_fingerprint(sshsig.public_blob(key))
 
 
 def load_public(pem: str) -> Ed25519PublicKey:

@@ -1,8 +1,12 @@
-"""Checks the evidence: the audit chain, every checkpoint signature, every recording.
+"""Checks the evidence: the audit chain, the checkpoints' signatures and their own chain, the
+checkpoint log outside the database, the unsigned tail, and every recording.
 
-``check_chain`` is the small, pure function an outside auditor can re-implement (see
-broker.evidence.chain for the encoding); ``verify_store`` applies it to the database and also
-checks each recording's SHA-256 and size."""
+The pure functions here (:func:`walk`, :func:`check_checkpoints`, :func:`check_log`,
+:func:`tail_problem`) are what an outside auditor re-implements (see broker.evidence.chain for
+the encoding); :func:`verify_store` applies them to the database and the data dir. The same
+checks run in the broker before it signs a new checkpoint (broker.evidence.checkpoints), so that
+forged history is an alarm, never a new signature.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,14 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 
-from broker.evidence import chain
+from broker.evidence import chain, sshsig
+from broker.evidence.ckptlog import CheckpointLog, Signed
 from broker.evidence.signing import valid
 from broker.store.db import Store
-from broker.store.models import AuditCheckpoint, AuditEvent
+from broker.store.models import AuditCheckpoint, AuditEvent, utcnow
+
+#: the longest an event may stay without a signed checkpoint before ``audit verify`` fails
+DEFAULT_WINDOW = 60.0
 
 
 @dataclass(frozen=True)
@@ -35,12 +43,33 @@ class ChainEvent:
     fields: dict[str, Any] | None = None
     given_digest: str | None = None
 
+    @property
+    def time(self) -> dt.datetime | None:
+        return None if self.fields is None else self.fields["time"]
+
 
 @dataclass(frozen=True)
 class Checkpoint:
+    """A checkpoint as stored: v1 (``signature``) or v2 (``message`` and ``sshsig``)."""
+
     seq: int
     hash: str
-    signature: str
+    signature: str = ""
+    message: str | None = None
+    sshsig: str | None = None
+
+    @property
+    def digest(self) -> str:
+        text = (
+            self.message.encode() if self.message else chain.checkpoint_message(self.seq, self.hash)
+        )
+        return chain.checkpoint_digest(text)
+
+    @classmethod
+    def of(cls, row: AuditCheckpoint | Signed) -> Checkpoint:
+        if isinstance(row, Signed):
+            return cls(row.seq, row.hash, "", row.message, row.sshsig)
+        return cls(row.seq, row.hash, row.signature or "", row.message, row.sshsig)
 
 
 @dataclass
@@ -50,22 +79,37 @@ class Report:
     recordings: int = 0
     head: str = chain.GENESIS
     problems: list[str] = field(default_factory=list)
-    #: for bundles: the key that signed them (compare with `assist-broker audit pubkey`)
+    #: the newest events not yet covered by a signed checkpoint (within the window)
+    unsigned: int = 0
+    #: checkpoints also found in the checkpoint log outside the database
+    logged: int = 0
+    #: the key that signed (a bundle names it; compare with `assist-broker audit pubkey`)
     key_id: str = ""
+    #: for bundles checked without a trusted key: consistent, but by a key nobody checked
+    untrusted: bool = False
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.untrusted
 
     def summary(self) -> str:
         if self.problems:
             return f"BROKEN: {self.problems[0]}"
-        signed_by = f" Signed by {self.key_id}." if self.key_id else ""
-        return (
-            f"OK: {self.events} events chained (head {self.head[:16]}), {self.checkpoints} "
+        text = (
+            f"{self.events} events chained (head {self.head[:16]}), {self.checkpoints} "
             f"checkpoint signatures valid, {self.recordings} recordings match their hashes."
-            f"{signed_by}"
         )
+        if self.logged:
+            text += f" {self.logged} checkpoints match the checkpoint log."
+        if self.unsigned:
+            text += f" The newest {self.unsigned} events are not signed yet (within the window)."
+        if self.untrusted:
+            return (
+                f"NOT CHECKED: {text} It was signed by {self.key_id}, but that key was not "
+                "checked: give the key you trust with --pubkey or --allowed-signers."
+            )
+        signed_by = f" Signed by {self.key_id}." if self.key_id else ""
+        return f"OK: {text}{signed_by}"
 
 
 def event_digest(event: ChainEvent) -> str:
@@ -75,54 +119,144 @@ def event_digest(event: ChainEvent) -> str:
     return chain.digest(chain.canonical(**event.fields))
 
 
-def check_chain(
-    events: Sequence[ChainEvent],
-    checkpoints: Iterable[Checkpoint],
-    public: Ed25519PublicKey,
-    *,
-    first_seq: int = 1,
-    first_prev: str = chain.GENESIS,
-) -> tuple[list[str], str]:
-    """Walk the events in order; return (problems, head hash). Stops at the first broken link."""
-    problems: list[str] = []
+def walk(
+    events: Sequence[ChainEvent], *, first_seq: int = 1, first_prev: str = chain.GENESIS
+) -> tuple[list[str], str, dict[int, str]]:
+    """Walk the events in order: (problems, head hash, seq -> hash). Stops at the first break."""
     prev, expected_seq = first_prev, first_seq
     hashes: dict[int, str] = {}
     for event in events:
         name = f"event {event.seq}" + (f" ({event.action})" if event.action else "")
         if event.seq != expected_seq:
-            problems.append(
+            problem = (
                 f"event {expected_seq} is missing (the chain jumps to {event.seq})"
                 if event.seq > expected_seq
                 else f"{name} is out of order"
             )
-            break
+            return [problem], prev, hashes
         if event.prev_hash != prev:
-            problems.append(
+            problem = (
                 f"{name}: prev_hash does not match the event before it "
                 "(an event was removed, inserted or reordered)"
             )
-            break
+            return [problem], prev, hashes
         if chain.link(prev, event.ticket_id, event_digest(event)) != event.hash:
-            problems.append(
+            problem = (
                 f"{name}: its content does not match its hash (it was changed after it was written)"
             )
-            break
+            return [problem], prev, hashes
         hashes[event.seq] = event.hash
         prev, expected_seq = event.hash, expected_seq + 1
-    last = expected_seq - 1
-    for point in checkpoints:
-        if problems:
-            break
-        if point.seq > last:
-            problems.append(
-                f"checkpoint at event {point.seq} is past the last event ({last}): "
-                "events were removed from the end"
-            )
-        elif point.seq in hashes and hashes[point.seq] != point.hash:
-            problems.append(f"checkpoint at event {point.seq}: its hash is not the chain's")
-        elif not valid(public, point.seq, point.hash, point.signature):
-            problems.append(f"checkpoint at event {point.seq}: the signature is not valid")
-    return problems, prev
+    return [], prev, hashes
+
+
+def signature_problem(point: Checkpoint, public: Ed25519PublicKey) -> str | None:
+    """Why ``point`` is not validly signed by ``public`` (v1 or v2), or ``None``."""
+    if point.message is None:
+        if point.signature and valid(public, point.seq, point.hash, point.signature):
+            return None
+        return "the signature is not valid"
+    try:
+        fields = chain.parse_checkpoint_v2(point.message)
+    except ValueError as exc:
+        return f"its message is not valid ({exc})"
+    if int(fields["seq"]) != point.seq or fields["hash"] != point.hash:
+        return "its message names another event than its record"
+    why = sshsig.problem(
+        point.message.encode(), point.sshsig or "", sshsig.CHECKPOINT_NAMESPACE, public
+    )
+    return None if why is None else f"the signature is not valid: {why}"
+
+
+def check_checkpoints(
+    points: Sequence[Checkpoint],
+    hashes: dict[int, str],
+    last_seq: int,
+    public: Ed25519PublicKey,
+    *,
+    first_prev: str | None = chain.GENESIS,
+) -> tuple[list[str], int]:
+    """Each checkpoint (in the order signed): signed by ``public``, naming the chain's hash at
+    its event, and naming the checkpoint before it (``first_prev``: what the first names; None
+    when the ones before are not given, as in a bundle). Returns (problems, the last checked
+    checkpoint's seq, 0 if none)."""
+    previous: str | None = first_prev
+    signed = 0
+    for point in points:
+        where = f"checkpoint at event {point.seq}"
+        if point.seq > last_seq:
+            return [
+                f"{where} is past the last event ({last_seq}): events were removed from the end"
+            ], signed
+        if point.seq in hashes and hashes[point.seq] != point.hash:
+            return [f"{where}: its hash is not the chain's"], signed
+        why = signature_problem(point, public)
+        if why is not None:
+            return [f"{where}: {why}"], signed
+        if point.message is not None:
+            prev = chain.parse_checkpoint_v2(point.message)["prev"]
+            if previous is not None and prev != previous:
+                return [
+                    f"{where}: it names a checkpoint before it that is not there "
+                    "(checkpoints were removed)"
+                ], signed
+        previous = point.digest
+        signed = max(signed, point.seq)
+    return [], signed
+
+
+def check_log(logged: Sequence[Signed], stored: Iterable[Checkpoint]) -> list[str]:
+    """Every checkpoint of the log outside the database is in the database, unchanged."""
+    by_digest = {p.digest: p for p in stored}
+    for entry in logged:
+        point = by_digest.get(entry.digest)
+        if point is None or point.message != entry.message or point.sshsig != entry.sshsig:
+            return [
+                f"checkpoint at event {entry.seq} is in the checkpoint log but not in the "
+                "database: checkpoints or events were deleted or rewritten"
+            ]
+    return []
+
+
+def tail_problem(
+    events: Sequence[ChainEvent], signed_seq: int, now: dt.datetime, window: float
+) -> tuple[str | None, int]:
+    """Events after the last signed checkpoint: a problem if the oldest of them is older than
+    ``window`` seconds; and how many there are."""
+    tail = [e for e in events if e.seq > signed_seq]
+    if not tail:
+        return None, 0
+    oldest = tail[0].time
+    if oldest is None:
+        return (f"events {tail[0].seq} to {tail[-1].seq} are not covered by a signature"), len(tail)
+    age = (now - oldest).total_seconds()
+    if age > window:
+        return (
+            f"events {tail[0].seq} to {tail[-1].seq} are not covered by a signed checkpoint; "
+            f"the oldest was written {round(age)} s ago (the broker signs within {round(window)} "
+            "s): signed events were removed, or the broker's signing stopped"
+        ), len(tail)
+    return None, len(tail)
+
+
+def check_chain(
+    events: Sequence[ChainEvent],
+    checkpoints: Sequence[Checkpoint],
+    public: Ed25519PublicKey,
+    *,
+    first_seq: int = 1,
+    first_prev: str = chain.GENESIS,
+    first_checkpoint_prev: str | None = chain.GENESIS,
+) -> tuple[list[str], str, int]:
+    """Walk the events, then check the checkpoints: (problems, head hash, last signed seq)."""
+    problems, head, hashes = walk(events, first_seq=first_seq, first_prev=first_prev)
+    if problems:
+        return problems, head, 0
+    last = first_seq + len(events) - 1
+    problems, signed = check_checkpoints(
+        checkpoints, hashes, last, public, first_prev=first_checkpoint_prev
+    )
+    return problems, head, signed
 
 
 def as_chain_event(row: AuditEvent) -> ChainEvent:
@@ -175,21 +309,54 @@ def recordings_in_chain(rows: Iterable[AuditEvent]) -> dict[str, dict[str, Any]]
 
 
 async def verify_store(
-    store: Store, public: Ed25519PublicKey, data_dir: Path, ticket_id: int | None = None
+    store: Store,
+    public: Ed25519PublicKey,
+    data_dir: Path,
+    ticket_id: int | None = None,
+    *,
+    window: float = DEFAULT_WINDOW,
+    now: dt.datetime | None = None,
+    recordings: Path | None = None,
 ) -> Report:
+    """Everything, against the database, the checkpoint log in ``data_dir`` and the files."""
+    from broker.evidence.recordings import resolve
+
     report = Report()
     async with store.read() as db:
         rows = (await db.execute(select(AuditEvent).order_by(AuditEvent.seq))).scalars().all()
-        points = await db.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.seq))
-        checkpoints = [Checkpoint(p.seq, p.hash, p.signature) for p in points.scalars()]
-    problems, head = check_chain([as_chain_event(r) for r in rows], checkpoints, public)
+        stored = await db.execute(
+            select(AuditCheckpoint).order_by(AuditCheckpoint.seq, AuditCheckpoint.id)
+        )
+        checkpoints = [Checkpoint.of(p) for p in stored.scalars()]
+    events = [as_chain_event(r) for r in rows]
+    problems, head, signed = check_chain(events, checkpoints, public)
     report.problems += problems
     report.events = len(rows) if ticket_id is None else sum(r.ticket_id == ticket_id for r in rows)
     report.checkpoints, report.head = len(checkpoints), head
+    logged, log_problems = CheckpointLog.of(data_dir).read()
+    report.problems += log_problems
+    if not report.problems:
+        report.problems += check_log(logged, checkpoints)
+        if not logged and any(p.message is not None for p in checkpoints):
+            report.problems.append(
+                f"the checkpoint log {data_dir / 'audit_checkpoints.log'} is missing or empty: "
+                "deleted checkpoints could not be noticed"
+            )
+        report.logged = len(logged)
+    if not report.problems:
+        late, report.unsigned = tail_problem(events, signed, now or utcnow(), window)
+        if late:
+            report.problems.append(late)
+    root = recordings or data_dir / "recordings"
     for path, record in recordings_in_chain(rows).items():
         if ticket_id is not None and record["ticket_id"] != ticket_id:
             continue
-        problem = check_recording(data_dir / path, record.get("sha256"), record.get("size"))
+        file = resolve(data_dir, root, path)
+        problem = (
+            "it lies outside the recordings folder"
+            if file is None
+            else check_recording(file, record.get("sha256"), record.get("size"))
+        )
         if problem:
             report.problems.append(
                 f"recording of channel {record.get('channel_id')} ({path}): {problem}"

@@ -182,7 +182,9 @@ class AuditEvent(Base):
 
 
 class AuditCheckpoint(Base):
-    """The chain head at ``seq``, signed by the broker's Ed25519 audit key."""
+    """The chain head at ``seq``, signed by the broker's Ed25519 audit key (see
+    broker.evidence.chain): v2 rows hold the signed ``message`` (naming the checkpoint before,
+    by its ``digest``) and its SSHSIG; v1 rows, from older databases, a raw ``signature``."""
 
     __tablename__ = "audit_checkpoint"
 
@@ -192,6 +194,10 @@ class AuditCheckpoint(Base):
     signature: Mapped[str] = mapped_column(String(200))
     key_id: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    message: Mapped[str | None] = mapped_column(Text)
+    sshsig: Mapped[str | None] = mapped_column(Text)
+    prev: Mapped[str | None] = mapped_column(String(64))
+    digest: Mapped[str | None] = mapped_column(String(64), unique=True)
 
 
 class AdminRequest(Base):

@@ -38,6 +38,7 @@ STATUS = {
     "denied": 403,
     "conflict": 409,
     "config": 400,
+    "chain_broken": 409,
     "error": 409,
 }
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from aiohttp import web
 
-from broker.errors import Denied, NotFound
+from broker.errors import Denied
 from broker.evidence.bundle import export_bundle
+from broker.evidence.recordings import recording_file, recording_of
 from broker.evidence.verify import verify_store
 from broker.store import listing
 from broker.store import queries as q
-from broker.store.models import Channel, Session
 from broker.web.api import MAX_INT, Api, Call, Param
 from broker.web.api_tickets import CURSOR, KEY, cursor_int, viewer, visible_ticket
 from broker.web.schemas import EVENT, READERS, ROLES_ALL, event_json, page_of
@@ -64,16 +64,10 @@ async def list_audit(call: Call) -> web.Response:
     return web.json_response({"items": items, "next_cursor": str(more) if more else None})
 
 
-def _starts_a_view(request: web.Request) -> bool:
-    """A whole download, or the first part of one (later parts are not audited again)."""
-    ranges = request.headers.get("Range", "").replace(" ", "")
-    return not ranges or ranges.startswith(("bytes=0-", "bytes=-"))
-
-
 @api.op(
     "GET",
     "/recordings/{channel}",
-    summary="A channel's recording (asciicast v2); supports Range",
+    summary="A channel's recording (asciicast v2); supports Range; every read is audited",
     roles=ROLES_ALL,
     tag="evidence",
     params=(Param("channel", "path", {"type": "integer", "minimum": 1, "maximum": MAX_INT}),),
@@ -83,29 +77,24 @@ def _starts_a_view(request: web.Request) -> bool:
 async def get_recording(call: Call) -> web.StreamResponse:
     deps = call.deps
     async with deps.store.read() as db:
-        channel = await db.get(Channel, call.params["channel"])
-        if channel is None or channel.recording_path is None:
-            raise NotFound(f"Channel {call.params['channel']} has no recording.")
-        session = await db.get_one(Session, channel.session_id)
-        if not await listing.may_see_ticket(db, viewer(call), session.ticket_id):
+        ref = await recording_of(db, call.params["channel"])
+        if not await listing.may_see_ticket(db, viewer(call), ref.ticket_id or 0):
             raise Denied("This recording belongs to a ticket assigned to other engineers.")
-    path = deps.settings.data_dir / channel.recording_path
-    if not path.is_file():
-        raise NotFound(f"The recording of channel {channel.id} is missing on the broker.")
-    if _starts_a_view(call.request):
-        async with deps.store.begin() as db:
-            await call.audit(
-                db,
-                "recording.viewed",
-                {"channel_id": channel.id, "how": "http"},
-                ticket_id=session.ticket_id,
-                session_id=session.id,
-            )
+    # Where the chain says, and only inside the recordings folder (never the broker's keys).
+    path = recording_file(deps.settings.data_dir, deps.settings.recordings, ref)
+    details: dict[str, object] = {"channel_id": ref.channel_id, "how": "http"}
+    ranges = call.request.headers.get("Range")
+    if ranges is not None:
+        details["range"] = ranges[:100]
+    async with deps.store.begin() as db:
+        await call.audit(
+            db, "recording.viewed", details, ticket_id=ref.ticket_id, session_id=ref.session_id
+        )
     return web.FileResponse(
         path,
         headers={
             "Content-Type": "application/x-asciicast",
-            "Content-Disposition": f'inline; filename="channel-{channel.id}.cast"',
+            "Content-Disposition": f'inline; filename="channel-{ref.channel_id}.cast"',
             "Cache-Control": "no-store",
         },
     )
@@ -139,7 +128,14 @@ async def verify(call: Call) -> web.Response:
     ticket_id = None
     if call.params["ticket"]:
         ticket_id = (await visible_ticket(call, call.params["ticket"])).id
-    report = await verify_store(deps.store, deps.signer.public, deps.settings.data_dir, ticket_id)
+    report = await verify_store(
+        deps.store,
+        deps.signer.public,
+        deps.settings.data_dir,
+        ticket_id,
+        window=deps.settings.checkpoint_window,
+        recordings=deps.settings.recordings,
+    )
     return web.json_response(
         {
             "ok": report.ok,
@@ -170,7 +166,15 @@ async def export(call: Call) -> web.StreamResponse:
         await call.audit(db, "bundle.exported", {"via": "http"}, ticket_id=ticket.id)
     with tempfile.TemporaryDirectory(prefix="assist-bundle-") as folder:
         out = Path(folder) / f"{ticket.key}.tar"
-        await export_bundle(deps.store, deps.signer, deps.settings.data_dir, ticket.key, out)
+        await export_bundle(
+            deps.store,
+            deps.signer,
+            deps.settings.data_dir,
+            ticket.key,
+            out,
+            recordings=deps.settings.recordings,
+            checkpointer=deps.checkpointer,
+        )
         data = await asyncio.to_thread(out.read_bytes)
     return web.Response(
         body=data,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from broker.config import Settings
+from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.signing import Signer
 from broker.metrics import Metrics
 from broker.session.consent import ConsentCodes, RateLimiter
@@ -24,6 +25,7 @@ class Deps:
     tunnels: TunnelRegistry
     codes: ConsentCodes
     signer: Signer
+    checkpointer: Checkpointer
     metrics: Metrics
     #: wrong passwords per source address (the same sliding window as wrong codes)
     logins: RateLimiter

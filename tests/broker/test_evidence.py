@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import subprocess
 from pathlib import Path
 
-from sqlalchemy import delete, update
+import pytest
+from sqlalchemy import delete, select, update
 
-from broker.evidence.checkpoints import Checkpointer
+from broker.evidence import chain
+from broker.evidence.checkpoints import ChainBroken, Checkpointer
+from broker.evidence.ckptlog import LOG_FILE, CheckpointLog
 from broker.evidence.signing import Signer
 from broker.evidence.verify import verify_store
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.store.models import AuditCheckpoint, AuditEvent
+from broker.store.models import AuditCheckpoint, AuditEvent, utcnow
 
 
 async def _events(store: Store, n: int) -> None:
@@ -95,13 +100,15 @@ async def test_swapped_signature_is_named(store: Store, tmp_path: Path) -> None:
         await db.execute(
             update(AuditCheckpoint)
             .where(AuditCheckpoint.seq == second.seq)
-            .values(signature=first.signature)
+            .values(sshsig=first.sshsig)
         )
     assert await _verify(store, signer, tmp_path) == (
-        f"BROKEN: checkpoint at event {second.seq}: the signature is not valid"
+        f"BROKEN: checkpoint at event {second.seq}: the signature is not valid: "
+        "the signature does not match (the signed text was changed)"
     )
     other = Signer.load(tmp_path / "other")  # and a checkpoint by a key that is not ours
-    assert not (await verify_store(store, other.public, tmp_path)).ok
+    report = await verify_store(store, other.public, tmp_path)
+    assert not report.ok and "not by the trusted key" in report.problems[0]
 
 
 async def test_fifty_writers_at_once_make_one_chain(store: Store, tmp_path: Path) -> None:
@@ -136,3 +143,191 @@ async def test_events_removed_from_the_end_are_named(store: Store, tmp_path: Pat
     assert await _verify(store, signer, tmp_path) == (
         "BROKEN: checkpoint at event 6 is past the last event (4): events were removed from the end"
     )
+
+
+# --- an attacker with write access to the database (not to the data dir) ---------------------
+
+
+async def _recompute_from(store: Store, seq: int) -> None:
+    """What a careful forger does after changing event ``seq``: every hash from there on is
+    recomputed, so that the chain itself is consistent again."""
+    async with store.begin() as db:
+        rows = [r for r in await q.list_audit(db) if r.seq >= seq]
+        prev = (await db.get_one(AuditEvent, seq - 1)).hash if seq > 1 else chain.GENESIS
+        for row in rows:
+            new = chain.link(prev, row.ticket_id, chain.row_digest(row))
+            await db.execute(
+                update(AuditEvent).where(AuditEvent.seq == row.seq).values(prev_hash=prev, hash=new)
+            )
+            prev = new
+
+
+async def test_deleted_tail_and_its_checkpoint_are_caught(store: Store, tmp_path: Path) -> None:
+    """The last events and the checkpoint that signed them go: the chain that is left is
+    consistent, but the checkpoint log outside the database still names the lost checkpoint."""
+    signer = Signer.load(tmp_path)
+    checkpointer = Checkpointer(store, signer)
+    await _events(store, 3)
+    await checkpointer.checkpoint()
+    await _events(store, 3)
+    second = await checkpointer.checkpoint()
+    assert second is not None
+    async with store.begin() as db:
+        await db.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq == second.seq))
+        await db.execute(delete(AuditEvent).where(AuditEvent.seq > 4))
+    assert await _verify(store, signer, tmp_path) == (
+        f"BROKEN: checkpoint at event {second.seq} is in the checkpoint log but not in the "
+        "database: checkpoints or events were deleted or rewritten"
+    )
+
+
+async def test_rewritten_command_with_recomputed_chain_is_caught(
+    store: Store, tmp_path: Path
+) -> None:
+    """A command is rewritten, the chain recomputed and the later checkpoints dropped; the
+    broker then refuses to sign the forged head (an alarm, once), and verify names the loss."""
+    signer = Signer.load(tmp_path)
+    alarms: list[str] = []
+    checkpointer = Checkpointer(store, signer, on_alarm=alarms.append)
+    await _events(store, 3)
+    first = await checkpointer.checkpoint()
+    await _events(store, 3)
+    await checkpointer.checkpoint()
+    assert first is not None
+    async with store.begin() as db:
+        await db.execute(
+            update(AuditEvent)
+            .where(AuditEvent.seq == 7)
+            .values(details={"i": 1, "text": "rm -rf / was never typed"})
+        )
+        await db.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq > first.seq))
+    await _recompute_from(store, 7)
+    assert (await _verify(store, signer, tmp_path)).startswith(
+        "BROKEN: checkpoint at event 8 is in the checkpoint log but not in the database"
+    )
+    for _ in range(2):
+        with pytest.raises(ChainBroken, match="signed by the last logged checkpoint is gone"):
+            await checkpointer.checkpoint()
+    async with store.read() as db:
+        points = (await db.execute(select(AuditCheckpoint))).scalars().all()
+        audit = await q.list_audit(db)
+    assert [p.seq for p in points] == [first.seq]  # nothing new was signed
+    assert len(alarms) == 2
+    assert [e.action for e in audit].count("audit.alarm") == 1  # one event per break
+    report = await verify_store(store, signer.public, tmp_path)
+    assert not report.ok
+
+
+async def test_every_checkpoint_deleted_is_caught(store: Store, tmp_path: Path) -> None:
+    signer = Signer.load(tmp_path)
+    await _events(store, 3)
+    await Checkpointer(store, signer).checkpoint()
+    async with store.begin() as db:
+        await db.execute(delete(AuditCheckpoint))
+    assert (await _verify(store, signer, tmp_path)).startswith(
+        "BROKEN: checkpoint at event 4 is in the checkpoint log but not in the database"
+    )
+
+
+async def test_checkpoint_removed_from_the_middle_is_caught(store: Store, tmp_path: Path) -> None:
+    """Checkpoints name the one before them: a gap is visible even without the log."""
+    signer = Signer.load(tmp_path)
+    checkpointer = Checkpointer(store, signer)
+    seqs = []
+    for _ in range(3):
+        await _events(store, 2)
+        point = await checkpointer.checkpoint()
+        assert point is not None
+        seqs.append(point.seq)
+    async with store.begin() as db:
+        await db.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq == seqs[1]))
+    (tmp_path / LOG_FILE).unlink()  # even with the log gone too
+    assert await _verify(store, signer, tmp_path) == (
+        f"BROKEN: checkpoint at event {seqs[2]}: it names a checkpoint before it that is not "
+        "there (checkpoints were removed)"
+    )
+
+
+async def test_unsigned_tail_fails_once_older_than_the_window(store: Store, tmp_path: Path) -> None:
+    """Events without a signed checkpoint pass only while they are younger than the window in
+    which the broker signs every new head."""
+    signer = Signer.load(tmp_path)
+    await _events(store, 2)
+    await Checkpointer(store, signer).checkpoint()
+    await _events(store, 2)
+    now = utcnow()
+    fresh = await verify_store(store, signer.public, tmp_path, window=60, now=now)
+    assert fresh.ok and fresh.unsigned == 3
+    assert fresh.summary().endswith("The newest 3 events are not signed yet (within the window).")
+    late = await verify_store(
+        store, signer.public, tmp_path, window=60, now=now + dt.timedelta(seconds=61)
+    )
+    assert late.problems == [
+        "events 4 to 6 are not covered by a signed checkpoint; the oldest was written 61 s ago "
+        "(the broker signs within 60 s): signed events were removed, or the broker's signing "
+        "stopped"
+    ]
+
+
+async def test_no_checkpoint_at_all_fails_after_the_window(store: Store, tmp_path: Path) -> None:
+    signer = Signer.load(tmp_path)
+    await _events(store, 2)
+    later = utcnow() + dt.timedelta(minutes=5)
+    report = await verify_store(store, signer.public, tmp_path, now=later)
+    assert report.problems[0].startswith("events 1 to 3 are not covered by a signed checkpoint")
+    assert report.checkpoints == 0
+
+
+async def test_checkpoint_verifies_with_ssh_keygen(store: Store, tmp_path: Path) -> None:
+    """An outside auditor checks a checkpoint with stock OpenSSH and an allowed_signers file."""
+    signer = Signer.load(tmp_path)
+    await _events(store, 2)
+    point = await Checkpointer(store, signer).checkpoint()
+    assert point is not None and point.message and point.sshsig
+    (tmp_path / "allowed_signers").write_text(signer.allowed_signers + "\n")
+    (tmp_path / "checkpoint.txt").write_text(point.message)
+    (tmp_path / "checkpoint.txt.sig").write_text(point.sshsig)
+
+    def keygen(message: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [
+                "ssh-keygen",
+                "-Y",
+                "verify",
+                "-f",
+                str(tmp_path / "allowed_signers"),
+                "-I",
+                "assist-broker-audit",
+                "-n",
+                "assist-broker-checkpoint",
+                "-s",
+                str(tmp_path / "checkpoint.txt.sig"),
+            ],
+            input=message.encode(),
+            capture_output=True,
+            check=False,
+        )
+
+    good = keygen(point.message)
+    assert good.returncode == 0, good.stderr
+    assert b'Good "assist-broker-checkpoint" signature for assist-broker-audit' in good.stdout
+    forged = keygen(point.message.replace(f"seq={point.seq}", f"seq={point.seq + 1}"))
+    assert forged.returncode != 0
+
+
+async def test_checkpoint_log_is_append_only_json(store: Store, tmp_path: Path) -> None:
+    signer = Signer.load(tmp_path)
+    checkpointer = Checkpointer(store, signer)
+    await _events(store, 1)
+    first = await checkpointer.checkpoint()
+    await _events(store, 1)
+    second = await checkpointer.checkpoint()
+    assert first is not None and second is not None
+    logged, problems = CheckpointLog.of(tmp_path).read()
+    assert problems == []
+    assert [(p.seq, p.digest) for p in logged] == [
+        (first.seq, first.digest),
+        (second.seq, second.digest),
+    ]
+    assert logged[1].prev == first.digest and logged[0].prev == chain.GENESIS
+    assert (tmp_path / LOG_FILE).stat().st_mode & 0o777 == 0o600

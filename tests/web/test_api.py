@@ -3,6 +3,7 @@ pages, the audit of every change, recordings with ranges, verify and the bundle.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from collections.abc import AsyncIterator
@@ -11,7 +12,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
+from broker.evidence import chain
+from broker.store.models import AuditEvent, Channel
 from tests.harness import BrokerHarness
 
 
@@ -258,8 +262,16 @@ async def test_recording_range_verify_and_bundle_are_audited(
         "GET", f"/api/v1/recordings/{channel['id']}", headers={"Range": "bytes=10-19"}
     )
     assert status == 206 and part == whole[10:20]
+    status, tail = await auditor.call(
+        "GET", f"/api/v1/recordings/{channel['id']}", headers={"Range": "bytes=1-"}
+    )
+    assert status == 206 and tail == whole[1:]
     viewed = [d for a, d in await harness.audit(ticket) if a == "recording.viewed"]
-    assert viewed == [{"channel_id": channel["id"], "how": "http"}]  # the range is not a new view
+    assert viewed == [  # every read that returns recording bytes, ranges included
+        {"channel_id": channel["id"], "how": "http"},
+        {"channel_id": channel["id"], "how": "http", "range": "bytes=10-19"},
+        {"channel_id": channel["id"], "how": "http", "range": "bytes=1-"},
+    ]
 
     status, report = await auditor.call("GET", f"/api/v1/verify?ticket={ticket}")
     assert status == 200 and report["ok"] and report["recordings"] == 1, report
@@ -270,3 +282,40 @@ async def test_recording_range_verify_and_bundle_are_audited(
     assert any(n.endswith(".cast") for n in names)
     exported = [(a, d) for a, d in await harness.audit(ticket) if a == "bundle.exported"]
     assert exported == [("bundle.exported", {"via": "http"})]
+
+
+async def test_recording_is_read_only_where_the_chain_says(
+    harness: BrokerHarness, clients: dict[str, Client]
+) -> None:
+    """Someone who can write the database points a channel's (unchained) recording_path at the
+    broker's private key: the API still serves the recording the chain names; and a chained
+    path outside the recordings folder is refused, never read."""
+    ticket = await harness.ticket()
+    key = harness.tmp / "alice"
+    await harness.connected_helper(ticket)
+    assert (await harness.ssh(key, ticket, "echo evidence")).status == 0
+    closed = await harness.wait_audit(ticket, "recording.closed")
+    secret = (harness.settings.data_dir / "ssh_host_ed25519_key").read_bytes()
+    async with harness.store.begin() as db:
+        channel = (await db.execute(select(Channel))).scalar_one()
+        channel.recording_path = "ssh_host_ed25519_key"
+    auditor = clients["auditor"]
+    status, body = await auditor.call("GET", f"/api/v1/recordings/{channel.id}")
+    assert status == 200 and b"evidence" in body and secret not in body
+    assert len(body) == closed["size"], (len(body), closed)
+    assert hashlib.sha256(body).hexdigest() == closed["sha256"]
+
+    for forged in ("ssh_host_ed25519_key", "../var/ssh_host_ed25519_key", "recordings/../x.cast"):
+        async with harness.store.begin() as db:
+            event = (
+                await db.execute(select(AuditEvent).where(AuditEvent.action == "recording.closed"))
+            ).scalar_one()
+            event.details = {**event.details, "path": forged}
+        status, body = await auditor.call("GET", f"/api/v1/recordings/{channel.id}")
+        assert status == 404 and "was changed; run audit verify" in body["error"], forged
+        async with harness.store.begin() as db:  # the forger fixes the event's own hash too
+            event = await db.get_one(AuditEvent, event.seq)
+            event.hash = chain.link(event.prev_hash, event.ticket_id, chain.row_digest(event))
+        status, body = await auditor.call("GET", f"/api/v1/recordings/{channel.id}")
+        assert status == 404 and "outside the recordings folder" in body["error"], body
+    assert (await harness.ssh(key, ticket, "true")).status == 0  # the session goes on

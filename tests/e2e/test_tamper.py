@@ -1,0 +1,143 @@
+"""Evidence against someone who can write the broker's database (but not its data dir): the
+running broker keeps every head signed, copies each checkpoint to an outside place, and when
+the history is rewritten it raises an alarm instead of signing; verify and export refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from sqlalchemy import delete, func, select, update
+
+from broker.evidence import chain
+from broker.evidence.ckptlog import CheckpointLog
+from broker.store import queries as q
+from broker.store.models import AuditCheckpoint, AuditEvent
+from tests.e2e.test_cli_flow import run
+from tests.e2e.test_handoff import cli
+from tests.harness import BrokerHarness
+
+
+class Collector:
+    """An operator's outside place for checkpoint copies: a tiny HTTP endpoint."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, object]] = []
+        self.changed = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        self.changed.set()
+        return web.Response(status=204)
+
+    async def wait_for(self, count: int) -> None:
+        async with asyncio.timeout(20):
+            while len(self.received) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@pytest.fixture
+async def collector() -> AsyncIterator[tuple[Collector, str]]:
+    found = Collector()
+    app = web.Application()
+    app.router.add_post("/checkpoints", found.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield found, f"http://127.0.0.1:{port}/checkpoints"
+    await runner.cleanup()
+
+
+async def _signed_head(harness: BrokerHarness) -> int:
+    """Wait until the broker has signed the current head; return its seq."""
+    async with asyncio.timeout(20):
+        while True:
+            async with harness.store.read() as db:
+                head = await db.scalar(select(func.max(AuditEvent.seq)))
+                point = await db.scalar(select(func.max(AuditCheckpoint.seq)))
+            if head and point == head:
+                return int(head)
+            await asyncio.sleep(0.05)
+
+
+async def test_running_broker_signs_copies_and_refuses_forged_history(
+    tmp_path: Path, collector: tuple[Collector, str]
+) -> None:
+    found, url = collector
+    harness = await BrokerHarness(
+        tmp_path, checkpoint_interval=0.2, checkpoint_post_url=url
+    ).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        await harness.connected_helper(ticket)
+        assert (await harness.ssh(key, ticket, "echo first")).status == 0
+        await harness.wait_audit(ticket, "recording.closed")
+        await _signed_head(harness)  # without any session ending: the loop signs the head
+
+        # Every checkpoint went to the outside place too, as the log has it.
+        logged, _ = CheckpointLog.of(harness.settings.data_dir).read()
+        await found.wait_for(len(logged))
+        assert [p["digest"] for p in found.received[: len(logged)]] == [p.digest for p in logged]
+
+        # The forger rewrites the command, recomputes the chain and drops the checkpoints
+        # that signed it.
+        async with harness.store.begin() as db:
+            opened = (
+                await db.execute(select(AuditEvent).where(AuditEvent.action == "channel.opened"))
+            ).scalar_one()
+            opened.details = {**opened.details, "command": "echo harmless"}
+            await db.execute(delete(AuditCheckpoint).where(AuditCheckpoint.seq >= opened.seq))
+            rows = [r for r in await q.list_audit(db) if r.seq >= opened.seq]
+            prev = (await db.get_one(AuditEvent, opened.seq - 1)).hash
+            for row in rows:
+                new = chain.link(prev, row.ticket_id, chain.row_digest(row))
+                await db.execute(
+                    update(AuditEvent)
+                    .where(AuditEvent.seq == row.seq)
+                    .values(prev_hash=prev, hash=new)
+                )
+                prev = new
+        async with harness.store.read() as db:
+            signed_before = len((await db.execute(select(AuditCheckpoint))).scalars().all())
+
+        # The session goes on; the broker will not sign the forged head.
+        assert (await harness.ssh(key, ticket, "echo second")).status == 0
+        alarm = await harness.wait_audit(None, "audit.alarm", timeout=20)
+        assert "signed by the last logged checkpoint is gone or changed" in str(alarm["problem"])
+        async with harness.store.read() as db:
+            points = (await db.execute(select(AuditCheckpoint))).scalars().all()
+        assert len(points) == signed_before
+
+        verify = await cli(harness, "audit", "verify")
+        assert verify.status == 1
+        assert b"is in the checkpoint log but not in the database" in verify.stderr
+        export = await cli(harness, "audit", "export", "--ticket", ticket, "--out", "x.tar")
+        assert export.status != 0 and b"does not verify, so it was not signed" in export.stderr
+        metrics = harness.broker.metrics
+        assert metrics is not None
+        assert b"assist_audit_alarms_total" in metrics.exposition()
+        assert metrics.audit_alarms._value.get() >= 1  # type: ignore[attr-defined]
+    finally:
+        await harness.stop()
+
+
+async def test_command_line_signs_what_it_wrote(tmp_path: Path) -> None:
+    """An admin's command writes an event and signs the head itself: no broker needs to run
+    for the head to be signed."""
+    status, _, err = await run(
+        "ticket", "create", "--title", "Printer", "--severity", "3", cwd=tmp_path
+    )
+    assert status == 0, err
+    logged, _ = CheckpointLog.of(tmp_path / "var").read()
+    assert [p.seq for p in logged] == [1], "the command line signed nothing"
+    status, out, err = await run("audit", "verify", "--json", cwd=tmp_path)
+    assert status == 0, err
+    assert json.loads(out)["checkpoints"] == 1
