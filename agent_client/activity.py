@@ -13,13 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.safetext import visible
+
 KINDS = {"shell": "a shell", "sftp": "a file transfer", "exec": "a command"}
 
 
 def printable(text: object, limit: int = 200) -> str:
     """What an engineer chose (a path, a command), safe on the customer's terminal: control
-    characters (escape sequences, newlines) are shown as ``?``."""
-    return "".join(ch if ch.isprintable() else "?" for ch in str(text)[:limit])
+    characters (escape sequences, newlines) are shown as escapes (``\\x1b``, ``\\n``)."""
+    return visible(text, limit)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""``assist-helper``: the customer's side. ``assist-helper connect CODE --broker HOST:PORT
---fingerprint SHA256:...`` lets a support engineer in, after you say yes, until you press Ctrl-C."""
+"""``assist-helper``: the customer's side. ``assist-helper connect --broker HOST:PORT
+--fingerprint SHA256:...`` asks for the consent code and lets a support engineer in, after you
+say yes, until you press Ctrl-C. (The code may also follow ``connect``, for scripts.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 from agent_client.connect import EXIT_REFUSED, Helper, Options
+from agent_client.consent_ui import NEED_FINGERPRINT
 from agent_client.console import Console
 
 ROOT_REFUSED = (
@@ -30,6 +32,26 @@ UNEXPECTED = (
     "it now. The details for the support desk are in {log}"
 )
 EXIT_FAILED = 3
+CODE_PROMPT = "Consent code (the engineer gave it to you, like 123-456-789): "
+NO_CODE = "No consent code was given. Ask the engineer for one, then run the helper again."
+
+
+def ask_code() -> str | None:
+    """The code, typed on the terminal (or one line of standard input), never from argv where
+    every local user can read it in /proc. Read byte by byte from the descriptor, so that
+    nothing after the line is taken from the customer's later answers."""
+    fd = sys.stdin.fileno()
+    if os.isatty(fd):
+        sys.stdout.write(CODE_PROMPT)
+        sys.stdout.flush()
+    line = bytearray()
+    while len(line) < 200:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            break
+        line += byte
+    code = line.decode("utf-8", "replace").strip()
+    return code or None
 
 
 def _defaults() -> dict[str, str]:
@@ -56,7 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assist-helper", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     connect = sub.add_parser("connect", help="let a support engineer in, with your consent")
-    connect.add_argument("code", help="the consent code the engineer gave you, e.g. 123-456-789")
+    connect.add_argument(
+        "code",
+        nargs="?",
+        help="the consent code (leave it out to be asked for it: other users of this computer "
+        "can read a program's arguments)",
+    )
     connect.add_argument(
         "--broker", default=DEFAULTS.get("broker"), help="HOST:PORT of the support broker"
     )
@@ -90,8 +117,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_REFUSED
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
+    if os.geteuid() == 0:
+        if not args.allow_root:
+            print(ROOT_REFUSED, flush=True)
+            return EXIT_REFUSED
+        print(ROOT_WARNING, flush=True)
+    if not args.fingerprint:  # before the customer types a code for nothing
+        print(NEED_FINGERPRINT, flush=True)
+        return EXIT_REFUSED
+    try:
+        code = args.code or ask_code()
+    except KeyboardInterrupt:
+        code = None
+    if code is None:
+        print(NO_CODE, file=sys.stderr)
+        return EXIT_REFUSED
     options = Options(
-        code=args.code,
+        code=code,
         host=host.strip("[]"),
         port=int(port),
         fingerprint=args.fingerprint,
@@ -99,11 +141,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         scope=args.scope,
         receipt=args.receipt,
     )
-    if os.geteuid() == 0:
-        if not args.allow_root:
-            print(ROOT_REFUSED, flush=True)
-            return EXIT_REFUSED
-        print(ROOT_WARNING, flush=True)
     try:
         return asyncio.run(Helper(options, Console()).run())
     except KeyboardInterrupt:

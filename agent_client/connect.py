@@ -26,6 +26,7 @@ from agent_client.park import ShellPark
 from agent_client.screen import StatusLine
 from agent_client.server import HelperServer
 from broker.session.policy import Scope, ScopeError
+from broker.session.receipt_text import receipt_text
 
 CONTROL_SUBSYSTEM = "assist-control"
 #: each of these ends the session (Ctrl-C, Ctrl-\\, a closed terminal window, kill)
@@ -344,7 +345,7 @@ class Helper:
         else:
             status = self._over(outcome.message)
         if isinstance(receipt, dict):
-            self.console.say(str((outcome.message or {}).get("receipt_text", "")).rstrip())
+            self.console.say(receipt_text(receipt).rstrip())
             if self.opts.receipt:
                 save_receipt(self.opts.receipt, receipt)
                 self.console.say(f"The receipt was saved to {self.opts.receipt}.")

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from agent_client.screen import StatusLine
+from broker.safetext import visible
 
 
 class Console:
@@ -42,7 +43,10 @@ class Console:
             return False
 
     def say(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
+        """Print a message. Its lines are the helper's own; anything else in it that could
+        drive the terminal is shown as an escape (the last wall: values from outside are made
+        visible where they come in)."""
+        print(visible(text, keep_newlines=True), file=self.out, flush=True)
         if self.status is not None:
             self.status.draw()
 
@@ -131,7 +135,7 @@ class Console:
 
     async def ask(self, question: str) -> str:
         """Ask and return the lower-cased answer ("" for end of input)."""
-        self.out.write(question)
+        self.out.write(visible(question, keep_newlines=True))
         self.out.flush()
         line = await self.next_line()
         if not (line and line.endswith("\n") and self.inp.isatty()):

@@ -14,6 +14,7 @@ import asyncssh
 
 from agent_client import consent_ui as ui
 from agent_client.console import Console
+from broker.safetext import visible
 
 
 async def read_message(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None:
@@ -30,7 +31,20 @@ async def read_message(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None
                 message = json.loads(line)
             except ValueError:
                 return None
-            return message if isinstance(message, dict) else None
+            return _shown(message) if isinstance(message, dict) else None
+
+
+def _shown(value: Any) -> Any:
+    """Every string the broker sends (ticket titles, names, commands, notices ...) with its
+    control characters made visible: the helper prints some of them on the customer's
+    terminal, and no text it did not write itself may drive that terminal."""
+    if isinstance(value, str):
+        return visible(value)
+    if isinstance(value, dict):
+        return {visible(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shown(v) for v in value]
+    return value
 
 
 def send(writer: asyncssh.SSHWriter[str], message: dict[str, Any]) -> None:
@@ -178,7 +192,9 @@ class ControlLoop:
             self.typed = ""
             join = self.pending[0]
             self.console.out.write(
-                ui.JOIN_QUESTION.format(engineer=join["engineer"]["display"], what=join["what"])
+                visible(
+                    ui.JOIN_QUESTION.format(engineer=join["engineer"]["display"], what=join["what"])
+                )
             )
             self.console.out.flush()
 

@@ -10,6 +10,7 @@ from typing import Any
 import asyncssh
 
 from agent_client import consent_ui as ui
+from broker.safetext import visible
 
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 #: a helper back after a network drop answers the login prompt with this and its token
@@ -59,10 +60,11 @@ class HelperClient(asyncssh.SSHClient):
         return [self._answer]
 
     def refusal(self) -> str:
-        """The broker's reason, sent as ``reason: message`` in a banner."""
+        """The broker's reason, sent as ``reason: message`` in a banner (shown with its control
+        characters made visible: the helper did not write it)."""
         text = self.banner.strip()
         _, _, message = text.partition(": ")
-        return message or "The broker did not accept the code."
+        return visible(message, 500) or "The broker did not accept the code."
 
     def refusal_reason(self) -> str:
         return self.banner.strip().partition(": ")[0]

@@ -10,6 +10,8 @@ import signal
 from collections.abc import Callable
 from typing import TextIO
 
+from broker.safetext import visible
+
 SAVE, RESTORE = "\0337", "\0338"
 
 
@@ -49,7 +51,7 @@ class StatusLine:
             self.draw()
 
     def draw(self) -> None:
-        text = self.render()[: self.cols - 1]
+        text = visible(self.render())[: self.cols - 1]
         self.out.write(
             f"{SAVE}\033[1;{self.rows - 1}r{RESTORE}"  # the scroll region: all but the bottom
             f"{SAVE}\033[{self.rows};1H\033[2K\033[7m {text}\033[0m{RESTORE}"

@@ -29,6 +29,7 @@ from broker.errors import BrokerError, Invalid
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.signing import Signer
 from broker.logsetup import configure_logging
+from broker.safetext import visible
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.policy import Scope, ScopeError
 from broker.store import queries as q
@@ -373,15 +374,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = asyncio.run(_run(args, settings))
     except BrokerError as exc:
-        print(f"assist-broker: {exc.message}", file=sys.stderr)
+        print(f"assist-broker: {visible(exc.message, keep_newlines=True)}", file=sys.stderr)
         return exc.exit_status
     except DBAPIError as exc:
         where = render.safe_url(settings.db_url)
-        print(f"assist-broker: cannot use the database {where}: {exc.orig}", file=sys.stderr)
+        print(
+            f"assist-broker: cannot use the database {where}: {visible(exc.orig)}", file=sys.stderr
+        )
         return 3
     except OSError as exc:
         where = render.safe_url(settings.db_url) if "settings" in locals() else "the database"
-        print(f"assist-broker: cannot use the database {where}: {exc}", file=sys.stderr)
+        print(f"assist-broker: cannot use the database {where}: {visible(exc)}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 130

@@ -5,9 +5,23 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+
+from broker.safetext import visible
+
+
+def _visible_values(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Console lines: strings from outside (peers' user names, paths) cannot drive the terminal
+    that shows the log. (JSON lines escape control characters by themselves.)"""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = visible(value, keep_newlines=key == "exception")
+    return event
 
 
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
@@ -39,6 +53,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             processors=[
                 structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                 structlog.processors.format_exc_info,
+                *([] if json_output else [_visible_values]),
                 renderer,
             ],
         )

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from broker.config import Settings
+from broker.safetext import visible
 from broker.store.models import Account, AuditEvent, Session, Ticket
 
 
@@ -103,10 +104,28 @@ def _details(details: dict[str, Any]) -> str:
     )
 
 
+#: values the broker composed itself over several lines (a PEM key, a settings snippet)
+_OWN_LINES = frozenset({"public_key", "settings"})
+
+
+def shown(value: Any, key: str = "") -> Any:
+    """``value`` with every string in it made visible (broker.safetext): titles, names, host
+    names, commands and failed login names come from outside and must not drive the admin's
+    terminal."""
+    if isinstance(value, str):
+        return visible(value, keep_newlines=key in _OWN_LINES)
+    if isinstance(value, dict):
+        return {k: shown(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [shown(v) for v in value]
+    return value
+
+
 def human(command: str, action: str | None, result: Any) -> str:
-    """The text form of a command's result."""
+    """The text form of a command's result, every value from outside made visible."""
     if isinstance(result, str):
-        return result
+        return visible(result, keep_newlines=True)
+    result = shown(result)
     match (command, action):
         case ("code", "issue"):
             return "\n".join(

@@ -23,7 +23,7 @@ def banner(settings: Settings, host: str, port: int, fingerprint: str, http: str
             f"host key fingerprint: {fingerprint}",
             "",
             "A customer runs:",
-            f"  assist-helper connect CODE --broker {address} --fingerprint {fingerprint}",
+            f"  assist-helper connect --broker {address} --fingerprint {fingerprint}",
             "An engineer runs:",
             f"  ssh -p {port} TICKET@{shown}",
             "",

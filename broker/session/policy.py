@@ -96,9 +96,18 @@ def _parse_port(item: str) -> PortGrant:
     rest = item[len("port:") :]
     host, _, port = rest.rpartition(":")
     host = host.strip("[]") or "localhost"
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
         raise ScopeError(f"scope item {item!r} needs a port number from 1 to 65535")
+    if not _HOST.fullmatch(host):
+        raise ScopeError(
+            f"the host in scope item {item!r} may hold only letters, digits, '.', '-', '_' "
+            "(a name or an IPv4 address) or hex digits and ':' in brackets (IPv6)"
+        )
     return PortGrant(host, int(port))
+
+
+#: a host name, an IPv4 address, or an IPv6 address (its brackets stripped)
+_HOST = re.compile(r"[a-z0-9_]([a-z0-9_.-]{0,251}[a-z0-9_])?|[0-9a-f:.]{2,45}", re.ASCII)
 
 
 @dataclass(frozen=True)

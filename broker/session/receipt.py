@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 
+from broker.session.receipt_text import receipt_text
 from broker.store.db import Store
 from broker.store.models import AuditEvent, Session, Ticket, utcnow
+
+__all__ = ["build_receipt", "receipt_text"]
 
 
 async def build_receipt(store: Store, session_id: str) -> dict[str, Any]:
@@ -77,26 +79,3 @@ async def build_receipt(store: Store, session_id: str) -> dict[str, Any]:
         "channels": list(channels.values()),
         "files": files,
     }
-
-
-def receipt_text(receipt: Mapping[str, Any]) -> str:
-    lines = [
-        f"Remote support session on ticket {receipt.get('ticket')}: {receipt.get('title')}",
-        "",
-        f"Engineers: {', '.join(receipt.get('engineers') or []) or 'nobody'}",
-        f"From {receipt.get('started')} to {receipt.get('ended')} "
-        f"({receipt.get('duration_seconds')} seconds); ended: {receipt.get('end_reason')}",
-        "",
-    ]
-    for channel in receipt.get("channels", []):
-        what = channel.get("command") or channel.get("kind")
-        if channel.get("kind") == "forward":
-            what = f"connection to port {channel.get('port')} on {channel.get('host')}"
-        lines.append(f"- {channel.get('engineer')}: {what}")
-    for item in receipt.get("files", []):
-        lines.append(
-            f"- file {item.get('direction')}: {item.get('path')} ({item.get('bytes')} "
-            f"bytes, SHA-256 {item.get('sha256') or 'partial transfer'})"
-        )
-    lines += ["", "The full record is kept by the support desk and can be verified."]
-    return "\n".join(lines) + "\n"

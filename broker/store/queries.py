@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker import fields
 from broker.errors import Invalid, NotFound
 from broker.evidence import chain
 from broker.store.models import (
@@ -50,6 +51,10 @@ async def create_ticket(
 ) -> Ticket:
     if not title.strip():
         raise Invalid("a ticket needs a title")
+    fields.plain(title, "the title", limit=500)
+    customer_email = fields.email(customer_email)
+    if customer_name is not None:
+        fields.plain(customer_name, "the customer name", limit=200)
     if severity not in (1, 2, 3, 4):
         raise Invalid(f"severity must be 1, 2, 3 or 4, got {severity}")
     if key is not None:
@@ -141,8 +146,10 @@ async def add_account(
     """``keys`` are ``(fingerprint, openssh public key line, comment)``."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}, got {role!r}")
-    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+    plain_name = name.replace("-", "").replace("_", "").replace(".", "")
+    if not name or not name.isascii() or not plain_name.isalnum() or len(name) > 64:
         raise Invalid(f"account names use letters, digits, '-', '_' and '.', got {name!r}")
+    fields.plain(display_name, "the display name", limit=200)
     if await find_account(db, name) is not None:
         raise Invalid(f"account {name} already exists")
     account = Account(name=name, role=role, display_name=display_name or name)

@@ -11,6 +11,7 @@ import asyncssh
 import structlog
 
 from broker.errors import CodeRejected
+from broker.safetext import visible
 from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime, Limits
 from broker.session.mail import mail_receipt
@@ -189,7 +190,10 @@ class AgentEdge:
         assert live is not None
         if kind == "consent" and live.state is State.PENDING:
             host_key = asyncssh.import_public_key(str(message["host_key"]))
-            host = {str(k): str(v)[:200] for k, v in dict(message.get("host") or {}).items()}
+            # What the customer's computer says of itself is shown to admins and auditors.
+            host = {
+                visible(k, 32): visible(v, 200) for k, v in dict(message.get("host") or {}).items()
+            }
             reverse = message.get("link") == "reverse" == self.ctx.settings.helper_link
             live.helper_link = "reverse" if reverse else "nested"  # a helper says what it can
             await self.ctx.manager.consented(

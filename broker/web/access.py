@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker import fields
 from broker.errors import Invalid, NotFound
 from broker.store import queries as q
 from broker.store.models import Account, ApiToken, WebLogin, utcnow
@@ -88,6 +89,7 @@ async def create_token(
     """A new token for ``account``; the clear value is returned once and never stored."""
     if not name.strip() or len(name) > 100:
         raise Invalid("a token needs a name of 1 to 100 characters")
+    fields.plain(name, "the token name")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
         account_id=account.id,

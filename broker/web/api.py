@@ -14,7 +14,8 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker.errors import BrokerError
+from broker import fields
+from broker.errors import BrokerError, Invalid
 from broker.store import queries as q
 from broker.web.access import Principal
 from broker.web.deps import DEPS, PRINCIPAL, Deps
@@ -319,6 +320,11 @@ def check(name: str, value: Any, schema: Mapping[str, Any]) -> None:
         if "maximum" in schema and value > schema["maximum"]:
             raise ApiError(400, f"{name} must be at most {schema['maximum']}")
     if kind == "string":
+        if schema.get("format") != "password":  # what people type is shown later: no controls
+            try:
+                fields.plain(value, name, multiline=bool(schema.get("x-multiline")))
+            except Invalid as exc:
+                raise ApiError(400, exc.message) from None
         if len(value) < schema.get("minLength", 0):
             raise ApiError(400, f"{name} must not be empty")
         if "maxLength" in schema and len(value) > schema["maxLength"]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from broker import fields
 from broker.errors import Invalid
 from broker.store import queries as q
 from broker.store.models import Account, ApiToken
@@ -158,8 +159,11 @@ async def list_accounts(call: Call) -> web.Response:
             "name": {"type": "string", "minLength": 1, "maxLength": 64},
             "display_name": {"type": "string", "maxLength": 200},
             "role": {"type": "string", "enum": list(q.ROLES)},
-            "password": {"type": "string", "maxLength": 200},
-            "ssh_keys": {"type": "array", "items": {"type": "string", "maxLength": 16000}},
+            "password": {"type": "string", "format": "password", "maxLength": 200},
+            "ssh_keys": {
+                "type": "array",
+                "items": {"type": "string", "maxLength": 16000, "x-multiline": True},
+            },
         },
     },
     response=ACCOUNT,
@@ -208,7 +212,7 @@ async def create_account(call: Call) -> web.Response:
         "type": "object",
         "properties": {
             "disabled": {"type": "boolean"},
-            "password": {"type": "string", "maxLength": 200},
+            "password": {"type": "string", "format": "password", "maxLength": 200},
             "display_name": {"type": "string", "minLength": 1, "maxLength": 200},
         },
     },
@@ -222,6 +226,7 @@ async def update_account(call: Call) -> web.Response:
         if "disabled" in body:
             account.disabled = changed["disabled"] = body["disabled"]
         if "display_name" in body:
+            fields.plain(body["display_name"], "the display name", limit=200)
             account.display_name = changed["display_name"] = body["display_name"]
         if "password" in body:
             account.password_hash = access.hash_password(body["password"])

@@ -145,7 +145,7 @@ async def end_session(call: Call) -> web.Response:
         "required": ["status"],
         "properties": {
             "status": {"type": "string", "enum": list(listing.REVIEW_STATES)},
-            "note": {"type": "string", "maxLength": 4000},
+            "note": {"type": "string", "maxLength": 4000, "x-multiline": True},
         },
     },
     response=REVIEW,

@@ -3,7 +3,7 @@ standard-library modules it shares with the broker) with this broker's address a
 fingerprint built in, so the customer types only the code:
 
     curl -fsSO http://BROKER:8080/helper && python3 -m pip install --user asyncssh && \\
-        python3 helper 123-456-789
+        python3 helper          # it asks for the code
 
 Its only dependency is asyncssh (which brings cryptography).
 """
@@ -21,13 +21,15 @@ import broker
 #: what the zipapp holds besides agent_client/: modules the helper imports from the broker
 SHARED = (
     "__init__.py",
+    "safetext.py",
+    "session/receipt_text.py",
     "session/__init__.py",
     "session/policy.py",
     "relay/__init__.py",
     "relay/flow.py",
 )
 
-MAIN = '''"""assist-helper with this broker built in: python3 helper CODE"""
+MAIN = '''"""assist-helper with this broker built in: python3 helper (it asks for the code)"""
 import sys
 
 from agent_client.cli import main

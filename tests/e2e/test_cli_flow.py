@@ -71,7 +71,7 @@ async def _readme_flow(
     port = int(re.search(r"listening for SSH on 127\.0\.0\.1:(\d+)", banner).group(1))
     fingerprint = re.search(r"host key fingerprint: (SHA256:\S+)", banner).group(1)
     assert (
-        f"assist-helper connect CODE --broker 127.0.0.1:{port} --fingerprint {fingerprint}"
+        f"assist-helper connect --broker 127.0.0.1:{port} --fingerprint {fingerprint}"
         in banner
     )
     data = tmp_path / "var"

@@ -149,7 +149,7 @@ def test_what_engineers_choose_cannot_paint_the_customers_screen() -> None:
     activity = Activity(ticket="T-1", names={"eve": "Eve"})
     activity.event("opened", {"engineer": "eve", "channel": 1, "kind": "sftp"})
     line = activity.event("file", {"engineer": "eve", "channel": 1, "path": "/x\x1b[2J\nnobody"})
-    assert line == "Eve is reading /x?[2J?nobody"
+    assert line == "Eve is reading /x\\x1b[2J\\nnobody"
     assert "\x1b" not in activity.status() and "\n" not in activity.status()
     activity.event("parked", {"engineer": "eve", "channel": 2})
-    assert "Eve: files /x?[2J?nobody, shell (kept while away)" in activity.status()
+    assert "Eve: files /x\\x1b[2J\\nnobody, shell (kept while away)" in activity.status()
