@@ -333,36 +333,40 @@ class RecorderSink:
         self._keep(recording, now, "o", event.data)
 
     def _keep(self, recording: Recording, now: float, code: str, data: bytes) -> None:
-        """Keep ``data`` in the recording as far as the caps allow (resizes count as output)."""
-        stream = "i" if code == "i" else "o"
-        if stream == "i":
-            room = (self.cap if recording.pty else self.input_cap) - recording.kept_in
-        else:
-            room = self.cap - recording.kept
-        session_room = self.session_cap - recording.session.kept
-        if len(data) > min(room, session_room):
-            cut_by = "recording_session_cap" if session_room < room else "recording_cap"
-            if stream == "i" and cut_by == "recording_cap" and not recording.pty:
-                cut_by = "recording_input_cap"
-            kept = data[: max(0, min(room, session_room))]
-            if kept:
-                self._append(recording, now, code, kept)
-            self._cut(recording, now, stream, cut_by)
-            return
-        self._append(recording, now, code, data)
-
-    @staticmethod
-    def _append(recording: Recording, now: float, code: str, data: bytes) -> None:
+        """Keep ``data`` in the recording as far as the caps allow (resizes count as output).
+        The hot path: under the caps, a few additions and an append."""
+        size, session = len(data), recording.session
         if code == "i":
-            recording.kept_in += len(data)
+            kept, cap = recording.kept_in, (self.cap if recording.pty else self.input_cap)
         else:
-            recording.kept += len(data)
-        recording.session.kept += len(data)
+            kept, cap = recording.kept, self.cap
+        if kept + size > cap or session.kept + size > self.session_cap:
+            self._keep_part(recording, now, code, data, cap - kept)
+            return
+        if code == "i":
+            recording.kept_in = kept + size
+        else:
+            recording.kept = kept + size
+        session.kept += size
         pending = recording.pending
         if pending and pending[-1][1] == code and now - pending[-1][0] < 0.01:
             pending[-1][2].append(data)  # coalesce a burst into one event
         else:
             pending.append((now, code, [data]))
+
+    def _keep_part(
+        self, recording: Recording, now: float, code: str, data: bytes, room: int
+    ) -> None:
+        """At a cap: keep what still fits, then mark the place."""
+        stream = "i" if code == "i" else "o"
+        session_room = self.session_cap - recording.session.kept
+        cut_by = "recording_session_cap" if session_room < room else "recording_cap"
+        if stream == "i" and cut_by == "recording_cap" and not recording.pty:
+            cut_by = "recording_input_cap"
+        fits = max(0, min(room, session_room))
+        if fits:
+            self._keep(recording, now, code, data[:fits])
+        self._cut(recording, now, stream, cut_by)
 
     def _cut(self, recording: Recording, now: float, stream: str, setting: str) -> None:
         """The first time a stream hits a cap: mark the place (later chunks are only hashed)."""
