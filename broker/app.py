@@ -88,6 +88,8 @@ class Broker:
             record_input=self.settings.record_input,
             cap=self.settings.recording_cap,
             input_cap=self.settings.recording_input_cap,
+            session_cap=self.settings.recording_session_cap,
+            min_free=self.settings.recordings_min_free,
         )
         self.metrics = metrics = Metrics()
         codes.counted = lambda outcome: metrics.codes.labels(outcome).inc()
@@ -102,6 +104,8 @@ class Broker:
         manager = SessionManager(self.store, codes, self.checkpointer.sign_quietly)
         metrics.watch(lambda: len(manager.live()), lambda: len(self.tunnels))
         self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher, metrics)
+        recorder.end_session = self._recording_stopped
+        manager.ended_hooks.append(recorder.forget)
         try:
             self._server = await start_ssh_server(self.ctx, self.tunnels)
         except OSError as exc:
@@ -161,6 +165,15 @@ class Broker:
             fingerprint=listening.fingerprint,
         )
         return listening
+
+    def _recording_stopped(self, session_id: str) -> None:
+        """The recorder can no longer record a session: end it, fail closed (engineers and the
+        customer are told why; ``session.ended`` with reason ``sink_failed``)."""
+        assert self.ctx is not None
+        live = self.ctx.manager.find_id(session_id)
+        if live is not None:
+            end = self.ctx.manager.end(live, "sink_failed")
+            self.ctx.spawn(end, "recording-stopped", {"session": session_id})
 
     async def _start_http(self, deps: Deps) -> tuple[str, int]:
         tls = self._tls()

@@ -50,6 +50,27 @@ def parse_duration(text: str | int | float, *, what: str) -> float:
     return seconds
 
 
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str | int, *, what: str) -> int:
+    """``"512M"``, ``"2G"``, ``"64KiB"`` or a number of bytes -> bytes (binary units)."""
+    if isinstance(text, int):
+        size = text
+    else:
+        raw = text.strip().lower().removesuffix("b").removesuffix("i")
+        number, unit = (raw[:-1], raw[-1]) if raw[-1:] in _SIZE_UNITS else (raw, "")
+        try:
+            size = int(float(number) * _SIZE_UNITS[unit])
+        except ValueError:
+            raise ConfigError(
+                f"{what} must be a size such as 512M, 2G or a number of bytes, got {text!r}"
+            ) from None
+    if size < 0:
+        raise ConfigError(f"{what} must not be negative, got {text!r}")
+    return size
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the broker can be told. Build with :func:`load_settings`."""
@@ -80,10 +101,16 @@ class Settings:
     recordings_dir: Path | None = None
     #: keep what engineers type in recordings (else only output, and the audit says so)
     record_input: bool = True
-    #: bytes of a non-PTY stream kept in its recording; beyond, only counted and hashed
+    #: bytes of a channel's output (and of a PTY's input) kept in its recording; beyond, only
+    #: counted and hashed
     recording_cap: int = 16 * 1024 * 1024
     #: bytes of a non-PTY input stream (an upload piped through a command) kept; all is hashed
     recording_input_cap: int = 1024 * 1024
+    #: bytes kept by all the recordings of one session together; beyond, only counted and hashed
+    recording_session_cap: int = 256 * 1024 * 1024
+    #: with less free space than this in the recordings folder, no recorded channel opens and
+    #: recorded sessions end (fail closed before a write fails); 0 turns the check off
+    recordings_min_free: int = 512 * 1024 * 1024
     #: the longest a session may last; Severity 1 and 2 tickets get ``session_max_severe``
     session_max: float = 2 * 3600.0
     session_max_severe: float = 8 * 3600.0
@@ -126,6 +153,7 @@ class Settings:
 
 
 HELPER_LINKS = ("reverse", "nested")
+SIZES = ("recording_cap", "recording_input_cap", "recording_session_cap", "recordings_min_free")
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
 
@@ -145,6 +173,8 @@ def _coerce(name: str, value: Any) -> Any:
         if text not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
             raise ConfigError(f"record_input must be true or false, got {value!r}")
         return text in ("1", "true", "yes", "on")
+    if name in SIZES:
+        return parse_size(value, what=name)
     if name in (
         "code_ttl",
         "code_fail_window",

@@ -174,6 +174,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         except BrokerError as exc:
             self.reason = exc.code
             self.stop(exc.message)
+            if isinstance(exc, SinkFailed) and exc.__cause__ is not None:
+                detail["why"] = str(exc.__cause__)[:300]  # e.g. too little free space
             await self.edge.audit_refusal(self.kind, exc, **detail)
             return
         except asyncssh.ChannelOpenError as exc:

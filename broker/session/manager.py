@@ -30,6 +30,8 @@ class SessionManager:
         self.codes = codes
         #: runs after a session's end is recorded (the broker signs a checkpoint there)
         self.after_end = after_end
+        #: called with a session's id as it ends (sinks forget what they kept for it)
+        self.ended_hooks: list[Callable[[str], None]] = []
         self._by_ticket: dict[int, LiveSession] = {}
         self._by_key: dict[str, LiveSession] = {}
 
@@ -193,6 +195,8 @@ class SessionManager:
         """End a session once, for ``reason``; engineers are told, the store records it."""
         if not live.end(reason):
             return
+        for hook in self.ended_hooks:
+            hook(live.id)
         if self._by_ticket.get(live.redemption.ticket_id) is live:
             del self._by_ticket[live.redemption.ticket_id]
             self._by_key.pop(live.ticket_key.upper(), None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_settings, parse_duration
+from broker.config import load_settings, parse_duration, parse_size
 from broker.errors import ConfigError
 
 
@@ -53,3 +53,27 @@ def test_bad_settings_are_named(flags: dict[str, str], env: dict[str, str], mess
 )
 def test_durations(text: str | float, seconds: float) -> None:
     assert parse_duration(text, what="x") == seconds
+
+
+def test_recording_limits_take_sizes(tmp_path: Path) -> None:
+    (tmp_path / "broker.toml").write_text('recording_session_cap = "1G"\nrecording_cap = 4096\n')
+    env = {"ASSIST_DATA_DIR": str(tmp_path), "ASSIST_RECORDINGS_MIN_FREE": "512M"}
+    settings = load_settings({}, environ=env)
+    assert settings.recordings_min_free == 512 * 1024 * 1024
+    assert settings.recording_session_cap == 1024**3
+    assert settings.recording_cap == 4096
+    defaults = load_settings({"data_dir": str(tmp_path / "none")}, environ={})
+    assert defaults.recordings_min_free == 512 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512M", 512 << 20), ("2G", 2 << 30), ("2GiB", 2 << 30), ("64k", 64 << 10), ("0", 0)],
+)
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text, what="x") == size
+
+
+def test_bad_size_is_named() -> None:
+    with pytest.raises(ConfigError, match="recordings_min_free must be a size such as 512M"):
+        load_settings({}, environ={"ASSIST_RECORDINGS_MIN_FREE": "lots"})

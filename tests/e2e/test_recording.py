@@ -118,8 +118,10 @@ async def test_bulk_exec_is_capped_but_counted_and_hashed(tmp_path: Path) -> Non
         assert closed["truncated"] is True
         assert closed["output_bytes"] == len(result.stdout)
         assert closed["output_sha256"] == hashlib.sha256(result.stdout).hexdigest()
-        kept = sum(len(json.loads(line)[2]) for line in path.read_text().splitlines()[1:])
+        events = [json.loads(line) for line in path.read_text().splitlines()[1:]]
+        kept = sum(len(e[2]) for e in events if e[1] == "o")
         assert 9_000 <= kept <= 10_000
+        assert ["recording_cap"] == closed["truncated_by"]
     finally:
         await harness.stop()
 
@@ -166,7 +168,8 @@ async def test_input_is_not_kept_when_policy_says_so(tmp_path: Path) -> None:
 
 
 async def test_no_recording_no_access(tmp_path: Path) -> None:
-    """Fail closed: when recordings cannot be written, the channel does not open."""
+    """Fail closed: when recordings cannot be written, the channel does not open and the
+    session ends (the customer is told why)."""
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the recordings directory should be")
     harness = await BrokerHarness(tmp_path, recordings_dir=blocker).start()
@@ -182,6 +185,9 @@ async def test_no_recording_no_access(tmp_path: Path) -> None:
         assert "opened a command" not in helper.text
         refused = await harness.wait_audit(ticket, "channel.refused")
         assert refused["reason"].startswith("Recording is unavailable")
+        assert await helper.finish() == 1
+        assert "Recording is unavailable" in helper.text
+        await harness.wait_audit(ticket, "session.ended", reason="sink_failed")
     finally:
         await harness.stop()
 
