@@ -59,6 +59,11 @@ class BrokerPath:
             "ASSIST_LOG_LEVEL": "warning",
             "ASSIST_RECORD_INPUT": "true" if self.record_input else "false",
             "ASSIST_HELPER_LINK": self.helper_link,
+            # the bench is hundreds of customers and engineers on one address, all at once
+            "ASSIST_CODE_FAIL_PER_SOURCE": "100000",
+            "ASSIST_CODE_FAIL_PER_PREFIX": "100000",
+            "ASSIST_SSH_UNAUTH_PER_ADDRESS": "2000",
+            "ASSIST_SSH_UNAUTH_TOTAL": "4000",
         }
         self.proc = subprocess.Popen(
             [

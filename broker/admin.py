@@ -11,13 +11,14 @@ from typing import Any
 import structlog
 from sqlalchemy import select, update
 
+from broker.background import every
 from broker.errors import BrokerError, Invalid, NotFound
 from broker.session.manager import SessionManager
 from broker.session.model import LiveSession
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AdminRequest, utcnow
-from broker.tunnels import TunnelRegistry
+from broker.tunnels import EngineerLogins, TunnelRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -27,21 +28,21 @@ STALE_AFTER = dt.timedelta(seconds=30)
 
 
 class AdminWorker:
-    def __init__(self, store: Store, manager: SessionManager, tunnels: TunnelRegistry) -> None:
+    def __init__(
+        self,
+        store: Store,
+        manager: SessionManager,
+        tunnels: TunnelRegistry,
+        engineers: EngineerLogins | None = None,
+    ) -> None:
         self.store = store
         self.manager = manager
         self.tunnels = tunnels
+        self.engineers = engineers if engineers is not None else EngineerLogins()
 
     async def run(self) -> None:
         """Poll for pending requests until cancelled."""
-        while True:
-            try:
-                await self.store.finish(self.poll_once())
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("admin_poll_failed")
-            await asyncio.sleep(POLL_INTERVAL)
+        await every(POLL_INTERVAL, self.poll_once, store=self.store, failure="admin_poll_failed")
 
     async def poll_once(self) -> None:
         async with self.store.read() as db:
@@ -87,6 +88,9 @@ class AdminWorker:
         return matches[0]
 
     async def _act(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        if op == "end_logins":
+            account = str(args.get("account", ""))[:64]
+            return {"account": account, "ssh_logins_ended": self.engineers.end_account(account)}
         live = self._live(str(args.get("session", "")))
         if op == "end":
             await self.manager.end(live, "admin")

@@ -19,18 +19,22 @@ from broker.evidence.recovery import recover
 from broker.evidence.signing import Signer
 from broker.metrics import Metrics, MetricsSink
 from broker.relay.dispatch import Dispatcher
-from broker.session.consent import CodeHasher, ConsentCodes, RateLimiter
+from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.manager import SessionManager
+from broker.session.ratelimit import RateLimiter
+from broker.session.refusals import RefusalReporter
 from broker.session.watchdog import StoreWatchdog
 from broker.sinks.audit import AuditSink
 from broker.sinks.logline import LogLineSink
 from broker.sinks.recorder import RecorderSink
 from broker.store.db import Store
+from broker.store.lease import DataDirLock, NodeLease
 from broker.transport.context import Context
 from broker.transport.keys import BrokerKeys
 from broker.transport.listener import SharedListener
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
+from broker.web.access import PasswordChecker
 from broker.web.app import create_app
 from broker.web.deps import Deps
 from broker.web.helper_download import build_helper
@@ -61,6 +65,9 @@ class Broker:
         self._background: list[asyncio.Task[None]] = []
         self.checkpointer: Checkpointer | None = None
         self.metrics: Metrics | None = None
+        self.refusals: RefusalReporter | None = None
+        self.lock: DataDirLock | None = None
+        self.lease: NodeLease | None = None
 
     @property
     def manager(self) -> SessionManager:
@@ -69,15 +76,20 @@ class Broker:
 
     async def start(self) -> Listening:
         self.keys = BrokerKeys.load(self.settings.data_dir)
+        # Before anything touches live state: a second broker on this data dir (or under this
+        # node name on a shared database) stops here, and the first one's sessions stay as
+        # they are.
+        self.lock = DataDirLock(self.settings.data_dir)
+        self.lock.acquire()
         await self.store.upgrade()
+        self.lease = NodeLease(self.store, socket.gethostname())
+        await self.lease.take()
         await recover(
             self.store, socket.gethostname(), self.settings.recordings, self.settings.data_dir
         )
-        limiter = RateLimiter(
-            per_source=self.settings.code_fail_per_source,
-            overall=self.settings.code_fail_global,
-            window=self.settings.code_fail_window,
-        )
+        limiter = self._limiter()
+        logins = self._limiter()
+        self.refusals = RefusalReporter(self.store, {"codes": limiter, "logins": logins})
         codes = ConsentCodes(
             self.store, CodeHasher(self.keys.code_key), limiter, node=socket.gethostname()
         )
@@ -113,12 +125,15 @@ class Broker:
             raise ConfigError(f"cannot listen for SSH on {where}: {exc.strerror or exc}") from None
         self._background = [
             asyncio.create_task(
-                AdminWorker(self.store, manager, self.tunnels).run(), name="admin-requests"
+                AdminWorker(self.store, manager, self.tunnels, self.ctx.engineers).run(),
+                name="admin-requests",
             ),
             asyncio.create_task(
                 self.checkpointer.run(self.settings.checkpoint_interval), name="audit-checkpoints"
             ),
             asyncio.create_task(StoreWatchdog(self.store, manager).run(), name="store-watchdog"),
+            asyncio.create_task(self.refusals.run(), name="rate-limit-reports"),
+            asyncio.create_task(self.lease.run(), name="node-lease"),
         ]
         if self.settings.checkpoint_post_url:
             poster = CheckpointPoster(
@@ -141,15 +156,13 @@ class Broker:
             store=self.store,
             manager=manager,
             tunnels=self.tunnels,
+            engineers=self.ctx.engineers,
             codes=codes,
             signer=signer,
             checkpointer=self.checkpointer,
             metrics=metrics,
-            logins=RateLimiter(
-                per_source=self.settings.code_fail_per_source,
-                overall=self.settings.code_fail_global,
-                window=self.settings.code_fail_window,
-            ),
+            logins=logins,
+            passwords=PasswordChecker(),
             helper_app=helper_app,
             broker_address=address,
             fingerprint=self.keys.host_fingerprint,
@@ -175,9 +188,27 @@ class Broker:
             end = self.ctx.manager.end(live, "sink_failed")
             self.ctx.spawn(end, "recording-stopped", {"session": session_id})
 
+    def _limiter(self) -> RateLimiter:
+        return RateLimiter(
+            per_source=self.settings.code_fail_per_source,
+            per_prefix=self.settings.code_fail_per_prefix,
+            overall=self.settings.code_fail_global,
+            window=self.settings.code_fail_window,
+        )
+
     async def _start_http(self, deps: Deps) -> tuple[str, int]:
         tls = self._tls()
-        self._http = web.AppRunner(create_app(deps), access_log=None)
+        # aiohttp's keep-alive timer runs from the moment a connection is made and is not reset
+        # by bytes that do not complete a request: it is the header timeout, for the first
+        # request and every later one on the connection (a slow client is cut off).
+        # After an answer to a request whose body was not all read (a 408), aiohttp reads on
+        # for ``lingering_time`` (10 s by default) before it closes: 1 s is plenty.
+        self._http = web.AppRunner(
+            create_app(deps),
+            access_log=None,
+            keepalive_timeout=self.settings.http_header_timeout,
+            lingering_time=1.0,
+        )
         await self._http.setup()
         # Bind the socket here so that port 0 tells which port was picked.
         host, port = self.settings.http_host, self.settings.http_port
@@ -228,7 +259,21 @@ class Broker:
             if late:
                 log.warning("tasks_cancelled_at_stop", names=sorted(t.get_name() for t in late))
                 await asyncio.wait(late, timeout=1)
+        if self.refusals is not None:
+            try:
+                await self.refusals.report(flush=True)
+            except Exception:
+                log.exception("rate_limit_report_failed")
         if self.checkpointer is not None:
             await self.checkpointer.sign_quietly()
+        if self.lease is not None:
+            try:
+                await self.lease.give_back()
+            except Exception:
+                log.exception("node_lease_not_given_back")
+            self.lease = None
         await self.store.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         log.info("broker_stopped")

@@ -16,8 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from broker import admin
 from broker.config import Settings, parse_duration
-from broker.errors import Invalid
+from broker.errors import BrokerError, Invalid
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.transport.keys import write_private
@@ -43,6 +44,12 @@ def register(
     tlist.add_argument("name")
     trevoke = token.add_parser("revoke", parents=[common], help="revoke a token")
     trevoke.add_argument("id", type=int)
+    for verb, what in (
+        ("disable", "disable an account (ends its logins at once)"),
+        ("enable", "enable a disabled account"),
+    ):
+        toggle = account.add_parser(verb, parents=[common], help=what)
+        toggle.add_argument("name")
     certs = sub.add_parser(
         "certs", parents=[common], help="make a self-signed HTTPS certificate (for tests)"
     )
@@ -60,14 +67,41 @@ async def cmd_account_password(args: argparse.Namespace, settings: Settings, sto
     hashed = access.hash_password(secret)
     async with store.begin() as db:
         account = await q.get_account(db, args.name)
-        account.password_hash = hashed
+        ended = await access.set_password(db, account, hashed)
         await q.append_audit(
             db,
             action="account.updated",
             actor="admin",
-            details={"account": account.name, "password_changed": True},
+            details={
+                "account": account.name,
+                "password_changed": True,
+                "other_web_logins_ended": ended,
+            },
         )
-    return {"account": account.name, "password": "set"}
+    return {"account": account.name, "password": "set", "web_logins_ended": ended}
+
+
+async def cmd_account_disable(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    """Disable or enable an account. Disabling ends its browser logins here and asks the
+    running broker to end its SSH logins at once."""
+    disable = args.action == "disable"
+    async with store.begin() as db:
+        account = await q.get_account(db, args.name)
+        ended = await access.set_disabled(db, account, disable)
+        await q.append_audit(
+            db,
+            action="account.updated",
+            actor="admin",
+            details={"account": account.name, "disabled": disable, "web_logins_ended": ended},
+        )
+    result: dict[str, Any] = {"account": account.name, "disabled": disable}
+    if disable:
+        try:
+            answer = await admin.request(store, "end_logins", {"account": account.name}, 5)
+            result["ssh_logins_ended"] = answer.get("ssh_logins_ended", 0)
+        except BrokerError:
+            result["ssh_logins_ended"] = "no broker answered (none is running with this database)"
+    return result
 
 
 async def cmd_token_create(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
@@ -165,6 +199,8 @@ async def cmd_certs(args: argparse.Namespace, settings: Settings, store: Store) 
 
 HANDLERS = {
     ("account", "password"): cmd_account_password,
+    ("account", "disable"): cmd_account_disable,
+    ("account", "enable"): cmd_account_disable,
     ("token", "create"): cmd_token_create,
     ("token", "list"): cmd_token_list,
     ("token", "revoke"): cmd_token_revoke,

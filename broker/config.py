@@ -87,12 +87,20 @@ class Settings:
     default_scope: str = "shell,exec"
     #: wrong codes allowed per source address within ``code_fail_window`` seconds
     code_fail_per_source: int = 5
+    #: wrong codes (and passwords) allowed per IPv4 /24 within ``code_fail_window`` seconds
+    #: (an address counts against its /32 and /24; an IPv6 address against its /64)
+    code_fail_per_prefix: int = 20
     #: wrong codes allowed from all sources together within ``code_fail_window`` seconds
     code_fail_global: int = 200
     code_fail_window: float = 300.0
     keepalive_interval: float = 15.0
     #: a connection that has not logged in by then is dropped
     login_timeout: float = 60.0
+    #: connections not logged in yet, per source address and in all; more are closed at once
+    ssh_unauth_per_address: int = 32
+    ssh_unauth_total: int = 1000
+    #: distinct public keys one SSH connection may offer before it is disconnected
+    ssh_max_keys: int = 10
     #: how the broker reaches a helper's embedded server: ``reverse`` (the helper dials a second
     #: connection and is its SSH server; one encryption layer) or ``nested`` (an SSH connection
     #: inside a channel of the helper's own; two layers, measured slower by python -m bench.hops)
@@ -110,7 +118,7 @@ class Settings:
     recording_session_cap: int = 256 * 1024 * 1024
     #: with less free space than this in the recordings folder, no recorded channel opens and
     #: recorded sessions end (fail closed before a write fails); 0 turns the check off
-    recordings_min_free: int = 512 * 1024 * 1024
+    recordings_min_free: int = 256 * 1024 * 1024
     #: the longest a session may last; Severity 1 and 2 tickets get ``session_max_severe``
     session_max: float = 2 * 3600.0
     session_max_severe: float = 8 * 3600.0
@@ -129,6 +137,13 @@ class Settings:
     checkpoint_interval: float = 5.0
     #: optional: each new checkpoint is also POSTed (JSON) to this URL, outside the broker
     checkpoint_post_url: str | None = None
+    #: when set, /metrics answers only requests with ``Authorization: Bearer <metrics_token>``
+    #: (unset: /metrics is open to whoever reaches the HTTP port, like /healthz)
+    metrics_token: str | None = None
+    #: seconds a client may take to send a request's headers (a slow client is cut off)
+    http_header_timeout: float = 15.0
+    #: seconds a client may take to send a request's body
+    http_body_timeout: float = 30.0
     log_level: str = "info"
     log_format: str = "auto"  # auto | json | console
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -182,6 +197,8 @@ def _coerce(name: str, value: Any) -> Any:
         "login_timeout",
         "checkpoint_window",
         "checkpoint_interval",
+        "http_header_timeout",
+        "http_body_timeout",
     ) or name.startswith("session_"):
         return parse_duration(value, what=name)
     if "int" in str(kind) and "str" not in str(kind):

@@ -37,6 +37,12 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
+        self.connections_refused = Counter(
+            "assist_connections_refused",
+            "SSH connections closed before login, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.audit_alarms = Counter(
             "assist_audit_alarms",
             "Times the audit history did not verify before signing (nothing was signed)",

@@ -193,6 +193,18 @@ def human(command: str, action: str | None, result: Any) -> str:
         case ("account", "add"):
             keys = ", ".join(result["keys"]) or "no keys"
             return f"Added {result['role']} {result['name']} ({result['display_name']}): {keys}"
+        case ("account", "disable") | ("account", "enable"):
+            if not result["disabled"]:
+                return f"{result['account']} is enabled again."
+            return (
+                f"{result['account']} is disabled: its browser logins and API tokens no longer "
+                f"work; SSH logins ended: {result['ssh_logins_ended']}."
+            )
+        case ("account", "password"):
+            return (
+                f"The password of {result['account']} is set; "
+                f"{result['web_logins_ended']} browser logins were ended."
+            )
         case ("account", "list"):
             return _table(result, ["name", "display_name", "role", "keys"])
         case ("session", "list"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import resource
 import signal
 import sys
 
@@ -11,7 +12,9 @@ from broker.app import Broker
 from broker.config import Settings
 
 
-def banner(settings: Settings, host: str, port: int, fingerprint: str, http: str) -> str:
+def banner(
+    settings: Settings, host: str, port: int, fingerprint: str, http: str, descriptors: int = 0
+) -> str:
     wildcard = host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
     shown = settings.advertised_host if settings.public_host or wildcard else host
     address = f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
@@ -27,12 +30,28 @@ def banner(settings: Settings, host: str, port: int, fingerprint: str, http: str
             "An engineer runs:",
             f"  ssh -p {port} TICKET@{shown}",
             "",
+            f"open files allowed: {descriptors}",
             "Press Ctrl-C to stop.",
         ]
     )
 
 
+def raise_fd_limit() -> int:
+    """Raise the open-file soft limit to the hard limit: every session holds several sockets,
+    and Debian's default soft limit (1024) is reached long before memory or CPU."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return soft
+        return wanted
+    return soft
+
+
 async def serve(settings: Settings) -> int:
+    descriptors = raise_fd_limit()
     broker = Broker(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -51,6 +70,7 @@ async def serve(settings: Settings) -> int:
                 listening.ssh_port,
                 listening.fingerprint,
                 f"{scheme}://{listening.http_host}:{listening.http_port}",
+                descriptors,
             ),
             flush=True,
         )

@@ -174,6 +174,8 @@ class BrokerHarness:
             "http_port": 0,
             "database_url": database_url,
             "keepalive_interval": 30.0,
+            # the machine's free disk is not what a test is about (16 MiB still protects it)
+            "recordings_min_free": 16 * 1024 * 1024,
             **overrides,
         }
         self.settings = Settings(**values)  # type: ignore[arg-type]

@@ -10,13 +10,13 @@ checkpoint before it. If not, that is an alarm (an error in the log, a metric, a
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import structlog
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from broker.background import every
 from broker.errors import BrokerError
 from broker.evidence import chain, sshsig
 from broker.evidence.ckptlog import CheckpointLog, Signed
@@ -198,13 +198,6 @@ class Checkpointer:
 
     async def run(self, interval: float = INTERVAL) -> None:
         """Keep the head signed: within ``interval`` seconds of any new event."""
-        while True:
-            try:
-                await self.store.finish(self.checkpoint())
-            except asyncio.CancelledError:
-                raise
-            except ChainBroken:
-                pass
-            except Exception:
-                log.exception("audit_checkpoint_failed")
-            await asyncio.sleep(interval)
+        await every(
+            interval, self.sign_quietly, store=self.store, failure="audit_checkpoint_failed"
+        )

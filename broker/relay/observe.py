@@ -53,6 +53,9 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         return True  # refused with a message once started
 
     def subsystem_requested(self, subsystem: str) -> bool:
+        self.edge.refuse_soon(
+            "subsystem", "a watch connection only watches a shell", subsystem=subsystem[:100]
+        )
         return False
 
     def session_started(self) -> None:

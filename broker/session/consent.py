@@ -2,7 +2,7 @@
 
 A code is 9 random digits from :mod:`secrets`, shown once as ``123-456-789``. The store keeps
 only HMAC-SHA256(key, digits) where the key lives in the data dir (mode 0600). Wrong tries are
-rate limited per source address and globally.
+rate limited per network prefix and globally (broker.session.ratelimit).
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ import hashlib
 import hmac
 import math
 import secrets
-import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.errors import CodeRejected, Invalid, NotFound
 from broker.session.policy import Scope
+from broker.session.ratelimit import Attempt, Limited, RateLimiter
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import Account, ConsentCode, Ticket, utcnow
@@ -76,53 +75,6 @@ class CodeHasher:
     @staticmethod
     def same(a: bytes, b: bytes) -> bool:
         return hmac.compare_digest(a, b)
-
-
-@dataclass
-class RateLimiter:
-    """Sliding window of failed tries, per source and in total. No I/O; the clock is injected.
-
-    ``check(source)`` before trying a code returns the seconds to wait (0 when allowed);
-    ``failed(source)`` after a wrong code counts it.
-
-    The overall limit only holds back sources that have failed themselves within the window:
-    a flood of wrong codes from elsewhere must not lock out a customer typing their own code
-    (limits are per source), while many failing sources together are still slowed down.
-    """
-
-    per_source: int
-    overall: int
-    window: float
-    clock: Callable[[], float] = time.monotonic
-    _by_source: dict[str, deque[float]] = field(default_factory=dict)
-    _all: deque[float] = field(default_factory=deque)
-
-    def _trim(self, times: deque[float], now: float) -> None:
-        while times and times[0] <= now - self.window:
-            times.popleft()
-
-    def check(self, source: str) -> float:
-        now = self.clock()
-        times = self._by_source.get(source)
-        wait = 0.0
-        if times is not None:
-            self._trim(times, now)
-            if not times:
-                del self._by_source[source]
-            elif len(times) >= self.per_source:
-                wait = times[0] + self.window - now
-        self._trim(self._all, now)
-        if times and len(self._all) >= self.overall:
-            wait = max(wait, self._all[0] + self.window - now)
-        return wait
-
-    def failed(self, source: str) -> None:
-        now = self.clock()
-        self._by_source.setdefault(source, deque()).append(now)
-        self._all.append(now)
-        # Bound memory: the global window caps how many entries can be alive.
-        if len(self._all) > self.overall * 2:
-            self._all.popleft()
 
 
 # --- issuing and redeeming against the store -----------------------------------------------
@@ -233,23 +185,37 @@ class ConsentCodes:
         Exactly one of any number of concurrent callers with the same code succeeds. Raises
         :class:`CodeRejected` with the customer's message and a reason code otherwise.
         """
+        attempt: Attempt | None = None
         if self.limiter is not None:
-            wait = self.limiter.check(source)
-            if wait > 0:
-                await self._reject("rate_limited", source, None, {"retry_after": math.ceil(wait)})
-                raise CodeRejected(rate_limited_message(wait), code="rate_limited")
+            # Decided before the first await: concurrent tries cannot all slip under the limit.
+            try:
+                attempt = await self.limiter.reserve(source, "consent_code")
+            except Limited as exc:  # counted for one summary event per window, not a row each
+                self.counted("rejected")
+                raise CodeRejected(rate_limited_message(exc.wait), code="rate_limited") from None
+        try:
+            return await self._redeem(text, source, busy, attempt)
+        finally:
+            if attempt is not None:
+                attempt.settle()  # a failure, unless it succeeded
+
+    async def _redeem(
+        self, text: str, source: str, busy: Callable[[int], bool], attempt: Attempt | None
+    ) -> Redemption:
         try:
             digest = self.hasher.hash(text)
         except CodeRejected:
-            await self._failed("malformed", source, None)
+            await self._reject("malformed", source, None, {})
             raise
         # The claim runs to its end even if the helper hangs up meanwhile (asyncssh then
         # cancels the login): a claimed code always has its session row and audit event.
         code, reason, redemption = await self.store.finish(self._claim(digest, source, busy))
+        if (redemption is not None or reason == "busy") and attempt is not None:
+            attempt.succeeded()  # a right code (or a busy ticket) is no failed try
         if redemption is not None:
             self.counted("redeemed")
             return redemption
-        await self._failed(reason or "unknown", source, code)
+        await self._reject(reason or "unknown", source, code, {})
         raise CodeRejected(MESSAGES[reason or "unknown"], code=reason or "unknown")
 
     async def _claim(
@@ -303,11 +269,6 @@ class ConsentCodes:
             engineer_display=engineer.display_name,
             scope=code.scope,
         )
-
-    async def _failed(self, reason: str, source: str, code: ConsentCode | None) -> None:
-        if self.limiter is not None and reason != "busy":
-            self.limiter.failed(source)
-        await self._reject(reason, source, code, {})
 
     async def _reject(
         self, reason: str, source: str, code: ConsentCode | None, extra: dict[str, object]

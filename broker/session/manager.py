@@ -12,6 +12,7 @@ import structlog
 from broker.errors import CodeRejected
 from broker.session.consent import MESSAGES, ConsentCodes, rate_limited_message
 from broker.session.model import LiveSession, State
+from broker.session.ratelimit import Attempt, Limited
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import utcnow
@@ -125,18 +126,31 @@ class SessionManager:
         limiter = self.codes.limiter
         session_id, _, secret = token.partition(".")
         live = self.find_id(session_id[:64])
+        attempt = None
+        if limiter is not None:
+            try:
+                attempt = await limiter.reserve(source, "resume_token")
+            except Limited as exc:  # counted for one summary event per window
+                raise CodeRejected(rate_limited_message(exc.wait), code="rate_limited") from None
+        try:
+            return await self._resume(live, secret, source, attempt)
+        finally:
+            if attempt is not None:
+                attempt.settle()
+
+    async def _resume(
+        self, live: LiveSession | None, secret: str, source: str, attempt: Attempt | None
+    ) -> LiveSession:
         reason = None
-        if limiter is not None and (wait := limiter.check(source)) > 0:
-            reason = "rate_limited"
-        elif live is None:
+        if live is None:
             reason = "no_live_session"
         elif not live.resume_allowed(secret[:128]):
             reason = "wrong_token"
         if reason is None and live is not None:
+            if attempt is not None:
+                attempt.succeeded()
             live.drop()  # the old connection may not have been noticed dead yet
             return live
-        if limiter is not None and reason != "rate_limited":
-            limiter.failed(source)
         async with self.store.begin() as db:
             await q.append_audit(
                 db,
@@ -146,8 +160,6 @@ class SessionManager:
                 session_id=live.id if live else None,
                 details={"source": source, "reason": reason},
             )
-        if reason == "rate_limited":
-            raise CodeRejected(rate_limited_message(wait), code="rate_limited")
         raise CodeRejected(MESSAGES["resume_refused"], code="resume_refused")
 
     async def dropped(self, live: LiveSession, grace: float) -> None:

@@ -256,3 +256,18 @@ class SessionReview(Base):
     status: Mapped[str] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class BrokerNode(Base):
+    """A running broker node and its lease. A node renews ``lease_until`` while it runs; a
+    second ``serve`` under the same node name finds a live lease and stops before it touches
+    any live state (see broker.store.lease)."""
+
+    __tablename__ = "broker_node"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lease_until: Mapped[dt.datetime]

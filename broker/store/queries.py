@@ -33,6 +33,8 @@ ROLES = ("engineer", "auditor", "admin")
 AUDIT_LOCK = 0x41554449
 #: ticket keys double as SSH user names, so they stay short and plain
 TICKET_KEY = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,31}")
+#: the broker's own keys; a custom key may not look like one (it would take a later ticket's)
+AUTOMATIC_KEY = re.compile(r"[Tt]-[0-9]+")
 LIVE_STATES = ("pending", "active")
 
 
@@ -63,6 +65,11 @@ async def create_ticket(
                 f"a ticket key starts with a letter and has up to 32 letters, digits and '-', "
                 f"got {key!r}"
             )
+        if AUTOMATIC_KEY.fullmatch(key):
+            raise Invalid(
+                f"a ticket key of the form T-<number> is given by the broker; choose another "
+                f"key than {key!r}, or leave --key out"
+            )
         if await find_ticket(db, key) is not None:
             raise Invalid(f"ticket {key} already exists")
     ticket = Ticket(
@@ -75,7 +82,11 @@ async def create_ticket(
     db.add(ticket)
     await db.flush()
     if key is None:
-        ticket.key = f"T-{ticket.id}"
+        # T-<id>, or the next free number should an older custom key hold that one already
+        number = ticket.id
+        while await find_ticket(db, f"T-{number}") is not None:
+            number += 1
+        ticket.key = f"T-{number}"
         await db.flush()
     # Every ticket's evidence starts here: an export bundle must begin with this event.
     await append_audit(

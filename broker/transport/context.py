@@ -16,6 +16,7 @@ from broker.session.manager import SessionManager
 from broker.store.db import Store
 from broker.transport.keys import BrokerKeys
 from broker.transport.links import LinkWaiters
+from broker.tunnels import EngineerLogins
 
 #: AES-GCM only. OpenSSH clients prefer chacha20-poly1305, which asyncssh runs more slowly:
 #: offering only GCM (in every OpenSSH since 6.2; constant-time with AES-NI) made a keystroke
@@ -42,6 +43,8 @@ class Context:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     #: reverse links the broker asked helpers for, waiting for their sockets
     links: LinkWaiters = field(default_factory=LinkWaiters)
+    #: engineers logged in on this node (an account disabled ends its logins)
+    engineers: EngineerLogins = field(default_factory=EngineerLogins)
 
     def spawn(
         self,

@@ -18,6 +18,7 @@ from broker.relay.pump import RelaySession
 from broker.session.model import END_MESSAGES, LiveSession, State
 from broker.store import queries as q
 from broker.transport.context import Context
+from broker.tunnels import DISABLED_MESSAGE
 
 if TYPE_CHECKING:
     from broker.transport.agent_ssh import AgentEdge
@@ -86,7 +87,7 @@ class EngineerEdge:
             self.account_id, self.account_name = account.id, account.name
             self.account_display = account.display_name
             return True
-        if fingerprint not in self.rejected_keys:
+        if fingerprint not in self.rejected_keys and len(self.rejected_keys) < 10:
             if not self.rejected_keys:
                 self.conn.send_auth_banner(UNKNOWN_KEY.format(fp=fingerprint))
             self.rejected_keys.append(fingerprint)
@@ -153,6 +154,9 @@ class EngineerEdge:
         """A ticket with assignees is open to them only."""
         assert self.account_name is not None
         async with self.ctx.store.read() as db:
+            account = await q.find_account(db, self.account_name)
+            if account is None or account.disabled:  # disabled since this login
+                raise Denied(DISABLED_MESSAGE, code="account_disabled")
             ticket = await q.get_ticket(db, self.ticket)
             if await q.may_work_on(db, ticket, self.account_name):
                 return
@@ -210,6 +214,10 @@ class EngineerEdge:
             ref = replace(ref, ticket_id=ticket.id if ticket else 0)
         extra = {"user": f"{self.ticket}+{self.bad_mode}"} if self.bad_mode else {}
         await self.ctx.dispatcher.emit(ChannelRefused(ref, reason, {**extra, **detail}))
+
+    def refuse_soon(self, kind: str, reason: str, **detail: object) -> None:
+        """:meth:`refuse`, from a hook that cannot wait (asyncssh's synchronous ones)."""
+        self.ctx.spawn(self.refuse(kind, reason, **detail), None, self.log_context)
 
     async def audit_refusal(self, kind: str, exc: BrokerError, **detail: object) -> None:
         """Audit a refusal that was not audited where it was decided."""

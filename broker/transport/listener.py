@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+from collections import Counter
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 import asyncssh
@@ -28,6 +30,16 @@ log = structlog.get_logger(__name__)
 SNIFF_SECONDS = 3.0
 #: how long a reverse link may take to finish its preamble line
 PREAMBLE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Connections not logged in yet: at most ``per_address`` from one address and ``total``
+    in all; ``refused`` is told why each extra one was closed (the broker's metrics)."""
+
+    per_address: int = 10
+    total: int = 500
+    refused: Callable[[str], None] = lambda _reason: None
 
 
 async def _readable(sock: socket.socket, timeout: float) -> bool:
@@ -102,10 +114,14 @@ class SharedListener:
         sockets: list[socket.socket],
         options: asyncssh.SSHServerConnectionOptions,
         on_link: Callable[[bytes, socket.socket, str], bool],
+        limits: Limits | None = None,
     ) -> None:
         self.sockets = sockets
         self._options = options
         self._on_link = on_link
+        self.limits = limits or Limits()
+        #: connections that have not logged in yet (nor shown a link preamble), per address
+        self._unauth: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = asyncio.Event()
         for sock in sockets:
@@ -118,6 +134,7 @@ class SharedListener:
         port: int,
         options: asyncssh.SSHServerConnectionOptions,
         on_link: Callable[[bytes, socket.socket, str], bool],
+        limits: Limits | None = None,
     ) -> SharedListener:
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(
@@ -147,7 +164,7 @@ class SharedListener:
             raise
         if not sockets:
             raise OSError(errno.EAFNOSUPPORT, f"no address family of {host!r} is supported")
-        return cls(sockets, options, on_link)
+        return cls(sockets, options, on_link, limits)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -163,7 +180,27 @@ class SharedListener:
                 log.warning("accept_failed", error=str(exc))
                 await asyncio.sleep(0.1)
                 continue
-            self._spawn(self._serve(sock, str(address[0])))
+            peer = str(address[0])
+            # Checked before anything is awaited for this socket: a flood of silent or
+            # slow connections from one address cannot take every descriptor.
+            if (
+                self._unauth[peer] >= self.limits.per_address
+                or self._unauth.total() >= self.limits.total
+            ):
+                sock.close()
+                self.limits.refused("too_many_unauthenticated")
+                log.warning("connection_refused", peer=peer, reason="too many not logged in")
+                continue
+            self._unauth[peer] += 1
+            self._spawn(self._serve_counted(sock, peer))
+
+    async def _serve_counted(self, sock: socket.socket, peer: str) -> None:
+        try:
+            await self._serve(sock, peer)
+        finally:
+            self._unauth[peer] -= 1
+            if self._unauth[peer] <= 0:
+                del self._unauth[peer]
 
     async def _serve(self, sock: socket.socket, peer: str) -> None:
         try:

@@ -17,7 +17,7 @@ from broker.transport.agent_ssh import AgentEdge
 from broker.transport.channel_guard import guard_channel
 from broker.transport.context import CIPHERS, Context
 from broker.transport.engineer_ssh import EngineerEdge
-from broker.transport.listener import SharedListener
+from broker.transport.listener import Limits, SharedListener
 from broker.tunnels import TunnelRegistry
 
 log = structlog.get_logger(__name__)
@@ -38,6 +38,8 @@ class BrokerSSHServer(asyncssh.SSHServer):
         self.username: str | None = None
         #: set when the client changed its user name: nothing may authenticate any more
         self.locked = False
+        #: public keys this connection offered (each is a database lookup)
+        self.keys_offered: set[str] = set()
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
@@ -50,6 +52,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
                 self.tunnels.remove(self.agent.live.id, self.agent)
             self.agent.connection_lost()
         if self.engineer is not None:
+            self.ctx.engineers.discard(self.engineer)
             self.engineer.connection_lost()
 
     # --- authentication --------------------------------------------------------------------
@@ -100,10 +103,32 @@ class BrokerSSHServer(asyncssh.SSHServer):
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         if self.locked or username != self.username:
             return False
+        fingerprint = str(key.get_fingerprint("sha256"))
+        if fingerprint not in self.keys_offered:
+            # Checked before the lookup: a client offering a thousand keys gets ten lookups
+            # (OpenSSH's own server stops at MaxAuthTries, 6 by default).
+            if len(self.keys_offered) >= self.ctx.settings.ssh_max_keys:
+                self._too_many_keys()
+                return False
+            self.keys_offered.add(fingerprint)
         if self.agent is not None:
             self.agent.key_offered(str(key.get_fingerprint("sha256")))
             return False
         return self.engineer is not None and await self.engineer.validate_public_key(key)
+
+    def _too_many_keys(self) -> None:
+        if self.locked:
+            return
+        self.locked = True  # nothing may authenticate on this connection any more
+        log.warning("auth_too_many_keys", peer=self.peer, offered=len(self.keys_offered))
+        if self.ctx.metrics is not None:
+            self.ctx.metrics.connections_refused.labels("too_many_keys").inc()
+        assert self.conn is not None
+        self.conn.disconnect(
+            asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE,
+            f"Too many keys offered (more than {self.ctx.settings.ssh_max_keys}). "
+            "Use -i KEY -o IdentitiesOnly=yes.",
+        )
 
     def auth_completed(self) -> None:
         # Belt and braces: exactly one edge, the one for the user name that logged in.
@@ -117,6 +142,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
             return
         if self.engineer is not None:
             self.engineer.auth_completed()
+            self.ctx.engineers.add(self.engineer)
 
     # --- channels --------------------------------------------------------------------------
 
@@ -152,14 +178,33 @@ class BrokerSSHServer(asyncssh.SSHServer):
     ) -> Any:
         if self.engineer is not None and not self.engineer.watch:
             return await open_forward(self.engineer, dest_host, dest_port, orig_host, orig_port)
+        if self.engineer is not None:
+            await self.engineer.refuse(
+                "forward",
+                "a watch connection only watches a shell",
+                host=dest_host[:255],
+                port=dest_port,
+            )
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, FORWARDING_REFUSED
         )
 
     def unix_connection_requested(self, dest_path: str) -> bool:
+        """``ssh -L port:/path``: never allowed, and audited like every refusal."""
+        if self.engineer is not None:
+            self.engineer.refuse_soon(
+                "unix-forward", "forwarding to a Unix socket is never allowed", path=dest_path[:255]
+            )
         return False
 
     def unix_server_requested(self, listen_path: str) -> bool:
+        """``ssh -R /path:...``: never allowed, and audited like every refusal."""
+        if self.engineer is not None:
+            self.engineer.refuse_soon(
+                "unix-remote-forward",
+                "remote forwarding of a Unix socket is never allowed",
+                path=listen_path[:255],
+            )
         return False
 
 
@@ -183,7 +228,12 @@ async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> SharedListe
     def on_link(nonce: bytes, sock: socket.socket, peer: str) -> bool:
         return ctx.links.arrived(nonce, sock)
 
-    return await SharedListener.bind(settings.ssh_host, settings.ssh_port, options, on_link)
+    def refused(reason: str) -> None:
+        if ctx.metrics is not None:
+            ctx.metrics.connections_refused.labels(reason).inc()
+
+    limits = Limits(settings.ssh_unauth_per_address, settings.ssh_unauth_total, refused)
+    return await SharedListener.bind(settings.ssh_host, settings.ssh_port, options, on_link, limits)
 
 
 async def close_ssh_server(server: SharedListener) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -14,6 +15,7 @@ from broker.store.models import Account, ApiToken
 from broker.transport.keys import fingerprint_of
 from broker.web import access
 from broker.web.api import MAX_INT, Api, Call, Param
+from broker.web.auth import COOKIE
 from broker.web.schemas import ROLES_ALL, list_of
 
 api = Api()
@@ -178,7 +180,11 @@ async def create_account(call: Call) -> web.Response:
             raise Invalid("ssh_keys holds a line that is not an OpenSSH public key") from None
     if body["role"] == "engineer" and not keys:
         raise Invalid("an engineer needs at least one SSH key to log in")
-    password = access.hash_password(body["password"]) if body.get("password") else None
+    password = (
+        await asyncio.to_thread(access.hash_password, body["password"])
+        if body.get("password")
+        else None
+    )
     async with call.deps.store.begin() as db:
         account = await q.add_account(
             db,
@@ -220,16 +226,27 @@ async def create_account(call: Call) -> web.Response:
 )
 async def update_account(call: Call) -> web.Response:
     body = call.body
+    hashed = (
+        await asyncio.to_thread(access.hash_password, body["password"])
+        if "password" in body
+        else None
+    )
     async with call.deps.store.begin() as db:
         account = await q.get_account(db, call.params["name"])
         changed: dict[str, Any] = {}
         if "disabled" in body:
-            account.disabled = changed["disabled"] = body["disabled"]
+            changed["disabled"] = body["disabled"]
+            changed["web_logins_ended"] = await access.set_disabled(db, account, body["disabled"])
         if "display_name" in body:
             fields.plain(body["display_name"], "the display name", limit=200)
             account.display_name = changed["display_name"] = body["display_name"]
         if "password" in body:
-            account.password_hash = access.hash_password(body["password"])
-            changed["password_changed"] = True
+            mine = call.principal.via == "login" and call.principal.account_id == account.id
+            cookie = call.request.cookies.get(COOKIE) if mine else None
+            assert hashed is not None
+            ended = await access.set_password(db, account, hashed, keep=cookie)
+            changed.update(password_changed=True, other_web_logins_ended=ended)
         await call.audit(db, "account.updated", {"account": account.name, **changed})
+    if body.get("disabled"):  # committed: no new login gets in; end the ones that are in
+        call.deps.engineers.end_account(account.name)
     return web.json_response(account_json(account))

@@ -4,13 +4,14 @@ the same services as the command line; each change is audited."""
 
 from __future__ import annotations
 
+import hmac
 from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 
 from broker.web import api_accounts, api_evidence, api_sessions, api_tickets, ui
 from broker.web.api import PREFIX, Api
-from broker.web.auth import authenticate, security_headers
+from broker.web.auth import authenticate, body_in_time, security_headers
 from broker.web.deps import DEPS, Deps
 
 APIS = (api_tickets.api, api_sessions.api, api_evidence.api, api_accounts.api)
@@ -41,7 +42,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[DEPS].metrics.exposition()
+    deps = request.app[DEPS]
+    wanted = deps.settings.metrics_token
+    if wanted:  # a scraper's token, compared in constant time
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(offered.encode(), wanted.encode()):
+            return web.json_response(
+                {"error": "/metrics needs Authorization: Bearer <metrics_token>", "status": 401},
+                status=401,
+            )
+    body = deps.metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
@@ -58,7 +68,9 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 def create_app(deps: Deps) -> web.Application:
-    app = web.Application(middlewares=[security_headers, authenticate], client_max_size=1024**2)
+    app = web.Application(
+        middlewares=[security_headers, body_in_time, authenticate], client_max_size=1024**2
+    )
     app[DEPS] = deps
     operations = all_operations()
     app[OPENAPI] = operations.document(broker_version())

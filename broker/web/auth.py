@@ -3,6 +3,7 @@ changes made from a browser, and the security headers (a strict Content-Security
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -30,6 +31,8 @@ def _json_error(status: int, message: str) -> web.Response:
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Find the principal (absent: anonymous; each route decides what that may do)."""
     deps = request.app[DEPS]
+    if request.path == "/metrics":
+        return await handler(request)  # its own token (metrics_token), not an account's
     header = request.headers.get("Authorization", "").strip()
     cookie = request.cookies.get(COOKIE)
     if header:
@@ -65,8 +68,35 @@ async def _csrf_ok(request: web.Request) -> bool:
 
 
 @web.middleware
+async def body_in_time(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request's body arrives within ``http_body_timeout`` or the request ends with 408: a
+    client that announces a body and sends it a byte at a time holds nothing for long. (The
+    headers are bounded by the server's keep-alive timer, see broker.app.)"""
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(request.app[DEPS].settings.http_body_timeout):
+                await request.read()
+        except TimeoutError:
+            response = _json_error(408, "The request's body did not arrive in time.")
+            response.force_close()
+            return response
+    return await handler(request)
+
+
+@web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+    """Every response carries them: pages, API answers, and also redirects and errors raised
+    as exceptions (404, 302 ...), which pass a middleware by raising."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _secure(request, exc)
+        raise
+    _secure(request, response)
+    return response
+
+
+def _secure(request: web.Request, response: web.StreamResponse) -> None:
     response.headers.setdefault("Content-Security-Policy", CSP)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
@@ -75,7 +105,6 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
         response.headers.setdefault("Cache-Control", "no-store")
     if request.secure:
         response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    return response
 
 
 def set_login_cookie(response: web.StreamResponse, value: str, secure: bool) -> None:

@@ -10,11 +10,12 @@ from broker.config import Settings
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.signing import Signer
 from broker.metrics import Metrics
-from broker.session.consent import ConsentCodes, RateLimiter
+from broker.session.consent import ConsentCodes
 from broker.session.manager import SessionManager
+from broker.session.ratelimit import RateLimiter
 from broker.store.db import Store
-from broker.tunnels import TunnelRegistry
-from broker.web.access import Principal
+from broker.tunnels import EngineerLogins, TunnelRegistry
+from broker.web.access import PasswordChecker, Principal
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,16 @@ class Deps:
     store: Store
     manager: SessionManager
     tunnels: TunnelRegistry
+    #: engineers' SSH logins on this node (disabling an account ends them)
+    engineers: EngineerLogins
     codes: ConsentCodes
     signer: Signer
     checkpointer: Checkpointer
     metrics: Metrics
     #: wrong passwords per source address (the same sliding window as wrong codes)
     logins: RateLimiter
+    #: argon2 checks in worker threads, a few at a time
+    passwords: PasswordChecker
     helper_app: bytes
     #: the helper's address as customers use it (HOST:PORT) and the broker's fingerprint
     broker_address: str

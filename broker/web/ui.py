@@ -19,6 +19,7 @@ from aiohttp import web
 
 from broker.errors import BrokerError
 from broker.session.consent import rate_limited_message
+from broker.session.ratelimit import Attempt, Limited
 from broker.store import listing
 from broker.store import queries as q
 from broker.store.models import Account, Session, Ticket
@@ -85,10 +86,20 @@ def logged_in(page: Page) -> Page:
 
 
 def _safe_next(target: str) -> str:
-    """Only a path on this site (never //host or a scheme)."""
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/tickets"
+    """Only a plain path on this site. Browsers drop tabs and newlines from a Location and
+    read a backslash as a slash, so ``/\\t/evil.example`` would leave the site as
+    ``//evil.example``: no control characters or spaces, no backslash, no scheme or host,
+    checked again after percent-decoding."""
+    decoded = urllib.parse.unquote(target)
+    for text in (target, decoded):
+        if not text.startswith("/") or text.startswith("//") or "\\" in text:
+            return "/tickets"
+        if any(ch.isspace() or not ch.isprintable() for ch in text):
+            return "/tickets"
+    parts = urllib.parse.urlsplit(decoded)
+    if parts.scheme or parts.netloc:
+        return "/tickets"
+    return target
 
 
 # --- login ---------------------------------------------------------------------------------
@@ -104,19 +115,31 @@ async def login(request: web.Request) -> web.StreamResponse:
     origin = request.headers.get("Origin")
     if origin is not None and origin != f"{request.scheme}://{request.host}":
         return render(request, "login.html", 403, next="/tickets", name="", error="Wrong origin.")
+    source = request.remote or "?"
+    # The try is counted before anything is awaited: concurrent wrong passwords from one
+    # prefix cannot all be evaluated, and a refused one costs no database and no hashing.
+    try:
+        attempt = await deps.logins.reserve(source, "web_login")
+    except Limited as exc:
+        deps.metrics.auth_failures.labels("web").inc()
+        text = rate_limited_message(exc.wait).replace("wrong codes", "wrong passwords")
+        return render(request, "login.html", 429, next="/tickets", name="", error=text)
+    try:
+        return await _check_login(request, attempt, source)
+    finally:
+        attempt.settle()  # a failure, unless it succeeded
+
+
+async def _check_login(request: web.Request, attempt: Attempt, source: str) -> web.StreamResponse:
+    deps = request.app[DEPS]
     form = await request.post()
     name, password = str(form.get("name", ""))[:64], str(form.get("password", ""))[:200]
     nxt = _safe_next(str(form.get("next", "/tickets")))
-    source = request.remote or "?"
-    wait = deps.logins.check(source)
-    if wait > 0:
-        text = rate_limited_message(wait).replace("wrong codes", "wrong passwords")
-        return render(request, "login.html", 429, next=nxt, name=name, error=text)
-    async with deps.store.read() as db:
-        account = await access.check_password(db, name, password)
+    account = await deps.passwords.check(deps.store.read, name, password)
+    if account is not None:
+        attempt.succeeded()
     async with deps.store.begin() as db:
         if account is None:
-            deps.logins.failed(source)
             deps.metrics.auth_failures.labels("web").inc()
             await q.append_audit(
                 db, action="web.login_failed", actor=f"unknown@{source}", details={"name": name}

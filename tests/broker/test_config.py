@@ -63,7 +63,7 @@ def test_recording_limits_take_sizes(tmp_path: Path) -> None:
     assert settings.recording_session_cap == 1024**3
     assert settings.recording_cap == 4096
     defaults = load_settings({"data_dir": str(tmp_path / "none")}, environ={})
-    assert defaults.recordings_min_free == 512 * 1024 * 1024
+    assert defaults.recordings_min_free == 256 * 1024 * 1024
 
 
 @pytest.mark.parametrize(

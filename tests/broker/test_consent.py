@@ -7,7 +7,8 @@ import re
 import pytest
 
 from broker.errors import CodeRejected
-from broker.session.consent import CodeHasher, RateLimiter, new_code, normalize
+from broker.session.consent import CodeHasher, new_code, normalize
+from broker.session.ratelimit import RateLimiter
 
 
 def test_codes_are_nine_digits_in_three_groups() -> None:

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import inspect
 
 from broker.errors import CodeRejected, Invalid, NotFound
-from broker.session.consent import MESSAGES, CodeHasher, ConsentCodes, RateLimiter
+from broker.session.consent import MESSAGES, CodeHasher, ConsentCodes
+from broker.session.ratelimit import RateLimiter
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import utcnow

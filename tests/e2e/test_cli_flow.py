@@ -70,18 +70,18 @@ async def _readme_flow(
         banner += line.decode()
     port = int(re.search(r"listening for SSH on 127\.0\.0\.1:(\d+)", banner).group(1))
     fingerprint = re.search(r"host key fingerprint: (SHA256:\S+)", banner).group(1)
-    assert (
-        f"assist-helper connect --broker 127.0.0.1:{port} --fingerprint {fingerprint}"
-        in banner
-    )
+    assert f"assist-helper connect --broker 127.0.0.1:{port} --fingerprint {fingerprint}" in banner
     data = tmp_path / "var"
-    assert sorted(p.name for p in data.iterdir() if not p.name.startswith("broker.db")) == [
+    names = {p.name for p in data.iterdir() if not p.name.startswith("broker.db")}
+    keys = {
         "audit_ed25519_key",
+        "broker.lock",
         "code_hmac.key",
         "relay_ed25519_key",
         "ssh_host_ed25519_key",
-    ]
-    for name in ("audit_ed25519_key", "code_hmac.key", "relay_ed25519_key", "broker.db"):
+    }
+    assert keys <= names <= keys | {"audit_checkpoints.log"}, names
+    for name in (*keys, "broker.db"):
         assert (data / name).stat().st_mode & 0o077 == 0, name
 
     try:

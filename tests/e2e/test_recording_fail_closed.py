@@ -52,7 +52,10 @@ async def _ended_for_sink_failure(harness: BrokerHarness, ticket: str) -> None:
     await harness.wait_audit(ticket, "session.ended", reason="sink_failed")
     assert harness.broker.manager.live() == []
     report = await verify_store(
-        harness.store, Signer.load(harness.settings.data_dir).public, harness.settings.data_dir
+        harness.store,
+        Signer.load(harness.settings.data_dir).public,
+        harness.settings.data_dir,
+        recordings=harness.settings.recordings,
     )
     assert report.ok, report.problems
 
