@@ -30,7 +30,7 @@ from broker.sinks.recorder import RecorderSink
 from broker.store.db import Store
 from broker.store.lease import DataDirLock, NodeLease
 from broker.transport.context import Context
-from broker.transport.keys import BrokerKeys
+from broker.transport.keys import BrokerKeys, load_seal_key
 from broker.transport.listener import SharedListener
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
@@ -81,6 +81,7 @@ class Broker:
         # they are.
         self.lock = DataDirLock(self.settings.data_dir)
         self.lock.acquire()
+        self.store.seal_key = load_seal_key(self.settings.data_dir)
         await self.store.upgrade()
         self.lease = NodeLease(self.store, socket.gethostname())
         await self.lease.take()

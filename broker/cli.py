@@ -34,7 +34,7 @@ from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.policy import Scope, ScopeError
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.transport.keys import ensure_data_dir, fingerprint_of, load_code_key
+from broker.transport.keys import ensure_data_dir, fingerprint_of, load_code_key, load_seal_key
 
 Handler = Callable[[argparse.Namespace, Settings, Store], Awaitable[Any]]
 
@@ -336,6 +336,7 @@ READ_ONLY = {
 async def _run(args: argparse.Namespace, settings: Settings) -> Any:
     ensure_data_dir(settings.data_dir)
     store = Store(settings.db_url)
+    store.seal_key = load_seal_key(settings.data_dir)
     command = (args.command, getattr(args, "action", None))
     try:
         await store.upgrade()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import re
 from typing import Any, Protocol
@@ -97,6 +98,11 @@ def digest(encoded: bytes) -> str:
 def link(prev_hash: str, ticket_id: int | None, event_digest: str) -> str:
     ticket = "" if ticket_id is None else str(ticket_id)
     return hashlib.sha256(f"{prev_hash}|{ticket}|{event_digest}".encode()).hexdigest()
+
+
+def seal(key: bytes, event_hash: str) -> str:
+    """The seal of an event: HMAC-SHA256 of its hash under the data dir's seal key."""
+    return hmac.new(key, event_hash.encode(), hashlib.sha256).hexdigest()
 
 
 def checkpoint_message(seq: int, head: str) -> bytes:

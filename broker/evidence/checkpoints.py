@@ -152,12 +152,21 @@ class Checkpointer:
                     f"the checkpoint at event {anchor.seq} in the checkpoint log is missing from "
                     "the database"
                 )
-            problems, _, hashes = walk(events[1:], first_seq=anchor.seq + 1, first_prev=anchor.hash)
+            problems, _, hashes = walk(
+                events[1:],
+                first_seq=anchor.seq + 1,
+                first_prev=anchor.hash,
+                seal_key=self.store.seal_key,
+                sealed_from=anchor.seq + 1,  # written since this broker logged its checkpoint
+            )
             hashes[anchor.seq] = anchor.hash
             after = [p for p in points if p.seq > anchor.seq or p.digest == anchor.digest]
             first_prev: str | None = None
         else:
-            problems, _, hashes = walk(events)
+            # No checkpoint logged yet: events after the last stored checkpoint (an older
+            # version's, at its stop) were written by a broker that seals.
+            last = max((p.seq for p in points), default=0)
+            problems, _, hashes = walk(events, seal_key=self.store.seal_key, sealed_from=last + 1)
             after, first_prev = points, chain.GENESIS
         if problems:
             return problems[0]

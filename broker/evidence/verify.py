@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from broker.evidence.ckptlog import CheckpointLog, Signed
 from broker.evidence.signing import valid
 from broker.store.db import Store
 from broker.store.models import AuditCheckpoint, AuditEvent, utcnow
+from broker.transport.keys import load_seal_key
 
 #: the longest an event may stay without a signed checkpoint before ``audit verify`` fails
 DEFAULT_WINDOW = 60.0
@@ -42,6 +44,8 @@ class ChainEvent:
     action: str = ""
     fields: dict[str, Any] | None = None
     given_digest: str | None = None
+    #: HMAC of ``hash`` under the data dir's seal key (None: unsealed, or not disclosed)
+    seal: str | None = None
 
     @property
     def time(self) -> dt.datetime | None:
@@ -120,9 +124,18 @@ def event_digest(event: ChainEvent) -> str:
 
 
 def walk(
-    events: Sequence[ChainEvent], *, first_seq: int = 1, first_prev: str = chain.GENESIS
+    events: Sequence[ChainEvent],
+    *,
+    first_seq: int = 1,
+    first_prev: str = chain.GENESIS,
+    seal_key: bytes | None = None,
+    sealed_from: int | None = None,
 ) -> tuple[list[str], str, dict[int, str]]:
-    """Walk the events in order: (problems, head hash, seq -> hash). Stops at the first break."""
+    """Walk the events in order: (problems, head hash, seq -> hash). Stops at the first break.
+
+    With ``seal_key`` (only the broker's own data dir has it) every seal present must match,
+    and from ``sealed_from`` on every event must carry one: an event appended by someone who
+    can write the database but does not hold the key chains correctly, but has no seal."""
     prev, expected_seq = first_prev, first_seq
     hashes: dict[int, str] = {}
     for event in events:
@@ -145,9 +158,28 @@ def walk(
                 f"{name}: its content does not match its hash (it was changed after it was written)"
             )
             return [problem], prev, hashes
+        unsealed = _seal_problem(event, name, seal_key, sealed_from) if seal_key else None
+        if unsealed:
+            return [unsealed], prev, hashes
         hashes[event.seq] = event.hash
         prev, expected_seq = event.hash, expected_seq + 1
     return [], prev, hashes
+
+
+def _seal_problem(event: ChainEvent, name: str, key: bytes, sealed_from: int | None) -> str | None:
+    if event.seal is None:
+        if sealed_from is not None and event.seq >= sealed_from:
+            return (
+                f"{name} carries no seal: it was not written by this broker (someone wrote it "
+                "into the database directly)"
+            )
+        return None
+    if not hmac.compare_digest(event.seal, chain.seal(key, event.hash)):
+        return (
+            f"{name}: its seal does not match: it was not written by this broker, or changed "
+            "afterwards"
+        )
+    return None
 
 
 def signature_problem(point: Checkpoint, public: Ed25519PublicKey) -> str | None:
@@ -247,9 +279,17 @@ def check_chain(
     first_seq: int = 1,
     first_prev: str = chain.GENESIS,
     first_checkpoint_prev: str | None = chain.GENESIS,
+    seal_key: bytes | None = None,
+    sealed_from: int | None = None,
 ) -> tuple[list[str], str, int]:
     """Walk the events, then check the checkpoints: (problems, head hash, last signed seq)."""
-    problems, head, hashes = walk(events, first_seq=first_seq, first_prev=first_prev)
+    problems, head, hashes = walk(
+        events,
+        first_seq=first_seq,
+        first_prev=first_prev,
+        seal_key=seal_key,
+        sealed_from=sealed_from,
+    )
     if problems:
         return problems, head, 0
     last = first_seq + len(events) - 1
@@ -267,6 +307,7 @@ def as_chain_event(row: AuditEvent) -> ChainEvent:
         hash=row.hash,
         ticket_id=row.ticket_id,
         action=row.action,
+        seal=row.seal,
         fields={
             "seq": row.seq,
             "time": time,
@@ -329,11 +370,20 @@ async def verify_store(
         )
         checkpoints = [Checkpoint.of(p) for p in stored.scalars()]
     events = [as_chain_event(r) for r in rows]
-    problems, head, signed = check_chain(events, checkpoints, public)
+    logged, log_problems = CheckpointLog.of(data_dir).read()
+    # Every event after the first checkpoint this data dir logged was written by a broker
+    # that seals (the log and the seals came with the same version).
+    sealed_from = min(p.seq for p in logged) + 1 if logged else None
+    problems, head, signed = check_chain(
+        events,
+        checkpoints,
+        public,
+        seal_key=load_seal_key(data_dir, create=False),
+        sealed_from=sealed_from,
+    )
     report.problems += problems
     report.events = len(rows) if ticket_id is None else sum(r.ticket_id == ticket_id for r in rows)
     report.checkpoints, report.head = len(checkpoints), head
-    logged, log_problems = CheckpointLog.of(data_dir).read()
     report.problems += log_problems
     if not report.problems:
         report.problems += check_log(logged, checkpoints)

@@ -24,7 +24,7 @@ T = TypeVar("T")
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: the newest migration; a test checks that it is alembic's head. A database already there
 #: skips alembic altogether (it costs most of a command's start-up time).
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -113,6 +113,8 @@ class Store:
         self._write_lock = WriteTurns() if self.is_sqlite else None
         #: told the seconds each audit append took (the broker's metrics)
         self.audit_timer: Callable[[float], None] | None = None
+        #: the data dir's secret that seals each audit event (None: events are not sealed)
+        self.seal_key: bytes | None = None
         #: store work that must not be cut off (see :meth:`finish`)
         self._finishing: set[asyncio.Task[Any]] = set()
 
@@ -123,12 +125,14 @@ class Store:
         if self._write_lock is None:
             async with self._sessions.begin() as db:
                 db.info["audit_timer"] = self.audit_timer
+                db.info["seal_key"] = self.seal_key
                 yield db
             return
         await self._write_lock.acquire(urgent)
         try:
             async with self._sessions.begin() as db:
                 db.info["audit_timer"] = self.audit_timer
+                db.info["seal_key"] = self.seal_key
                 yield db
         finally:
             self._write_lock.release()

@@ -179,6 +179,9 @@ class AuditEvent(Base):
     #: see broker.evidence.chain: hash = SHA-256(prev_hash + SHA-256(canonical event))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: HMAC-SHA256 of ``hash`` under the data dir's seal key: only a writer holding the key
+    #: (the broker, its command line) can add an event the broker will sign
+    seal: Mapped[str | None] = mapped_column(String(64))
 
 
 class AuditCheckpoint(Base):

@@ -382,6 +382,8 @@ async def append_audit(
         action=action,
         details=details,
     )
+    event_hash = chain.link(prev, ticket_id, chain.digest(encoded))
+    key = db.info.get("seal_key")
     event = AuditEvent(
         seq=seq,
         time=now,
@@ -391,7 +393,8 @@ async def append_audit(
         session_id=session_id,
         details=details,
         prev_hash=prev,
-        hash=chain.link(prev, ticket_id, chain.digest(encoded)),
+        hash=event_hash,
+        seal=chain.seal(key, event_hash) if key else None,
     )
     db.add(event)
     await db.flush()

@@ -66,6 +66,19 @@ class BrokerKeys:
         )
 
 
+SEAL_FILE = "audit_seal.key"
+
+
+def load_seal_key(data_dir: Path, *, create: bool = True) -> bytes | None:
+    """The secret that seals audit events (see broker.evidence.chain); ``None`` when it does
+    not exist and ``create`` is false (verifying a store this data dir never wrote to)."""
+    path = data_dir / SEAL_FILE
+    if not create and not path.exists():
+        return None
+    ensure_data_dir(data_dir)
+    return _secret(path)
+
+
 def load_code_key(data_dir: Path) -> bytes:
     """Only the code secret: what the command line needs to issue a code."""
     ensure_data_dir(data_dir)

@@ -118,7 +118,7 @@ async def test_running_broker_signs_copies_and_refuses_forged_history(
 
         verify = await cli(harness, "audit", "verify")
         assert verify.status == 1
-        assert b"is in the checkpoint log but not in the database" in verify.stderr
+        assert b"its seal does not match: it was not written by this broker" in verify.stderr
         export = await cli(harness, "audit", "export", "--ticket", ticket, "--out", "x.tar")
         assert export.status != 0 and b"does not verify, so it was not signed" in export.stderr
         metrics = harness.broker.metrics
@@ -141,3 +141,34 @@ async def test_command_line_signs_what_it_wrote(tmp_path: Path) -> None:
     status, out, err = await run("audit", "verify", "--json", cwd=tmp_path)
     assert status == 0, err
     assert json.loads(out)["checkpoints"] == 1
+
+
+async def test_an_event_appended_by_a_database_writer_is_never_signed(
+    harness: BrokerHarness,
+) -> None:
+    """The forger appends a well-chained event (the chain needs no key): it has no seal, so the
+    broker raises an alarm instead of signing it, and verify names it."""
+    ticket = await harness.ticket()
+    await _signed_head(harness)
+    async with harness.store.begin() as db:
+        head = (await db.execute(select(AuditEvent).order_by(AuditEvent.seq.desc()))).scalars()
+        last = next(iter(head))
+        forged = AuditEvent(
+            seq=last.seq + 1,
+            time=last.time,
+            ticket_id=last.ticket_id,
+            session_id=None,
+            actor="customer",
+            action="session.consented",
+            details={"granted_scope": "shell,exec,sftp"},
+            prev_hash=last.hash,
+            hash="",
+        )
+        forged.hash = chain.link(last.hash, forged.ticket_id, chain.row_digest(forged))
+        db.add(forged)
+    async with harness.store.begin() as db:  # the broker writes on after it
+        await q.append_audit(db, action="test.after", actor="broker", ticket_id=None)
+    alarm = await harness.wait_audit(None, "audit.alarm", timeout=20)
+    assert "(session.consented) carries no seal" in str(alarm["problem"])
+    verify = await cli(harness, "audit", "verify", "--ticket", ticket)
+    assert verify.status == 1 and b"carries no seal" in verify.stderr
