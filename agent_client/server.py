@@ -11,12 +11,13 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import asyncssh
 from asyncssh.stream import SSHServerStreamSession
 
 from agent_client.files import CustomerSFTPServer, ReadOnlySFTPServer
+from agent_client.forward import open_target
 from agent_client.park import ShellPark
 from agent_client.pty import SIGNALS, PipeProcess, PtyProcess
 from agent_client.server_util import user_shell
@@ -88,18 +89,11 @@ class HelperServer(asyncssh.SSHServer):
 
     async def _forward(self, host: str, port: int) -> asyncssh.SSHTCPSession[bytes]:
         """Connect to the destination ourselves, to tell the customer when it closes."""
-        assert self.conn is not None
-        forwarder = await self.conn.forward_connection(host, port)
-        detail = {"engineer": self.engineer, "channel": id(forwarder), "host": host, "port": port}
+        detail: dict[str, Any] = {"engineer": self.engineer, "host": host, "port": port}
+        forward = await open_target(host, port, lambda: self.on_event("forward_closed", detail))
+        detail["channel"] = id(forward)
         self.on_event("forward", detail)
-        lost = forwarder.connection_lost
-
-        def closed(exc: Exception | None) -> None:
-            lost(exc)
-            self.on_event("forward_closed", detail)
-
-        forwarder.connection_lost = closed  # type: ignore[method-assign]
-        return cast(asyncssh.SSHTCPSession[bytes], forwarder)
+        return forward
 
     def server_requested(self, *args: Any) -> bool:
         return False

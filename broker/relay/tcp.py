@@ -3,6 +3,11 @@ direct-tcpip channel on the nested connection, so the helper connects on the cus
 
 Only destinations in the granted scope are opened (the helper checks again); each forwarded
 connection is audited with its destination, bytes each way and duration.
+
+A forward ends when either channel closes, or once both directions have ended (EOF each way),
+in whichever order: the broker then closes both channels itself, as sshd does, rather than
+wait for the helper to close (an older helper never did when the destination's EOF came
+first, and ``ssh -W`` hung).
 """
 
 from __future__ import annotations
@@ -80,7 +85,9 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
         self.upstream_gate = ReadGate()
         self.engineer_gate = ReadGate()
         self._early: list[bytes] = []
-        self._early_eof = False
+        self._engineer_ended = False
+        self._upstream_ended = False
+        self._upstream_gone = False
         self._began = time.monotonic()
         self._finished = False
         self.lifetime: Lifetime | None = None
@@ -91,8 +98,10 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
         for data in self._early:
             chan.write(data)
         self._early.clear()
-        if self._early_eof:
+        if self._upstream_ended:
             chan.write_eof()
+        if self._upstream_gone or self._finished:
+            chan.close()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         if self.lifetime is not None:
@@ -102,8 +111,10 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
             self.upstream.write(data)
 
     def eof_received(self) -> bool:
+        self._engineer_ended = True
         if self.upstream is not None:
             self.upstream.write_eof()
+        self._both_ended()
         return True
 
     def pause_writing(self) -> None:
@@ -125,18 +136,29 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
         self.bytes_out += len(data)
         if self.chan is not None:
             self.chan.write(data)
-        else:
-            self._early.append(data)
+        elif not self._finished:
+            self._early.append(data)  # the engineer's channel is not connected yet
 
     def upstream_eof(self) -> None:
+        self._upstream_ended = True
         if self.chan is not None:
             self.chan.write_eof()
-        else:
-            self._early_eof = True
+        self._both_ended()
 
     def upstream_closed(self) -> None:
         self.upstream = None
+        self._upstream_gone = True
         self.upstream_gate.attach(None)
+        if self.chan is not None:
+            self.chan.close()  # what was written is sent before the close
+        self.finish("closed")
+
+    def _both_ended(self) -> None:
+        """Both directions are over: nothing more can pass, so close both channels."""
+        if not (self._engineer_ended and self._upstream_ended):
+            return
+        if self.upstream is not None:
+            self.upstream.close()
         if self.chan is not None:
             self.chan.close()
         self.finish("closed")
