@@ -75,6 +75,7 @@ async def _readme_flow(
     names = {p.name for p in data.iterdir() if not p.name.startswith("broker.db")}
     keys = {
         "audit_ed25519_key",
+        "audit_seal.key",
         "broker.lock",
         "code_hmac.key",
         "relay_ed25519_key",
