@@ -61,6 +61,8 @@ from broker.store.db import Store
 log = structlog.get_logger(__name__)
 
 RECORDED_KINDS = ("shell", "exec")
+#: the event codes whose bursts are joined into one event (output and input, never resizes)
+STREAMS = ("o", "i")
 FLUSH_INTERVAL = 1.0
 #: raw bytes encoded per write (JSON can be 6x larger for control bytes)
 WRITE_BATCH = 256 * 1024
@@ -159,15 +161,16 @@ def _batches(
     batches: list[list[tuple[float, str, list[bytes]]]] = [[]]
     size = 0
     for at, code, parts in entries:
+        current: list[bytes] | None = None  # this entry's parts in the current batch
         for part in parts:
             if size >= WRITE_BATCH:
                 batches.append([])
-                size = 0
-            last = batches[-1]
-            if last and last[-1][0] == at and last[-1][1] == code:
-                last[-1][2].append(part)
+                size, current = 0, None
+            if current is None:
+                current = [part]
+                batches[-1].append((at, code, current))
             else:
-                last.append((at, code, [part]))
+                current.append(part)
             size += len(part)
     return [batch for batch in batches if batch]
 
@@ -349,8 +352,8 @@ class RecorderSink:
             recording.kept = kept + size
         session.kept += size
         pending = recording.pending
-        if pending and pending[-1][1] == code and now - pending[-1][0] < 0.01:
-            pending[-1][2].append(data)  # coalesce a burst into one event
+        if code in STREAMS and pending and pending[-1][1] == code and now - pending[-1][0] < 0.01:
+            pending[-1][2].append(data)  # coalesce a burst into one event (never two resizes)
         else:
             pending.append((now, code, [data]))
 

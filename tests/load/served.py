@@ -4,6 +4,7 @@ test process then do not share the broker's event loop (or its core)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,8 @@ class Served:
             *flags,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,
+            # hundreds of customers and engineers, all from 127.0.0.1 and all at once
+            env={**os.environ, "ASSIST_SSH_UNAUTH_PER_ADDRESS": "1000"},
         )
         assert proc.stdout is not None
         banner = (await asyncio.wait_for(proc.stdout.readuntil(b"Press Ctrl-C"), 60)).decode()
