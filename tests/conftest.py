@@ -17,6 +17,16 @@ PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
 configure_logging("warning", "console")
 
+UNIT_DIRS = ("tests/broker/", "tests/agent_client/")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests under tests/broker and tests/agent_client are the unit tier (scripts/test --fast
+    runs them with the few end-to-end tests marked ``smoke``)."""
+    for item in items:
+        if any(part in item.nodeid for part in UNIT_DIRS):
+            item.add_marker(pytest.mark.unit)
+
 
 async def _pg_available() -> str | None:
     try:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 from sqlalchemy import update
 
 from broker.store.models import Account, Session, Ticket
@@ -34,6 +35,7 @@ async def _hostile_ticket(harness: BrokerHarness) -> str:
     return ticket
 
 
+@pytest.mark.smoke
 async def test_consent_question_shows_escapes_instead_of_obeying_them(
     harness: BrokerHarness,
 ) -> None:

@@ -72,6 +72,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.smoke
 async def test_forwards_are_refused_and_audited(harness: BrokerHarness) -> None:
     """-W, -L and -R are not in any consent yet: each is refused and lands in the audit."""
     ticket = await harness.ticket()

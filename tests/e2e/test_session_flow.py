@@ -7,6 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.harness import BrokerHarness
 
 
@@ -53,6 +55,7 @@ async def test_command_runs_as_the_customers_user(harness: BrokerHarness) -> Non
     assert result.stdout.decode().split() == [getpass.getuser(), "1"]
 
 
+@pytest.mark.smoke
 async def test_session_and_channels_are_logged_against_the_ticket(harness: BrokerHarness) -> None:
     """Code issued, redeemed, consented, started, channel opened/closed: all on the ticket."""
     ticket = await harness.ticket()

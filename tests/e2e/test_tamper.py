@@ -129,6 +129,7 @@ async def test_running_broker_signs_copies_and_refuses_forged_history(
         await harness.stop()
 
 
+@pytest.mark.smoke
 async def test_command_line_signs_what_it_wrote(tmp_path: Path) -> None:
     """An admin's command writes an event and signs the head itself: no broker needs to run
     for the head to be signed."""

@@ -31,6 +31,7 @@ async def _login(http: aiohttp.ClientSession, base: str, name: str, password: st
         return response.status
 
 
+@pytest.mark.smoke
 async def test_forty_concurrent_wrong_passwords_are_five_checks(
     harness: BrokerHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
