@@ -46,6 +46,12 @@ class Denied(BrokerError):
     code = "denied"
 
 
+class AuditLost(BrokerError):
+    """An audit event was not stored as written; what it records must not happen."""
+
+    code = "audit_failed"
+
+
 class SinkFailed(BrokerError):
     """A required sink (audit, recorder) could not write; the session must stop."""
 

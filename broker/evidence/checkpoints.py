@@ -78,16 +78,21 @@ class Checkpointer:
                     .limit(1)
                 )
             ).scalar()
-            if head is None or head[0] - (last.seq if last else 0) < only_if_behind_by:
+            problem = await self._lost_problem(db)
+            behind = head is not None and head[0] - (last.seq if last else 0) >= only_if_behind_by
+            if problem is None and not behind:
                 return None
-            problem = await self._history_problem(db, head[0])
-            if problem is None:
+            if problem is None and head is not None:
+                problem = await self._history_problem(db, head[0])
+            if problem is None and head is not None:
                 point = self._sign(head[0], head[1], Checkpoint.of(last).digest if last else None)
                 db.add(point)
         if problem is not None:
             await self._alarm(problem)
             raise ChainBroken(f"The audit history does not verify, so it was not signed: {problem}")
         assert point is not None
+        for seq in [s for s in self.store.appended if s <= point.seq]:
+            del self.store.appended[seq]  # signed now: the signature keeps them
         signed = Signed(
             seq=point.seq,
             hash=point.hash,
@@ -115,6 +120,26 @@ class Checkpointer:
             prev=prev or chain.GENESIS,
             digest=chain.checkpoint_digest(message.encode()),
         )
+
+    async def _lost_problem(self, db: AsyncSession) -> str | None:
+        """Every event this process wrote since the last signature is still there, unchanged:
+        a consistent chain could otherwise hide an event deleted (or never stored) before
+        anyone signed it."""
+        mine = dict(self.store.appended)
+        if not mine:
+            return None
+        rows = await db.execute(
+            select(AuditEvent.seq, AuditEvent.hash).where(AuditEvent.seq.in_(list(mine)))
+        )
+        found = {int(seq): str(h) for seq, h in rows.all()}
+        for seq in sorted(mine):
+            if found.get(seq) != mine[seq]:
+                what = "is gone" if seq not in found else "was changed"
+                return (
+                    f"event {seq}, written by this broker and not yet signed, {what}: events "
+                    "were deleted or rewritten before their checkpoint"
+                )
+        return None
 
     async def _history_problem(self, db: AsyncSession, head_seq: int) -> str | None:
         """What is wrong with the history between the last logged checkpoint and the head."""

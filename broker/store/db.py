@@ -115,6 +115,8 @@ class Store:
         self.audit_timer: Callable[[float], None] | None = None
         #: the data dir's secret that seals each audit event (None: events are not sealed)
         self.seal_key: bytes | None = None
+        #: audit events this process wrote and no checkpoint has signed yet: seq -> hash
+        self.appended: dict[int, str] = {}
         #: store work that must not be cut off (see :meth:`finish`)
         self._finishing: set[asyncio.Task[Any]] = set()
 
@@ -127,6 +129,7 @@ class Store:
                 db.info["audit_timer"] = self.audit_timer
                 db.info["seal_key"] = self.seal_key
                 yield db
+            self._remember(db)
             return
         await self._write_lock.acquire(urgent)
         try:
@@ -134,8 +137,15 @@ class Store:
                 db.info["audit_timer"] = self.audit_timer
                 db.info["seal_key"] = self.seal_key
                 yield db
+            self._remember(db)
         finally:
             self._write_lock.release()
+
+    def _remember(self, db: AsyncSession) -> None:
+        """A committed transaction's audit events (seq -> hash), until a checkpoint signs
+        them: the checkpointer checks that every one is still there, unchanged, so that
+        an event deleted before its first signature is an alarm, not a gap."""
+        self.appended.update(db.info.pop("appended", []))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

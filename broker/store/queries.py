@@ -14,7 +14,7 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import fields
-from broker.errors import Invalid, NotFound
+from broker.errors import AuditLost, Invalid, NotFound
 from broker.evidence import chain
 from broker.store.models import (
     Account,
@@ -398,6 +398,15 @@ async def append_audit(
     )
     db.add(event)
     await db.flush()
+    # Read it back: a database that drops the row (a trigger, a rule) must not let the
+    # action go on as if it were recorded. The store remembers what it wrote until signed.
+    stored = await db.scalar(select(AuditEvent.hash).where(AuditEvent.seq == seq))
+    if stored != event_hash:
+        raise AuditLost(
+            f"The audit event {action} was not stored (the database dropped or changed it); "
+            "nothing was done."
+        )
+    db.info.setdefault("appended", []).append((seq, event_hash))
     timer = db.info.get("audit_timer")
     if timer is not None:
         timer(time.perf_counter() - began)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 
 from broker.evidence import chain
+from broker.evidence.checkpoints import ChainBroken
 from broker.evidence.ckptlog import CheckpointLog
 from broker.store import queries as q
 from broker.store.models import AuditCheckpoint, AuditEvent
@@ -173,3 +174,70 @@ async def test_an_event_appended_by_a_database_writer_is_never_signed(
     assert "(session.consented) carries no seal" in str(alarm["problem"])
     verify = await cli(harness, "audit", "verify", "--ticket", ticket)
     assert verify.status == 1 and b"carries no seal" in verify.stderr
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend_url(request: pytest.FixtureRequest) -> str | None:
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+async def any_harness(backend_url: str | None, tmp_path: Path) -> AsyncIterator[BrokerHarness]:
+    harness = await BrokerHarness(tmp_path, database_url=backend_url).start()
+    yield harness
+    await harness.stop()
+
+
+DROP_TRIGGER = {
+    "sqlite": [
+        "CREATE TRIGGER hide BEFORE INSERT ON audit_event WHEN NEW.action = 'channel.opened' "
+        "BEGIN SELECT RAISE(IGNORE); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION hide() RETURNS trigger AS $$ BEGIN IF NEW.action = 'channel.opened' "
+        "THEN RETURN NULL; END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER hide BEFORE INSERT ON audit_event FOR EACH ROW EXECUTE FUNCTION hide()",
+    ],
+}
+
+
+async def test_an_event_the_database_drops_stops_what_it_records(
+    any_harness: BrokerHarness,
+) -> None:
+    """A trigger swallows every channel.opened: the command must not run unrecorded."""
+    harness = any_harness
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    async with harness.store.begin() as db:
+        for statement in DROP_TRIGGER[db.get_bind().dialect.name]:
+            await db.execute(text(statement))
+    result = await harness.ssh(key, ticket, "echo EVIL-DEED")
+    assert result.status == 255 and b"EVIL-DEED" not in result.stdout
+    assert b"the session was stopped to protect the customer" in result.stderr
+
+
+async def test_unsigned_events_deleted_before_their_checkpoint_raise_an_alarm(
+    tmp_path: Path,
+) -> None:
+    """Within the moments before a checkpoint, the newest events are deleted: the chain that
+    is left is consistent, but the broker remembers what it wrote and will not sign."""
+    harness = await BrokerHarness(tmp_path, checkpoint_interval=3600.0).start()
+    try:
+        ticket = await harness.ticket()
+        key = await harness.engineer()
+        await harness.connected_helper(ticket)
+        checkpointer = harness.broker.checkpointer
+        assert checkpointer is not None
+        signed = await checkpointer.checkpoint()
+        assert signed is not None
+        assert (await harness.ssh(key, ticket, "echo evil")).status == 0
+        await harness.wait_audit(ticket, "channel.closed")
+        async with harness.store.begin() as db:
+            await db.execute(delete(AuditEvent).where(AuditEvent.seq > signed.seq))
+        with pytest.raises(ChainBroken, match="written by this broker and not yet signed, is gone"):
+            await checkpointer.checkpoint()
+        alarm = await harness.wait_audit(None, "audit.alarm")
+        assert "is gone" in str(alarm["problem"])
+    finally:
+        await harness.stop()
