@@ -2,7 +2,8 @@
 
 Contents (format ``assist-broker bundle v2``):
 
-- ``ticket.json``: the ticket and its sessions;
+- ``ticket.json``: the ticket and its sessions as the chain tells them (broker.evidence.facts:
+  the tables are not chained, so nothing in it comes from them);
 - ``events.jsonl``: every event from the ticket's first to the signed checkpoint after its last:
   the ticket's own in full, others as ``seq, digest, prev_hash, hash`` only;
 - ``checkpoints.json``: the checkpoints in that range (v2: their signed message and SSHSIG);
@@ -32,16 +33,16 @@ from typing import Any
 
 from sqlalchemy import select
 
-from broker import render
 from broker.errors import Invalid
 from broker.evidence import chain, sshsig
 from broker.evidence.checkpoints import Checkpointer
+from broker.evidence.facts import event_dict, ticket_facts
 from broker.evidence.recordings import resolve
 from broker.evidence.signing import Signer
 from broker.evidence.verify import recordings_in_chain
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.store.models import AuditCheckpoint, AuditEvent, Session, utcnow
+from broker.store.models import AuditCheckpoint, AuditEvent, utcnow
 
 FORMAT = "assist-broker bundle v2"
 
@@ -146,15 +147,10 @@ async def export_bundle(
             .scalars()
             .all()
         )
-        names = await q.names_by_id(db)
-        sessions = [
-            render.session(s, ticket, names)
-            for s in await db.scalars(select(Session).where(Session.ticket_id == ticket.id))
-        ]
+    own_events = [event_dict(r) for r in rows if r.ticket_id == ticket.id]
+    facts = ticket_facts(ticket.id, own_events)  # from the chain only, never from the tables
     files: dict[str, bytes] = {
-        "ticket.json": json.dumps(
-            {**render.ticket(ticket), "id": ticket.id, "sessions": sessions}, indent=2
-        ).encode(),
+        "ticket.json": json.dumps(facts, indent=2, ensure_ascii=False).encode(),
         "events.jsonl": "".join(
             json.dumps(_event_line(r, r.ticket_id == ticket.id), sort_keys=True, ensure_ascii=False)
             + "\n"
@@ -169,7 +165,7 @@ async def export_bundle(
     files.update(_recordings(data_dir, root, recorded.keys()))
     manifest = {
         "format": FORMAT,
-        "ticket": {"id": ticket.id, **render.ticket(ticket)},
+        "ticket": {"id": ticket.id, "key": ticket.key},
         "events": {
             "first": {"seq": rows[0].seq, "hash": rows[0].hash},
             "last": {"seq": rows[-1].seq, "hash": rows[-1].hash},

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from broker.evidence import sshsig
 from broker.evidence.bundle import FORMAT
+from broker.evidence.facts import ticket_facts
 from broker.evidence.verify import ChainEvent, Checkpoint, Report, check_chain
 
 #: the largest file a bundle may hold (recordings are capped well below)
@@ -214,10 +215,16 @@ def _check_contents(
         report.problems.append("no valid signature covers the last event of the bundle")
         return
     ticket = json.loads(files["ticket.json"])
-    if ticket.get("id") != manifest["ticket"].get("id") or ticket.get("key") != manifest[
-        "ticket"
-    ].get("key"):
+    ticket_id = manifest["ticket"].get("id")
+    if ticket.get("id") != ticket_id or ticket.get("key") != manifest["ticket"].get("key"):
         report.problems.append("ticket.json names another ticket than the signed manifest")
+        return
+    chained = json.loads(json.dumps(ticket_facts(int(ticket_id), lines)))
+    if ticket != chained:
+        differ = sorted(k for k in set(ticket) | set(chained) if ticket.get(k) != chained.get(k))
+        report.problems.append(
+            f"ticket.json does not say what the chained events say ({', '.join(differ)})"
+        )
         return
     recordings = {Path(n).name for n in files if n.startswith("recordings/")}
     report.problems += _completeness(lines, int(manifest["ticket"]["id"]), recordings)

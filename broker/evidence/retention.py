@@ -1,6 +1,8 @@
 """Retention: recordings older than their ticket's severity allows are deleted, but their
 hashes stay in the channel row and a ``recording.pruned`` event goes into the chain, so that
-``audit verify`` still passes. Policy (settings file)::
+``audit verify`` still passes. The severity and the session's end are the chain's
+(broker.evidence.facts), not the tables': a changed row cannot make evidence go early.
+Policy (settings file)::
 
     [retention]          # days to keep recordings, per severity; a missing severity keeps all
     "3" = 180
@@ -17,6 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 from broker.errors import ConfigError, NotFound
+from broker.evidence.facts import chained_ticket
 from broker.evidence.recordings import recording_of, resolve
 from broker.store import queries as q
 from broker.store.db import Store
@@ -57,13 +60,19 @@ async def prune(
                 select(Channel, Session, Ticket)
                 .join(Session, Session.id == Channel.session_id)
                 .join(Ticket, Ticket.id == Session.ticket_id)
-                .where(Channel.recording_path.is_not(None), Session.ended_at.is_not(None))
+                .where(Channel.recording_path.is_not(None))
             )
         ).all()
+        chained: dict[int, dict[str, Any]] = {}
         for channel, session, ticket in rows:
-            keep = days.get(ticket.severity)
-            assert session.ended_at is not None and channel.recording_path is not None
-            if keep is None or now - session.ended_at < dt.timedelta(days=keep):
+            if ticket.id not in chained:
+                chained[ticket.id] = await chained_ticket(db, ticket.id)
+            facts = chained[ticket.id]
+            ended = next((s["ended_at"] for s in facts["sessions"] if s["id"] == session.id), None)
+            keep = days.get(facts["severity"]) if isinstance(facts["severity"], int) else None
+            if keep is None or ended is None:
+                continue  # no chained severity or end: kept
+            if now - dt.datetime.fromisoformat(ended) < dt.timedelta(days=keep):
                 continue
             try:
                 ref = await recording_of(db, channel.id)

@@ -94,7 +94,14 @@ async def create_ticket(
         action="ticket.created",
         actor=actor,
         ticket_id=ticket.id,
-        details={"key": ticket.key, "severity": ticket.severity},
+        # what a bundle's ticket.json says comes from the chain, not from this table
+        details={
+            "key": ticket.key,
+            "severity": ticket.severity,
+            "title": ticket.title,
+            "customer_name": ticket.customer_name,
+            "customer_email": ticket.customer_email,
+        },
     )
     return ticket
 

@@ -5,7 +5,10 @@ the history is rewritten it raises an alarm instead of signing; verify and expor
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
+import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from sqlalchemy import delete, func, select, text, update
 from broker.evidence import chain
 from broker.evidence.checkpoints import ChainBroken
 from broker.evidence.ckptlog import CheckpointLog
+from broker.evidence.signing import Signer
+from broker.evidence.sshsig import BUNDLE_NAMESPACE
 from broker.store import queries as q
 from broker.store.models import AuditCheckpoint, AuditEvent
 from tests.e2e.test_cli_flow import run
@@ -241,3 +246,73 @@ async def test_unsigned_events_deleted_before_their_checkpoint_raise_an_alarm(
         assert "is gone" in str(alarm["problem"])
     finally:
         await harness.stop()
+
+
+async def test_changed_tables_change_neither_bundles_nor_retention(harness: BrokerHarness) -> None:
+    """The ticket, session and account tables are not chained: rewriting them changes what a
+    bundle says about the ticket not at all, and makes no recording go early."""
+    ticket = await harness.ticket(title="Mail queue stuck", severity=2)
+    key = await harness.engineer()
+    helper = await harness.connected_helper(ticket)
+    assert (await harness.ssh(key, ticket, "echo the-real-work")).status == 0
+    helper.interrupt()
+    await helper.finish()
+    await harness.wait_audit(ticket, "recording.closed")
+    async with harness.store.begin() as db:
+        await db.execute(
+            text(
+                "UPDATE session SET granted_scope='observe', customer_addr='10.9.9.9', "
+                "end_reason='customer', ended_at='2020-01-01 00:00:00.000000'"
+            )
+        )
+        await db.execute(
+            text("UPDATE ticket SET title='Printer toner', severity=4, customer_email='x@y.z'")
+        )
+        await db.execute(text("UPDATE account SET name='bob' WHERE name='alice'"))
+    bundle = harness.tmp / "b.tar"
+    assert (
+        await cli(harness, "audit", "export", "--ticket", ticket, "--out", str(bundle))
+    ).status == 0
+    with tarfile.open(bundle) as tar:
+        said = json.loads(tar.extractfile("ticket.json").read())  # type: ignore[union-attr]
+    assert (said["title"], said["severity"], said["customer_email"]) == (
+        "Mail queue stuck",
+        2,
+        "ops@example.com",
+    )
+    (session,) = said["sessions"]
+    assert session["engineer"] == "alice" and session["granted_scope"] == "shell,exec"
+    assert session["customer_addr"] == "127.0.0.1" and session["end_reason"] == "customer"
+
+    (harness.settings.data_dir / "broker.toml").write_text('[retention]\n"4" = 90\n')
+    pruned = await cli(harness, "audit", "prune")
+    assert pruned.status == 0 and b"Deleted 0 recordings" in pruned.stdout
+
+
+async def test_a_ticket_json_that_differs_from_the_chain_fails(harness: BrokerHarness) -> None:
+    """Even signed with the broker's own key, ticket.json must say what events.jsonl says."""
+    ticket = await harness.ticket()
+    bundle = harness.tmp / "b.tar"
+    assert (
+        await cli(harness, "audit", "export", "--ticket", ticket, "--out", str(bundle))
+    ).status == 0
+    with tarfile.open(bundle) as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+    said = json.loads(files["ticket.json"])
+    files["ticket.json"] = json.dumps({**said, "title": "Something else"}).encode()
+    manifest = json.loads(files["manifest.json"])
+    manifest["files"]["ticket.json"] = hashlib.sha256(files["ticket.json"]).hexdigest()
+    files["manifest.json"] = json.dumps(manifest).encode()
+    signer = Signer.load(harness.settings.data_dir)
+    files["manifest.json.sig"] = signer.sshsig(files["manifest.json"], BUNDLE_NAMESPACE).encode()
+    forged = harness.tmp / "forged.tar"
+    with tarfile.open(forged, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    pem = harness.tmp / "pub.pem"
+    pem.write_text(signer.public_pem)
+    result = await cli(harness, "audit", "verify", "--bundle", str(forged), "--pubkey", str(pem))
+    assert result.status == 1
+    assert b"ticket.json does not say what the chained events say (title)" in result.stderr
