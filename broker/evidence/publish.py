@@ -44,17 +44,21 @@ class CheckpointPoster:
         self._failing = False
 
     def _done(self) -> int:
+        """How far into the log (in bytes) the endpoint has got everything."""
         try:
             return int(self.state.read_text().strip() or 0)
         except (OSError, ValueError):
             return 0
 
     async def post_pending(self, session: aiohttp.ClientSession) -> int:
-        """POST what the endpoint has not got yet; return how many went."""
-        points, _ = self.log.read()
+        """POST what the endpoint has not got yet; return how many went. Only the lines
+        after what was sent are read, not the whole log."""
         done = self._done()
         sent = 0
-        for point in points[done:]:
+        for point, end in self.log.entries(done):
+            if point is None:  # not a checkpoint: nothing to copy, step over it
+                done = end
+                continue
             try:
                 async with session.post(self.url, json=dataclasses.asdict(point)) as response:
                     if response.status >= 300:
@@ -69,7 +73,8 @@ class CheckpointPoster:
                 break
             self.counted("posted")
             sent += 1
-            write_private(self.state, str(done + sent).encode())
+            done = end
+            write_private(self.state, str(done).encode())
         else:
             if self._failing:
                 log.info("checkpoint_post_recovered", url=self.url)

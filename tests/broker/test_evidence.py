@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import subprocess
 from pathlib import Path
@@ -12,7 +13,7 @@ from sqlalchemy import delete, select, update
 
 from broker.evidence import chain
 from broker.evidence.checkpoints import ChainBroken, Checkpointer
-from broker.evidence.ckptlog import LOG_FILE, CheckpointLog
+from broker.evidence.ckptlog import LOG_FILE, TAIL, CheckpointLog, Signed
 from broker.evidence.signing import Signer
 from broker.evidence.verify import verify_store
 from broker.store import queries as q
@@ -331,3 +332,20 @@ async def test_checkpoint_log_is_append_only_json(store: Store, tmp_path: Path) 
     ]
     assert logged[1].prev == first.digest and logged[0].prev == chain.GENESIS
     assert (tmp_path / LOG_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_newest_checkpoint_is_read_from_the_end_of_a_long_log(tmp_path: Path) -> None:
+    """The log grows by a line every few seconds for as long as the broker runs: the newest
+    entry is found from the file's end (and a line still being written is left out)."""
+    log = CheckpointLog.of(tmp_path)
+    template = Signed(0, "h" * 64, chain.GENESIS, "d" * 64, "m" * 400, "s" * 300, "SHA256:k")
+    with log.path.open("w") as out:
+        for seq in range(1, 5001):
+            out.write(dataclasses.replace(template, seq=seq, digest=f"{seq:064d}").line())
+        out.write('{"seq": 9999, "hash": "cut off mid-wri')
+    assert log.path.stat().st_size > 20 * TAIL
+    newest = log.last()
+    assert newest is not None and newest.seq == 5000
+    assert log.last() is newest  # unchanged file: not read again
+    entries = log.entries(0)
+    assert len(entries) == 5000 and entries[-1][1] < log.path.stat().st_size
