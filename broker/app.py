@@ -19,6 +19,7 @@ from broker.evidence.recovery import recover
 from broker.evidence.signing import Signer
 from broker.metrics import Metrics, MetricsSink
 from broker.relay.dispatch import Dispatcher
+from broker.resources import connection_budget
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.manager import SessionManager
 from broker.session.ratelimit import RateLimiter
@@ -36,6 +37,7 @@ from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
 from broker.web.access import PasswordChecker
 from broker.web.app import create_app
+from broker.web.capped import CappedSite, ConnectionCaps
 from broker.web.deps import Deps
 from broker.web.helper_download import build_helper
 
@@ -222,7 +224,14 @@ class Broker:
         except OSError as exc:
             sock.close()
             raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from None
-        await web.SockSite(self._http, sock, ssl_context=tls).start()
+        caps = ConnectionCaps(
+            self.settings.http_connections_per_address,
+            connection_budget(self.settings.http_connections_total),
+            lambda reason: (
+                self.metrics.connections_refused.labels(reason).inc() if self.metrics else None
+            ),
+        )
+        await CappedSite(self._http, sock, caps, ssl_context=tls).start()
         name = sock.getsockname()
         return str(name[0]), int(name[1])
 

@@ -99,6 +99,9 @@ class Settings:
     #: connections not logged in yet, per source address and in all; more are closed at once
     ssh_unauth_per_address: int = 32
     ssh_unauth_total: int = 1000
+    #: open HTTP connections per address and in all (at most a quarter of the open files)
+    http_connections_per_address: int = 64
+    http_connections_total: int = 1000
     #: distinct public keys one SSH connection may offer before it is disconnected
     ssh_max_keys: int = 10
     #: how the broker reaches a helper's embedded server: ``reverse`` (the helper dials a second

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import resource
 import signal
 import sys
 
 from broker.app import Broker
 from broker.config import Settings
+from broker.resources import raise_fd_limit
 
 
 def banner(
@@ -34,20 +34,6 @@ def banner(
             "Press Ctrl-C to stop.",
         ]
     )
-
-
-def raise_fd_limit() -> int:
-    """Raise the open-file soft limit to the hard limit: every session holds several sockets,
-    and Debian's default soft limit (1024) is reached long before memory or CPU."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-        except (ValueError, OSError):
-            return soft
-        return wanted
-    return soft
 
 
 async def serve(settings: Settings) -> int:

@@ -13,6 +13,7 @@ import structlog
 from broker.relay.observe import ObserverSession
 from broker.relay.pump import RelaySession
 from broker.relay.tcp import open_forward
+from broker.resources import connection_budget
 from broker.transport.agent_ssh import AgentEdge
 from broker.transport.channel_guard import guard_channel
 from broker.transport.context import CIPHERS, Context
@@ -232,7 +233,9 @@ async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> SharedListe
         if ctx.metrics is not None:
             ctx.metrics.connections_refused.labels(reason).inc()
 
-    limits = Limits(settings.ssh_unauth_per_address, settings.ssh_unauth_total, refused)
+    limits = Limits(
+        settings.ssh_unauth_per_address, connection_budget(settings.ssh_unauth_total), refused
+    )
     return await SharedListener.bind(settings.ssh_host, settings.ssh_port, options, on_link, limits)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from broker.errors import ConfigError
 from broker.logsetup import FloodGate
-from broker.serve import raise_fd_limit
+from broker.resources import raise_fd_limit
 from broker.store import queries as q
 from broker.store.models import Session
 from tests.e2e.test_codes import _redeem_in_process

@@ -214,3 +214,29 @@ async def test_disabling_an_account_ends_its_browser_logins(harness: BrokerHarne
     updated = [d for a, d in await harness.audit() if a == "account.updated"]
     assert updated[0]["other_web_logins_ended"] == 2
     assert updated[1]["disabled"] is True and updated[1]["web_logins_ended"] == 1
+
+
+async def test_idle_http_connections_are_capped_per_address(tmp_path: Path) -> None:
+    """Open connections that say nothing cannot take every descriptor: past the cap from one
+    address they are closed at once, and others are still served."""
+    harness = await BrokerHarness(tmp_path, http_connections_per_address=5).start()
+    loop = asyncio.get_running_loop()
+    idle = []
+    try:
+        for _ in range(5):
+            sock = socket.create_connection(
+                ("127.0.0.1", harness.http_port), None, ("127.0.0.8", 0)
+            )
+            idle.append(sock)
+        extra = socket.create_connection(("127.0.0.1", harness.http_port), None, ("127.0.0.8", 0))
+        extra.setblocking(False)
+        idle.append(extra)
+        async with asyncio.timeout(10):
+            assert await loop.sock_recv(extra, 100) == b""  # closed without a word
+        async with _session() as http:
+            async with http.get(f"{harness.base_url}/healthz") as response:
+                assert response.status == 200
+    finally:
+        for sock in idle:
+            sock.close()
+        await harness.stop()
