@@ -67,7 +67,7 @@ async def cmd_account_password(args: argparse.Namespace, settings: Settings, sto
     hashed = access.hash_password(secret)
     async with store.begin() as db:
         account = await q.get_account(db, args.name)
-        ended = await access.set_password(db, account, hashed)
+        ended, revoked = await access.set_password(db, account, hashed)
         await q.append_audit(
             db,
             action="account.updated",
@@ -76,9 +76,15 @@ async def cmd_account_password(args: argparse.Namespace, settings: Settings, sto
                 "account": account.name,
                 "password_changed": True,
                 "other_web_logins_ended": ended,
+                "login_tokens_revoked": revoked,
             },
         )
-    return {"account": account.name, "password": "set", "web_logins_ended": ended}
+    return {
+        "account": account.name,
+        "password": "set",
+        "web_logins_ended": ended,
+        "login_tokens_revoked": revoked,
+    }
 
 
 async def cmd_account_disable(args: argparse.Namespace, settings: Settings, store: Store) -> Any:

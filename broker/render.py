@@ -203,7 +203,8 @@ def human(command: str, action: str | None, result: Any) -> str:
         case ("account", "password"):
             return (
                 f"The password of {result['account']} is set; "
-                f"{result['web_logins_ended']} browser logins were ended."
+                f"{result['web_logins_ended']} browser logins were ended and "
+                f"{result['login_tokens_revoked']} API tokens made from browser logins revoked."
             )
         case ("account", "list"):
             return _table(result, ["name", "display_name", "role", "keys"])

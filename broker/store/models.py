@@ -233,6 +233,8 @@ class ApiToken(Base):
     expires_at: Mapped[dt.datetime | None]
     revoked_at: Mapped[dt.datetime | None]
     last_used_at: Mapped[dt.datetime | None]
+    #: how it was made: "login" (from a browser login), "token" (with another token), "cli"
+    created_via: Mapped[str | None] = mapped_column(String(20))
 
 
 class WebLogin(Base):

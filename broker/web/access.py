@@ -101,7 +101,11 @@ class PasswordChecker:
 
 
 async def create_token(
-    db: AsyncSession, account: Account, name: str, lifetime: dt.timedelta | None
+    db: AsyncSession,
+    account: Account,
+    name: str,
+    lifetime: dt.timedelta | None,
+    via: str = "cli",
 ) -> tuple[str, ApiToken]:
     """A new token for ``account``; the clear value is returned once and never stored."""
     if not name.strip() or len(name) > 100:
@@ -113,6 +117,7 @@ async def create_token(
         name=name.strip(),
         token_hash=digest(secret),
         expires_at=utcnow() + lifetime if lifetime else None,
+        created_via=via,
     )
     db.add(row)
     await db.flush()
@@ -225,11 +230,24 @@ async def set_disabled(db: AsyncSession, account: Account, disabled: bool) -> in
 
 async def set_password(
     db: AsyncSession, account: Account, hashed: str, *, keep: str | None = None
-) -> int:
+) -> tuple[int, int]:
     """A new password (hashed by :func:`hash_password`, in a worker thread: it is slow) ends
-    the account's other browser logins; returns how many."""
+    the account's other browser logins and revokes the API tokens that browser logins made
+    (someone who had the old password could have made one). Returns (logins ended, tokens
+    revoked). Tokens made on the command line or with another token stay."""
     account.password_hash = hashed
-    return await end_logins(db, account.id, keep=keep)
+    ended = await end_logins(db, account.id, keep=keep)
+    result = await db.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.account_id == account.id,
+            ApiToken.created_via == "login",
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return ended, int(getattr(result, "rowcount", 0) or 0)
 
 
 async def end_login(db: AsyncSession, cookie: str) -> None:

@@ -108,7 +108,7 @@ async def create_token(call: Call) -> web.Response:
     async with call.deps.store.begin() as db:
         account = await db.get_one(Account, call.principal.account_id)
         secret, token = await access.create_token(
-            db, account, call.body["name"], dt.timedelta(days=days)
+            db, account, call.body["name"], dt.timedelta(days=days), via=call.principal.via
         )
         await call.audit(
             db, "token.created", {"account": account.name, "token_id": token.id, "name": token.name}
@@ -244,8 +244,10 @@ async def update_account(call: Call) -> web.Response:
             mine = call.principal.via == "login" and call.principal.account_id == account.id
             cookie = call.request.cookies.get(COOKIE) if mine else None
             assert hashed is not None
-            ended = await access.set_password(db, account, hashed, keep=cookie)
-            changed.update(password_changed=True, other_web_logins_ended=ended)
+            ended, revoked = await access.set_password(db, account, hashed, keep=cookie)
+            changed.update(
+                password_changed=True, other_web_logins_ended=ended, login_tokens_revoked=revoked
+            )
         await call.audit(db, "account.updated", {"account": account.name, **changed})
     if body.get("disabled"):  # committed: no new login gets in; end the ones that are in
         call.deps.engineers.end_account(account.name)

@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from broker.store import queries as q
 from broker.web import access
 from tests.harness import BrokerHarness
 
@@ -240,3 +241,27 @@ async def test_idle_http_connections_are_capped_per_address(tmp_path: Path) -> N
         for sock in idle:
             sock.close()
         await harness.stop()
+
+
+async def test_a_new_password_revokes_the_tokens_a_browser_login_made(
+    harness: BrokerHarness,
+) -> None:
+    """Someone who had the old password could have made a token from a browser login: a new
+    password revokes those; tokens made on the command line stay."""
+    admin = await harness.token("root-admin", "admin")
+    await harness.token("audrey", "auditor", password=PASSWORD)
+    async with harness.store.begin() as db:
+        account = await q.get_account(db, "audrey")
+        from_login, _ = await access.create_token(db, account, "stolen", None, via="login")
+        from_cli, _ = await access.create_token(db, account, "ci", None, via="cli")
+    async with _session() as http:
+        url = f"{harness.base_url}/api/v1/accounts/audrey"
+        headers = {"Authorization": f"Bearer {admin}"}
+        async with http.patch(url, json={"password": "a brand new password"}, headers=headers) as r:
+            assert r.status == 200
+        for token, status in ((from_login, 401), (from_cli, 200)):
+            me = {"Authorization": f"Bearer {token}"}
+            async with http.get(f"{harness.base_url}/api/v1/me", headers=me) as response:
+                assert response.status == status
+    updated = [d for a, d in await harness.audit() if a == "account.updated"]
+    assert updated[-1]["login_tokens_revoked"] == 1
