@@ -92,7 +92,10 @@ class Broker:
         )
         limiter = self._limiter()
         logins = self._limiter()
-        self.refusals = RefusalReporter(self.store, {"codes": limiter, "logins": logins})
+        auth_failures = self._limiter()
+        self.refusals = RefusalReporter(
+            self.store, {"codes": limiter, "logins": logins, "ssh_auth": auth_failures}
+        )
         codes = ConsentCodes(
             self.store, CodeHasher(self.keys.code_key), limiter, node=socket.gethostname()
         )
@@ -118,7 +121,15 @@ class Broker:
         )
         manager = SessionManager(self.store, codes, self.checkpointer.sign_quietly)
         metrics.watch(lambda: len(manager.live()), lambda: len(self.tunnels))
-        self.ctx = Context(self.settings, self.keys, self.store, manager, dispatcher, metrics)
+        self.ctx = Context(
+            self.settings,
+            self.keys,
+            self.store,
+            manager,
+            dispatcher,
+            metrics,
+            auth_failures=auth_failures,
+        )
         recorder.end_session = self._recording_stopped
         manager.ended_hooks.append(recorder.forget)
         try:

@@ -10,11 +10,12 @@ Two rules keep a flood from getting through or from stalling everyone:
   wrong passwords from one address are five checks and thirty-five refusals, while twenty
   customers behind one address with twenty right codes all get in, five at a time.
 - **Prefixes, not just addresses.** An IPv4 address counts against itself (/32) and its /24; an
-  IPv6 address against its /64 (one host often holds a whole /64). A neighbourhood of addresses
-  cannot multiply the limit.
+  IPv6 address against its /64 (one host often holds a whole /64) and its /48 (one site). A
+  neighbourhood of addresses cannot multiply the limit; a right code from an address whose
+  network failed too often waits like a wrong one.
 
-The overall limit only holds back sources that have failed themselves within the window: a
-flood from elsewhere must not lock out a customer typing their own code.
+The overall limit only holds back sources that have failed themselves (their own /32 or /64)
+within the window: a flood from elsewhere must not lock out a customer typing their own code.
 
 Refusals of a prefix that is held back are counted, not written one by one: :meth:`summaries`
 hands out one summary per prefix and window, for one audit event each.
@@ -99,7 +100,9 @@ class RateLimiter:
         if isinstance(address, ipaddress.IPv4Address):
             block = ipaddress.ip_network(f"{address}/24", strict=False)
             return [(f"{address}/32", self.per_source), (str(block), wide)]
-        return [(str(ipaddress.ip_network(f"{address}/64", strict=False)), self.per_source)]
+        host = ipaddress.ip_network(f"{address}/64", strict=False)
+        site = ipaddress.ip_network(f"{address}/48", strict=False)
+        return [(str(host), self.per_source), (str(site), wide)]
 
     def _trim(self, times: deque[float], now: float) -> None:
         while times and times[0] <= now - self.window:
@@ -119,9 +122,9 @@ class RateLimiter:
         """(seconds to wait, the prefix that holds the source back, whether it must wait for
         tries under way)."""
         wait, holder, busy, own = 0.0, "", False, False
-        for key, limit in self.prefixes(source):
+        for number, (key, limit) in enumerate(self.prefixes(source)):
             failures = self._failures(key, now)
-            own = own or failures > 0
+            own = own or (number == 0 and failures > 0)  # its own address, not its network
             if failures >= limit:
                 until = self._fails[key][-limit] + self.window - now
                 if until > wait:

@@ -339,6 +339,8 @@ class AgentEdge:
         self._log.warning("agent_key_login_refused", keys=self.offered_keys)
         if self.ctx.metrics is not None:
             self.ctx.metrics.auth_failures.labels("ssh").inc()
+        if not self.ctx.audit_auth_failure(self.peer):
+            return
         try:
             async with self.ctx.store.begin() as db:
                 await q.append_audit(

@@ -13,6 +13,7 @@ from broker.config import Settings
 from broker.metrics import Metrics
 from broker.relay.dispatch import Dispatcher
 from broker.session.manager import SessionManager
+from broker.session.ratelimit import Attempt, RateLimiter
 from broker.store.db import Store
 from broker.transport.keys import BrokerKeys
 from broker.transport.links import LinkWaiters
@@ -45,6 +46,20 @@ class Context:
     links: LinkWaiters = field(default_factory=LinkWaiters)
     #: engineers logged in on this node (an account disabled ends its logins)
     engineers: EngineerLogins = field(default_factory=EngineerLogins)
+    #: failed SSH logins audited one by one per network, then only counted (a flood of
+    #: connections offering unknown keys must not flood the chain)
+    auth_failures: RateLimiter = field(
+        default_factory=lambda: RateLimiter(per_source=5, overall=200, window=300.0)
+    )
+
+    def audit_auth_failure(self, peer: str) -> bool:
+        """Whether this failed login gets its own audit event (else it is counted for the
+        network's ``access.rate_limited`` summary)."""
+        decided = self.auth_failures.try_reserve(peer, "ssh_auth_failed")
+        if isinstance(decided, Attempt):
+            decided.settle()
+            return True
+        return decided is None
 
     def spawn(
         self,

@@ -266,6 +266,8 @@ class EngineerEdge:
         self._log.warning("engineer_auth_failed", keys=self.rejected_keys)
         if self.ctx.metrics is not None:
             self.ctx.metrics.auth_failures.labels("ssh").inc()
+        if not self.ctx.audit_auth_failure(self.peer):
+            return
         try:
             async with self.ctx.store.begin() as db:
                 ticket = await q.find_ticket(db, self.ticket)

@@ -68,3 +68,17 @@ def test_one_summary_per_prefix_and_window() -> None:
     (summary,) = limiter.summaries()
     assert summary.refused == 150 and summary.prefix == "198.51.100.1/32"
     assert limiter.summaries(flush=True) == []
+
+
+def test_ipv6_sites_count_together_and_neighbours_do_not_trip_the_overall_limit() -> None:
+    now = [0.0]
+    limiter = RateLimiter(per_source=2, per_prefix=6, overall=10, window=60, clock=lambda: now[0])
+    for n in range(6):  # one failure from each of six /64s of one /48
+        limiter.failed(f"2001:db8:7:{n}::1")
+    assert limiter.check("2001:db8:7:ff::1") > 0  # a fresh /64 of the same site waits
+    assert limiter.check("2001:db8:8::1") == 0
+    for n in range(10):  # the overall limit is reached elsewhere
+        limiter.failed(f"198.51.{n}.1")
+    limiter.failed("203.0.113.9")  # a neighbour of the customer failed once
+    assert limiter.check("203.0.113.50") == 0  # the customer has not failed: never held back
+    assert limiter.check("203.0.113.9") > 0  # the neighbour has

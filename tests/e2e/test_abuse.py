@@ -276,3 +276,36 @@ def test_a_flood_of_one_error_is_twenty_lines_and_a_count() -> None:
     later = record("Error handling request")
     assert gate.filter(later)
     assert later.getMessage() == "Error handling request [9980 similar lines left out]"
+
+
+async def test_a_flood_of_unknown_keys_does_not_flood_the_audit(harness: BrokerHarness) -> None:
+    """Each refused login is audited up to the network's limit; the rest are counted."""
+    ticket = await harness.ticket()
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+
+    async def attempt() -> None:
+        with pytest.raises((asyncssh.PermissionDenied, asyncssh.DisconnectError)):
+            await asyncssh.connect(
+                "127.0.0.1",
+                harness.port,
+                username=ticket,
+                client_keys=[stranger],
+                known_hosts=None,
+                agent_path=None,
+                config=None,
+                preferred_auth="publickey",
+            )
+
+    for _ in range(12):
+        await attempt()
+    async with asyncio.timeout(10):  # each refusal is audited as its connection closes
+        while True:
+            audited = [a for a, _ in await harness.audit() if a == "engineer.auth_failed"]
+            assert harness.broker.refusals is not None
+            summaries = harness.broker.ctx.auth_failures._refused if harness.broker.ctx else {}
+            if len(audited) == 5 and sum(s.refused for s in summaries.values()) == 7:
+                break
+            await asyncio.sleep(0.05)
+    await harness.broker.refusals.report(flush=True)
+    summary = await harness.wait_audit(None, "access.rate_limited")
+    assert summary["where"] == "ssh_auth_failed" and summary["refused"] == 7
