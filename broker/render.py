@@ -108,14 +108,14 @@ def _details(details: dict[str, Any]) -> str:
 _OWN_LINES = frozenset({"public_key", "settings"})
 
 
-def shown(value: Any, key: str = "") -> Any:
-    """``value`` with every string in it made visible (broker.safetext): titles, names, host
-    names, commands and failed login names come from outside and must not drive the admin's
-    terminal."""
+def shown(value: Any, *, own_lines: bool = False) -> Any:
+    """``value`` with every string in it, keys included, made visible (broker.safetext):
+    titles, names, host names, commands and failed login names come from outside and must
+    not drive the admin's terminal. ``own_lines``: a text the broker composed of lines."""
     if isinstance(value, str):
-        return visible(value, keep_newlines=key in _OWN_LINES)
+        return visible(value, keep_newlines=own_lines)
     if isinstance(value, dict):
-        return {k: shown(v, str(k)) for k, v in value.items()}
+        return {visible(str(k)): shown(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [shown(v) for v in value]
     return value
@@ -125,7 +125,10 @@ def human(command: str, action: str | None, result: Any) -> str:
     """The text form of a command's result, every value from outside made visible."""
     if isinstance(result, str):
         return visible(result, keep_newlines=True)
-    result = shown(result)
+    if isinstance(result, dict):  # only a command's own top-level texts keep their lines
+        result = {visible(str(k)): shown(v, own_lines=k in _OWN_LINES) for k, v in result.items()}
+    else:
+        result = shown(result)
     match (command, action):
         case ("code", "issue"):
             return "\n".join(

@@ -30,8 +30,20 @@ from broker.evidence.bundle import FORMAT
 from broker.evidence.facts import ticket_facts
 from broker.evidence.verify import ChainEvent, Checkpoint, Report, check_chain
 
-#: the largest file a bundle may hold (recordings are capped well below)
+#: the largest file a bundle may hold, and all of them together (a bundle is read in memory)
 MAX_MEMBER = 1 << 30
+MAX_TOTAL = 2 << 30
+#: the files a bundle holds besides its recordings
+NAMES = (
+    "ticket.json",
+    "events.jsonl",
+    "checkpoints.json",
+    "checkpoint.txt",
+    "checkpoint.txt.sig",
+    "signer.pub",
+    "manifest.json",
+    "manifest.json.sig",
+)
 
 
 def _chain_event(line: dict[str, Any]) -> ChainEvent:
@@ -100,16 +112,29 @@ def read_allowed_signers(text: str) -> list[Ed25519PublicKey]:
 
 
 def _files(path: Path) -> dict[str, bytes]:
+    """Every member, each a plain file with a plain name, once: what an auditor extracts with
+    ``tar -x`` is then exactly what was checked (a symbolic link or a second member of the
+    same name would make the two differ)."""
     with tarfile.open(path) as tar:
         files: dict[str, bytes] = {}
+        total = 0
         for member in tar.getmembers():
+            name = member.name
             if not member.isfile():
-                continue
-            if member.size > MAX_MEMBER:
-                raise ValueError(f"{member.name} is too large for a bundle")
+                raise ValueError(f"{name!r} is not a plain file (bundles hold files only)")
+            if name in files:
+                raise ValueError(f"{name!r} is in the bundle twice")
+            plain = name in NAMES or (
+                name.startswith("recordings/") and "/" not in name[11:] and name.endswith(".cast")
+            )
+            if not plain or ".." in name:
+                raise ValueError(f"{name!r} is not a file a bundle holds")
+            total += member.size
+            if member.size > MAX_MEMBER or total > MAX_TOTAL:
+                raise ValueError(f"{name!r} makes the bundle too large to check")
             handle = tar.extractfile(member)
             if handle is not None:
-                files[member.name] = handle.read()
+                files[name] = handle.read()
     return files
 
 
@@ -134,13 +159,18 @@ def verify_bundle(path: Path, trusted: Sequence[Ed25519PublicKey] = ()) -> Repor
     """Check a bundle on its own against the keys in ``trusted`` (the broker's audit key, from
     ``assist-broker audit pubkey``); with none given, the result is at best NOT CHECKED."""
     report = Report(untrusted=not trusted)
-    files = _files(path)
+    try:
+        files = _files(path)
+    except ValueError as exc:
+        report.problems.append(str(exc))
+        return report
     manifest_bytes = files.get("manifest.json", b"")
     try:
         manifest = json.loads(manifest_bytes or b"{}")
     except ValueError:
         manifest = {}
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        manifest = manifest if isinstance(manifest, dict) else {}
         report.problems.append(
             f"the bundle's format is {manifest.get('format')!r}, not {FORMAT!r}: "
             "older bundles have no signed manifest; export the ticket again"
@@ -158,6 +188,9 @@ def verify_bundle(path: Path, trusted: Sequence[Ed25519PublicKey] = ()) -> Repor
         report.problems.append(f"manifest.json: the signature is not valid: {why}")
         return report
     listed = manifest.get("files", {})
+    if not isinstance(listed, dict):
+        report.problems.append("manifest.json lists no files")
+        return report
     for name, digest in listed.items():
         if name not in files:
             report.problems.append(f"{name} is listed in the manifest but missing")
@@ -168,7 +201,11 @@ def verify_bundle(path: Path, trusted: Sequence[Ed25519PublicKey] = ()) -> Repor
         report.problems.append(f"files not in the manifest: {', '.join(sorted(extra))}")
     if report.problems:
         return report
-    _check_contents(report, files, manifest, public)
+    try:
+        _check_contents(report, files, manifest, public)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        # signed by the trusted key, yet not made the way this code makes bundles
+        report.problems.append(f"the bundle's contents are malformed ({type(exc).__name__})")
     return report
 
 

@@ -254,3 +254,55 @@ async def test_bundle_verifies_offline_and_catches_tampering(
         _forge(bundle, forged, change, manifest=True, signer=signer)
         status, _, err = _verify(capsys, str(forged), "--pubkey", str(pubkey))
         assert status == 1 and expected in err, (name, err)
+
+
+async def test_malformed_bundles_get_a_verdict_never_ok(
+    harness: BrokerHarness, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Links, duplicates, strange names, a manifest of the wrong shape, too much data: each is
+    a named refusal (exit 1), not a traceback and never OK."""
+    ticket = await harness.ticket()
+    bundle = harness.tmp / "b.tar"
+    exported = await cli(harness, "audit", "export", "--ticket", ticket, "--out", str(bundle))
+    assert exported.status == 0, exported.stderr
+    files = _files(bundle)
+    pem = harness.tmp / "pub.pem"
+    pem.write_text(Signer.load(harness.settings.data_dir).public_pem)
+
+    def with_link(out: Path) -> None:
+        _write(out, files)
+        with tarfile.open(out, "a") as tar:
+            link = tarfile.TarInfo("events.jsonl")
+            link.type, link.linkname = tarfile.SYMTYPE, "/tmp/evil"
+            tar.addfile(link)
+
+    cases = {
+        "a link": (with_link, "is not a plain file"),
+        "a duplicate": (
+            lambda out: (_write(out, files), _append(out, "ticket.json", b"{}")),
+            "is in the bundle twice",
+        ),
+        "a strange name": (
+            lambda out: _write(out, {**files, "../../etc/x": b"x"}),
+            "is not a file a bundle holds",
+        ),
+        "a manifest list": (
+            lambda out: _write(out, {**files, "manifest.json": b"[]"}),
+            "older bundles have no signed manifest",
+        ),
+    }
+    for name, (make, expected) in cases.items():
+        out = harness.tmp / f"{name}.tar"
+        make(out)
+        status, stdout, err = _verify(capsys, str(out), "--pubkey", str(pem))
+        assert status == 1 and expected in err and "OK" not in stdout, (name, err)
+    monkeypatch.setattr("broker.evidence.bundle_verify.MAX_TOTAL", 1000)
+    status, _, err = _verify(capsys, str(bundle), "--pubkey", str(pem))
+    assert status == 1 and "too large to check" in err
+
+
+def _append(out: Path, name: str, data: bytes) -> None:
+    with tarfile.open(out, "a") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))

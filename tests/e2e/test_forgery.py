@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from sqlalchemy import update
 
+from broker.store import queries as q
 from broker.store.models import Account, Session, Ticket
 from tests.e2e.test_handoff import cli
 from tests.harness import BrokerHarness, helper_argv, helper_env
@@ -223,3 +224,21 @@ async def test_no_code_at_all_is_a_plain_refusal() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert b"No consent code was given" in err
+
+
+async def test_detail_keys_are_shown_made_visible_too(harness: BrokerHarness) -> None:
+    """Even an event's detail *keys* (or a detail named like a multi-line field) cannot drive
+    the admin's terminal."""
+    async with harness.store.begin() as db:
+        await q.append_audit(
+            db,
+            action="test.keys",
+            actor="tester",
+            ticket_id=None,
+            details={"\x1b[2J\x1b[HFORGED": "x", "settings": "a\nb\x1b[31m", "public_key": "c\n"},
+        )
+    shown = await cli(harness, "audit", "show")
+    assert shown.status == 0 and b"\x1b" not in shown.stdout
+    assert b"\\x1b[2J\\x1b[HFORGED=x" in shown.stdout
+    line = next(x for x in shown.stdout.splitlines() if b"test.keys" in x)
+    assert b"settings=a\\nb\\x1b[31m" in line  # the event's line stays one line
