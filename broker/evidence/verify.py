@@ -20,6 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
+from sqlalchemy.exc import StatementError
 
 from broker.evidence import chain, sshsig
 from broker.evidence.ckptlog import CheckpointLog, Signed
@@ -153,12 +154,17 @@ def walk(
                 "(an event was removed, inserted or reordered)"
             )
             return [problem], prev, hashes
-        if chain.link(prev, event.ticket_id, event_digest(event)) != event.hash:
+        try:
+            linked = chain.link(prev, event.ticket_id, event_digest(event))
+            unsealed = _seal_problem(event, name, seal_key, sealed_from) if seal_key else None
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            malformed = f"{name} is malformed ({type(exc).__name__}): it was written by hand"
+            return [malformed], prev, hashes
+        if linked != event.hash:
             problem = (
                 f"{name}: its content does not match its hash (it was changed after it was written)"
             )
             return [problem], prev, hashes
-        unsealed = _seal_problem(event, name, seal_key, sealed_from) if seal_key else None
         if unsealed:
             return [unsealed], prev, hashes
         hashes[event.seq] = event.hash
@@ -341,7 +347,10 @@ def recordings_in_chain(rows: Iterable[AuditEvent]) -> dict[str, dict[str, Any]]
     The chain, not the (unchained) channel table, is what recordings are checked against."""
     found: dict[str, dict[str, Any]] = {}
     for row in rows:
-        path = str(row.details.get("path", ""))
+        details: Any = row.details  # typed a dict, but a row written by hand may hold a list
+        if not isinstance(details, dict):
+            continue  # malformed: the chain walk names it
+        path = str(details.get("path", ""))
         if row.action == "recording.closed" and path:
             found[path] = {**row.details, "ticket_id": row.ticket_id}
         elif row.action == "recording.pruned":
@@ -363,12 +372,16 @@ async def verify_store(
     from broker.evidence.recordings import resolve
 
     report = Report()
-    async with store.read() as db:
-        rows = (await db.execute(select(AuditEvent).order_by(AuditEvent.seq))).scalars().all()
-        stored = await db.execute(
-            select(AuditCheckpoint).order_by(AuditCheckpoint.seq, AuditCheckpoint.id)
-        )
-        checkpoints = [Checkpoint.of(p) for p in stored.scalars()]
+    try:
+        async with store.read() as db:
+            rows = (await db.execute(select(AuditEvent).order_by(AuditEvent.seq))).scalars().all()
+            stored = await db.execute(
+                select(AuditCheckpoint).order_by(AuditCheckpoint.seq, AuditCheckpoint.id)
+            )
+            checkpoints = [Checkpoint.of(p) for p in stored.scalars()]
+    except (StatementError, ValueError, TypeError) as exc:  # a row written by hand
+        report.problems.append(f"the audit tables hold a row that cannot be read ({exc})"[:500])
+        return report
     events = [as_chain_event(r) for r in rows]
     logged, log_problems = CheckpointLog.of(data_dir).read()
     # Every event after the first checkpoint this data dir logged was written by a broker

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 
 from broker.evidence import chain
 from broker.evidence.checkpoints import ChainBroken, Checkpointer
@@ -19,6 +19,7 @@ from broker.evidence.verify import verify_store
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AuditCheckpoint, AuditEvent, utcnow
+from broker.transport.keys import load_seal_key
 
 
 async def _events(store: Store, n: int) -> None:
@@ -349,3 +350,45 @@ def test_the_newest_checkpoint_is_read_from_the_end_of_a_long_log(tmp_path: Path
     assert log.last() is newest  # unchanged file: not read again
     entries = log.entries(0)
     assert len(entries) == 5000 and entries[-1][1] < log.path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("seal", "é" * 64, "is malformed"),
+        ("details", "[]", "does not match its hash"),
+        ("time", "garbage", "cannot be read"),
+    ],
+)
+async def test_rows_written_by_hand_are_named_not_crashes(
+    db_url: str, tmp_path: Path, column: str, value: str, expected: str
+) -> None:
+    """A row no broker could have written gets a verdict from verify and an alarm from the
+    broker, never a traceback."""
+    if not db_url.startswith("sqlite") and column == "time":
+        pytest.skip("PostgreSQL itself refuses a time that is not a time")
+    store = Store(db_url)
+    await store.upgrade()
+    store.seal_key = load_seal_key(tmp_path)
+    try:
+        signer = Signer.load(tmp_path)
+        alarms: list[str] = []
+        checkpointer = Checkpointer(store, signer, on_alarm=alarms.append)
+        await _events(store, 2)
+        await checkpointer.checkpoint()
+        await _events(store, 1)
+        raw = value if column != "details" else "[]"
+        async with store.begin() as db:
+            if db.get_bind().dialect.name == "postgresql" and column == "details":
+                await db.execute(text("UPDATE audit_event SET details = '[]'::json WHERE seq = 4"))
+            else:
+                await db.execute(
+                    text(f"UPDATE audit_event SET {column} = :v WHERE seq = 4"), {"v": raw}
+                )
+        report = await verify_store(store, signer.public, tmp_path)
+        assert report.problems and expected in report.problems[0], report.problems
+        with pytest.raises(ChainBroken):
+            await checkpointer.checkpoint()
+        assert alarms and (expected in alarms[0] or "gone or changed" in alarms[0]), alarms
+    finally:
+        await store.close()
