@@ -99,13 +99,13 @@ async def dial(
         if client.seen is not None and client.seen != client.expected:
             text = ui.MISMATCH.format(where=where, got=client.seen, expected=client.expected)
             raise DialFailed(text, final=True) from None
-        text = ui.UNREACHABLE.format(where=where, reason=exc.reason)
+        text = ui.UNREACHABLE.format(where=where, reason=visible(exc.reason, 200))
         raise DialFailed(text, final=False) from None
     except asyncssh.PermissionDenied:
         retry = client.refusal_reason() == "rate_limited"
         raise DialFailed(client.refusal(), final=not retry) from None
     except (OSError, asyncssh.Error, TimeoutError) as exc:
-        text = ui.UNREACHABLE.format(where=where, reason=plain_reason(exc))
+        text = ui.UNREACHABLE.format(where=where, reason=visible(plain_reason(exc), 200))
         raise DialFailed(text, final=False) from None
 
 

@@ -31,7 +31,7 @@ from broker.sinks.recorder import RecorderSink
 from broker.store.db import Store
 from broker.store.lease import DataDirLock, NodeLease
 from broker.transport.context import Context
-from broker.transport.keys import BrokerKeys, load_seal_key
+from broker.transport.keys import BrokerKeys, ensure_data_dir, load_seal_key
 from broker.transport.listener import SharedListener
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
@@ -77,12 +77,13 @@ class Broker:
         return self.ctx.manager
 
     async def start(self) -> Listening:
-        self.keys = BrokerKeys.load(self.settings.data_dir)
-        # Before anything touches live state: a second broker on this data dir (or under this
-        # node name on a shared database) stops here, and the first one's sessions stay as
-        # they are.
+        # Before anything touches live state (or creates a key): a second broker on this data
+        # dir (or under this node name on a shared database) stops here, and the first one's
+        # sessions stay as they are.
+        ensure_data_dir(self.settings.data_dir)
         self.lock = DataDirLock(self.settings.data_dir)
         self.lock.acquire()
+        self.keys = BrokerKeys.load(self.settings.data_dir)
         self.store.seal_key = load_seal_key(self.settings.data_dir)
         await self.store.upgrade()
         self.lease = NodeLease(self.store, socket.gethostname())

@@ -22,6 +22,7 @@ refuses to export rather than vouch for it. Checking is in broker.evidence.bundl
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import io
@@ -162,7 +163,7 @@ async def export_bundle(
         "signer.pub": (signer.openssh_public + " assist-broker-audit\n").encode(),
     }
     recorded = recordings_in_chain(r for r in rows if r.ticket_id == ticket.id)
-    files.update(_recordings(data_dir, root, recorded.keys()))
+    files.update(await asyncio.to_thread(_recordings, data_dir, root, list(recorded)))
     manifest = {
         "format": FORMAT,
         "ticket": {"id": ticket.id, "key": ticket.key},
@@ -179,11 +180,7 @@ async def export_bundle(
     files["manifest.json.sig"] = signer.sshsig(
         files["manifest.json"], sshsig.BUNDLE_NAMESPACE
     ).encode()
-    with tarfile.open(out, "w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o600, int(point.created_at.timestamp())
-            tar.addfile(info, io.BytesIO(data))
+    await asyncio.to_thread(_write_tar, out, files, int(point.created_at.timestamp()))
     return {
         "ticket": ticket.key,
         "out": str(out),
@@ -192,6 +189,14 @@ async def export_bundle(
         "recordings": len(recorded),
         "key_id": signer.key_id,
     }
+
+
+def _write_tar(out: Path, files: dict[str, bytes], mtime: int) -> None:
+    with tarfile.open(out, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o600, mtime
+            tar.addfile(info, io.BytesIO(data))
 
 
 def _recordings(data_dir: Path, root: Path, paths: Sequence[str] | Any) -> dict[str, bytes]:

@@ -10,6 +10,7 @@ forged history is an alarm, never a new signature.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import hmac
@@ -417,8 +418,10 @@ async def verify_store(
         file = resolve(data_dir, root, path)
         problem = (
             "it lies outside the recordings folder"
-            if file is None
-            else check_recording(file, record.get("sha256"), record.get("size"))
+            if file is None  # hashing reads the whole file: off the event loop
+            else await asyncio.to_thread(
+                check_recording, file, record.get("sha256"), record.get("size")
+            )
         )
         if problem:
             report.problems.append(

@@ -18,6 +18,7 @@ import jinja2
 from aiohttp import web
 
 from broker.errors import BrokerError
+from broker.safetext import visible
 from broker.session.consent import rate_limited_message
 from broker.session.ratelimit import Attempt, Limited
 from broker.store import listing
@@ -52,10 +53,17 @@ def _compact(details: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _finalize(value: Any) -> Any:
+    """Every value a page shows: HTML is escaped by Jinja; control and format characters
+    (bidirectional overrides that reorder a command or a file name) are shown as escapes."""
+    return visible(value, keep_newlines=True) if isinstance(value, str) else value
+
+
 TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
     autoescape=True,
     undefined=jinja2.ChainableUndefined,  # optional details (command, port ...) read as empty
+    finalize=_finalize,
 )
 TEMPLATES.filters["when"] = _when
 TEMPLATES.filters["compact"] = _compact

@@ -265,3 +265,21 @@ async def test_a_new_password_revokes_the_tokens_a_browser_login_made(
                 assert response.status == status
     updated = [d for a, d in await harness.audit() if a == "account.updated"]
     assert updated[-1]["login_tokens_revoked"] == 1
+
+
+async def test_pages_show_format_characters_made_visible(harness: BrokerHarness) -> None:
+    """A right-to-left override in a command would reorder what an auditor reads: the page
+    shows it as an escape."""
+    await harness.token("audrey", "auditor", password=PASSWORD)
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    assert (await harness.ssh(key, ticket, "echo fine # \u202etxt.exe")).status == 0
+    await harness.wait_audit(ticket, "channel.closed")
+    async with harness.store.read() as db:
+        (session,) = await q.list_sessions(db)
+    async with _session() as browser:
+        assert await _login(browser, harness.base_url, "audrey", PASSWORD) == 302
+        async with browser.get(f"{harness.base_url}/sessions/{session.id}") as response:
+            page = await response.text()
+    assert "\u202e" not in page and "\\u202etxt.exe" in page
