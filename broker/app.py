@@ -12,12 +12,14 @@ from aiohttp import web
 
 from broker.admin import AdminWorker
 from broker.config import Settings
+from broker.credentials import PasswordChecker
 from broker.errors import ConfigError
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.publish import CheckpointPoster
 from broker.evidence.recovery import recover
 from broker.evidence.signing import Signer
 from broker.metrics import Metrics, MetricsSink
+from broker.ops.control import LiveControl
 from broker.relay.dispatch import Dispatcher
 from broker.resources import connection_budget
 from broker.session.consent import CodeHasher, ConsentCodes
@@ -35,7 +37,6 @@ from broker.transport.keys import BrokerKeys, ensure_data_dir, load_seal_key
 from broker.transport.listener import SharedListener
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
-from broker.web.access import PasswordChecker
 from broker.web.app import create_app
 from broker.web.capped import CappedSite, ConnectionCaps
 from broker.web.deps import Deps
@@ -138,9 +139,10 @@ class Broker:
         except OSError as exc:
             where = f"{self.settings.ssh_host}:{self.settings.ssh_port}"
             raise ConfigError(f"cannot listen for SSH on {where}: {exc.strerror or exc}") from None
+        control = LiveControl(self.store, manager, self.tunnels, self.ctx.engineers)
         self._background = [
             asyncio.create_task(
-                AdminWorker(self.store, manager, self.tunnels, self.ctx.engineers).run(),
+                AdminWorker(self.store, control).run(),
                 name="admin-requests",
             ),
             asyncio.create_task(
@@ -172,6 +174,7 @@ class Broker:
             manager=manager,
             tunnels=self.tunnels,
             engineers=self.ctx.engineers,
+            control=control,
             codes=codes,
             signer=signer,
             checkpointer=self.checkpointer,

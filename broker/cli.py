@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from broker import admin, cli_web, render
+from broker import cli_web, ops, render
 from broker.cli_evidence import (
     cmd_audit_export,
     cmd_audit_prune,
@@ -29,12 +29,13 @@ from broker.errors import BrokerError, Invalid
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.signing import Signer
 from broker.logsetup import configure_logging
+from broker.ops import COMMAND_LINE, shapes
+from broker.ops.control import ViaBroker
 from broker.safetext import visible
 from broker.session.consent import CodeHasher, ConsentCodes
-from broker.session.policy import Scope, ScopeError
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.transport.keys import ensure_data_dir, fingerprint_of, load_code_key, load_seal_key
+from broker.transport.keys import ensure_data_dir, load_code_key, load_seal_key
 
 Handler = Callable[[argparse.Namespace, Settings, Store], Awaitable[Any]]
 
@@ -163,94 +164,73 @@ async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, store: St
 
 
 async def cmd_ticket_create(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    async with store.begin() as db:
-        ticket = await q.create_ticket(
-            db,
-            title=args.title,
-            severity=args.severity,
-            customer_email=args.customer_email,
-            customer_name=args.customer_name,
-            key=args.key,
-        )
-    return render.ticket(ticket)
+    ticket = await ops.tickets.create(
+        store,
+        COMMAND_LINE,
+        title=args.title,
+        severity=args.severity,
+        customer_email=args.customer_email,
+        customer_name=args.customer_name,
+        key=args.key,
+    )
+    return shapes.ticket(ticket)
 
 
 async def cmd_ticket_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
-        return [render.ticket(t) for t in await q.list_tickets(db)]
+        return [shapes.ticket(t) for t in await q.list_tickets(db)]
 
 
 async def cmd_ticket_assign(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    async with store.begin() as db:
-        ticket = await q.get_ticket(db, args.ticket)
-        names = await q.set_assignees(db, ticket, args.engineers)
-        await q.append_audit(
-            db,
-            action="ticket.assigned",
-            actor="admin",
-            ticket_id=ticket.id,
-            details={"assignees": names},
-        )
-    return {"ticket": ticket.key, "assignees": names}
+    return await ops.tickets.assign(store, COMMAND_LINE, args.ticket, list(args.engineers))
 
 
 async def cmd_ticket_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    async with store.read() as db:
-        ticket = await q.get_ticket(db, args.ticket)
-        names = await q.names_by_id(db)
-        sessions = [render.session(s, ticket, names) for s in await q.list_sessions(db, ticket)]
-        assigned = await q.assignees(db, ticket)
-    return {**render.ticket(ticket), "assignees": assigned, "sessions": sessions}
+    return await ops.tickets.show(store, COMMAND_LINE, args.ticket)
 
 
 async def cmd_account_add(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    keys = []
+    lines: list[str] = []
     for path in args.ssh_key:
         try:
             text = Path(path).read_text()  # noqa: ASYNC240 - a small local file, read once
         except OSError as exc:
             raise Invalid(f"cannot read the key file {path}: {exc.strerror}") from None
-        for line in (ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")):
-            try:
-                keys.append(fingerprint_of(line))
-            except Exception as exc:  # asyncssh raises several types for bad keys
-                raise Invalid(f"{path} is not an OpenSSH public key ({exc})") from None
-    if args.role == "engineer" and not keys:
+        lines += text.splitlines()
+        ops.accounts.public_keys(text.splitlines(), where=path)  # name the file that is wrong
+    if args.role == "engineer" and not args.ssh_key:
         raise Invalid("an engineer needs at least one --ssh-key to log in")
-    async with store.begin() as db:
-        account = await q.add_account(
-            db,
-            name=args.name,
-            role=args.role,
-            display_name=args.display_name or args.name,
-            keys=keys,
-        )
-        await q.append_audit(
-            db,
-            action="account.added",
-            actor="admin",
-            details={
-                "account": account.name,
-                "role": account.role,
-                "keys": [fp for fp, _, _ in keys],
-            },
-        )
-    return {**render.account(account, len(keys)), "keys": [fp for fp, _, _ in keys]}
+    account, keys = await ops.accounts.add(
+        store,
+        COMMAND_LINE,
+        name=args.name,
+        role=args.role,
+        display_name=args.display_name,
+        ssh_keys=lines,
+    )
+    return {**shapes.account(account, len(keys)), "keys": keys}
 
 
 async def cmd_account_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
-        return [render.account(a, n) for a, n in await q.list_accounts(db)]
+        return [shapes.account(a, n) for a, n in await q.list_accounts(db)]
 
 
 async def cmd_code_issue(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     ttl = parse_duration(args.ttl, what="--ttl") if args.ttl else settings.code_ttl
-    try:
-        scope = Scope.parse(args.scope or settings.default_scope)
-    except ScopeError as exc:
-        raise Invalid(f"--scope: {exc}") from None
     codes = ConsentCodes(store, CodeHasher(load_code_key(settings.data_dir)))
-    code, row = await codes.issue(args.ticket, args.engineer, str(scope), ttl)
+    try:
+        code, row, scope = await ops.codes.issue(
+            store,
+            COMMAND_LINE,
+            codes,
+            args.ticket,
+            engineer=args.engineer,
+            scope=args.scope or settings.default_scope,
+            ttl=ttl,
+        )
+    except Invalid as exc:  # name the flag the scope came from
+        raise Invalid(exc.message.replace("scope: ", "--scope: ", 1)) from None
     return {
         "code": code,
         "ticket": args.ticket.upper(),
@@ -265,26 +245,29 @@ async def cmd_session_list(args: argparse.Namespace, settings: Settings, store: 
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket) if args.ticket else None
         names = await q.names_by_id(db)
-        tickets = {t.id: t for t in await q.list_tickets(db)}
+        tickets = {t.id: t.key for t in await q.list_tickets(db)}
         return [
-            render.session(s, tickets[s.ticket_id], names)
+            shapes.session(s, tickets[s.ticket_id], names.get(s.engineer_id))
             for s in await q.list_sessions(db, ticket)
         ]
 
 
 async def cmd_session_end(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    return await admin.request(store, "end", {"session": args.session})
+    return await ops.sessions.end(store, COMMAND_LINE, ViaBroker(store), args.session)
 
 
 async def cmd_session_handoff(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    return await admin.request(store, "handoff", {"session": args.session, "to": args.to})
+    return await ops.sessions.handoff(store, COMMAND_LINE, ViaBroker(store), args.session, args.to)
 
 
 async def cmd_audit_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket) if args.ticket else None
         tickets = {t.id: t.key for t in await q.list_tickets(db)}
-        return [render.audit(e, tickets) for e in await q.list_audit(db, ticket)]
+        return [
+            shapes.event(e, tickets.get(e.ticket_id) if e.ticket_id else None)
+            for e in await q.list_audit(db, ticket)
+        ]
 
 
 async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: Store) -> Any:

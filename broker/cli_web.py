@@ -16,13 +16,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker import admin
+from broker import credentials as access
+from broker import ops
 from broker.config import Settings, parse_duration
-from broker.errors import BrokerError, Invalid
-from broker.store import queries as q
+from broker.errors import Invalid
+from broker.ops import COMMAND_LINE
+from broker.ops.control import ViaBroker
 from broker.store.db import Store
 from broker.transport.keys import write_private
-from broker.web import access
 
 
 def register(
@@ -64,26 +65,15 @@ async def cmd_account_password(args: argparse.Namespace, settings: Settings, sto
         secret = getpass.getpass(f"New password for {args.name}: ")
         if getpass.getpass("Again: ") != secret:
             raise Invalid("the two passwords differ; nothing was changed")
-    hashed = access.hash_password(secret)
-    async with store.begin() as db:
-        account = await q.get_account(db, args.name)
-        ended, revoked = await access.set_password(db, account, hashed)
-        await q.append_audit(
-            db,
-            action="account.updated",
-            actor="admin",
-            details={
-                "account": account.name,
-                "password_changed": True,
-                "other_web_logins_ended": ended,
-                "login_tokens_revoked": revoked,
-            },
-        )
+    access.hash_password(secret)  # too short: said before anything is written
+    change = await ops.accounts.update(
+        store, COMMAND_LINE, args.name, control=ViaBroker(store), password=secret
+    )
     return {
-        "account": account.name,
+        "account": change.account.name,
         "password": "set",
-        "web_logins_ended": ended,
-        "login_tokens_revoked": revoked,
+        "web_logins_ended": change.details["other_web_logins_ended"],
+        "login_tokens_revoked": change.details["login_tokens_revoked"],
     }
 
 
@@ -91,36 +81,23 @@ async def cmd_account_disable(args: argparse.Namespace, settings: Settings, stor
     """Disable or enable an account. Disabling ends its browser logins here and asks the
     running broker to end its SSH logins at once."""
     disable = args.action == "disable"
-    async with store.begin() as db:
-        account = await q.get_account(db, args.name)
-        ended = await access.set_disabled(db, account, disable)
-        await q.append_audit(
-            db,
-            action="account.updated",
-            actor="admin",
-            details={"account": account.name, "disabled": disable, "web_logins_ended": ended},
-        )
-    result: dict[str, Any] = {"account": account.name, "disabled": disable}
+    change = await ops.accounts.update(
+        store, COMMAND_LINE, args.name, control=ViaBroker(store), disabled=disable
+    )
+    result: dict[str, Any] = {"account": change.account.name, "disabled": disable}
     if disable:
-        try:
-            answer = await admin.request(store, "end_logins", {"account": account.name}, 5)
-            result["ssh_logins_ended"] = answer.get("ssh_logins_ended", 0)
-        except BrokerError:
-            result["ssh_logins_ended"] = "no broker answered (none is running with this database)"
+        ended = change.details.get("ssh_logins_ended")
+        result["ssh_logins_ended"] = (
+            "no broker answered (none is running with this database)" if ended is None else ended
+        )
     return result
 
 
 async def cmd_token_create(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     lifetime = dt.timedelta(seconds=parse_duration(args.expires, what="--expires"))
-    async with store.begin() as db:
-        account = await q.get_account(db, args.name)
-        secret, token = await access.create_token(db, account, args.label, lifetime)
-        await q.append_audit(
-            db,
-            action="token.created",
-            actor="admin",
-            details={"account": account.name, "token_id": token.id, "name": token.name},
-        )
+    secret, token, account = await ops.accounts.create_token(
+        store, COMMAND_LINE, account=args.name, label=args.label, lifetime=lifetime
+    )
     assert token.expires_at is not None
     return {
         "id": token.id,
@@ -131,9 +108,7 @@ async def cmd_token_create(args: argparse.Namespace, settings: Settings, store: 
 
 
 async def cmd_token_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    async with store.read() as db:
-        account = await q.get_account(db, args.name)
-        tokens = await access.list_tokens(db, account.id)
+    tokens = await ops.accounts.tokens(store, COMMAND_LINE, args.name)
     return [
         {
             "id": t.id,
@@ -147,12 +122,7 @@ async def cmd_token_list(args: argparse.Namespace, settings: Settings, store: St
 
 
 async def cmd_token_revoke(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
-    admin = access.Principal(0, "admin", "admin", "admin", "cli")
-    async with store.begin() as db:
-        token = await access.revoke_token(db, args.id, admin)
-        await q.append_audit(
-            db, action="token.revoked", actor="admin", details={"token_id": token.id}
-        )
+    token = await ops.accounts.revoke_token(store, COMMAND_LINE, args.id)
     return {"id": token.id, "revoked": True}
 
 

@@ -1,4 +1,5 @@
-"""Turns store rows into plain dicts (``--json``) and those dicts into readable text."""
+"""The command line's text: the plain dicts of a command's result (broker.ops.shapes, the same
+as the API's JSON) as readable tables and sentences, every value from outside made visible."""
 
 from __future__ import annotations
 
@@ -10,66 +11,10 @@ from sqlalchemy.engine import make_url
 
 from broker.config import Settings
 from broker.safetext import visible
-from broker.store.models import Account, AuditEvent, Session, Ticket
 
 
 def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
-
-
-def _when(value: dt.datetime | None) -> str | None:
-    return value.isoformat(timespec="seconds") if value else None
-
-
-def ticket(t: Ticket) -> dict[str, Any]:
-    return {
-        "key": t.key,
-        "title": t.title,
-        "severity": t.severity,
-        "status": t.status,
-        "customer_email": t.customer_email,
-        "customer_name": t.customer_name,
-        "created_at": _when(t.created_at),
-    }
-
-
-def account(a: Account, keys: int) -> dict[str, Any]:
-    return {
-        "name": a.name,
-        "display_name": a.display_name,
-        "role": a.role,
-        "keys": keys,
-        "disabled": a.disabled,
-    }
-
-
-def session(s: Session, t: Ticket, names: dict[int, str]) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "ticket": t.key,
-        "state": s.state,
-        "engineer": names.get(s.engineer_id, str(s.engineer_id)),
-        "requested_scope": s.requested_scope,
-        "granted_scope": s.granted_scope,
-        "customer_addr": s.customer_addr,
-        "customer_host": s.customer_host,
-        "created_at": _when(s.created_at),
-        "started_at": _when(s.started_at),
-        "ended_at": _when(s.ended_at),
-        "end_reason": s.end_reason,
-    }
-
-
-def audit(e: AuditEvent, tickets: dict[int, str]) -> dict[str, Any]:
-    return {
-        "seq": e.seq,
-        "time": e.time.isoformat(timespec="milliseconds"),
-        "ticket": tickets.get(e.ticket_id) if e.ticket_id else None,
-        "session": e.session_id,
-        "actor": e.actor,
-        "action": e.action,
-        "details": e.details,
-    }
 
 
 def ssh_config(ticket_key: str, settings: Settings, identity: str | None) -> str:
@@ -86,10 +31,23 @@ def ssh_config(ticket_key: str, settings: Settings, identity: str | None) -> str
     return "\n".join(lines)
 
 
+def _cell(column: str, value: Any) -> str:
+    """A table cell; times to the second, in UTC (the JSON keeps them whole)."""
+    if value is None:
+        return ""
+    if (column.endswith("_at") or column == "time") and isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     if not rows:
         return "(none)"
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    cells = [[_cell(c, r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     out = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
     out += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]

@@ -229,7 +229,7 @@ class BrokerHarness:
         self, name: str, role: str, *, password: str | None = None, display: str | None = None
     ) -> str:
         """An API token for ``name`` (the account is created with ``role`` if new)."""
-        from broker.web import access
+        from broker import credentials as access
 
         async with self.store.begin() as db:
             account = await q.find_account(db, name)

@@ -427,5 +427,13 @@ async def list_audit(db: AsyncSession, ticket: Ticket | None = None) -> Sequence
     return (await db.execute(query)).scalars().all()
 
 
+async def ticket_keys(db: AsyncSession, ids: set[int]) -> dict[int, str]:
+    """Ticket id -> key, for these ids."""
+    if not ids:
+        return {}
+    rows = await db.execute(select(Ticket.id, Ticket.key).where(Ticket.id.in_(ids)))
+    return {int(i): str(k) for i, k in rows.all()}
+
+
 async def names_by_id(db: AsyncSession) -> dict[int, str]:
     return {a.id: a.name for a in (await db.execute(select(Account))).scalars()}

@@ -15,9 +15,10 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import fields
+from broker.credentials import Principal
 from broker.errors import BrokerError, Invalid
+from broker.ops import Actor
 from broker.store import queries as q
-from broker.web.access import Principal
 from broker.web.deps import DEPS, PRINCIPAL, Deps
 
 PREFIX = "/api/v1"
@@ -69,6 +70,12 @@ class Call:
     @property
     def deps(self) -> Deps:
         return self.request.app[DEPS]
+
+    @property
+    def actor(self) -> Actor:
+        """The account asking, as the operations (broker.ops) take it."""
+        p = self.principal
+        return Actor(p.actor, p.role, p.account_id, p.via)
 
     async def audit(
         self,

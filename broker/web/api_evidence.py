@@ -13,11 +13,12 @@ from broker.errors import Denied
 from broker.evidence.bundle import export_bundle
 from broker.evidence.recordings import recording_file, recording_of
 from broker.evidence.verify import verify_store
+from broker.ops import shapes
 from broker.store import listing
 from broker.store import queries as q
 from broker.web.api import MAX_INT, Api, Call, Param
 from broker.web.api_tickets import CURSOR, KEY, cursor_int, viewer, visible_ticket
-from broker.web.schemas import EVENT, READERS, ROLES_ALL, event_json, page_of
+from broker.web.schemas import EVENT, READERS, ROLES_ALL, page_of
 
 api = Api()
 
@@ -60,7 +61,8 @@ async def list_audit(call: Call) -> web.Response:
             limit=p["limit"],
             after=cursor_int(call),
         )
-    items = [event_json(e) for e in rows]
+        keys = await q.ticket_keys(db, {e.ticket_id for e in rows if e.ticket_id})
+    items = [shapes.event(e, keys.get(e.ticket_id) if e.ticket_id else None) for e in rows]
     return web.json_response({"items": items, "next_cursor": str(more) if more else None})
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from broker import admin
-from broker.errors import Denied, NotFound
+from broker import ops
+from broker.ops import shapes
 from broker.store import listing
 from broker.store import queries as q
-from broker.store.models import Account, Session, Ticket
+from broker.store.models import Session, Ticket
 from broker.web.api import Api, Call, Param
 from broker.web.api_tickets import CURSOR, LIMIT, cursor_int, viewer
 from broker.web.schemas import (
@@ -16,10 +16,8 @@ from broker.web.schemas import (
     ROLES_ALL,
     SESSION,
     SESSION_STATES,
-    channel_json,
     list_of,
     page_of,
-    session_json,
 )
 
 api = Api()
@@ -37,14 +35,7 @@ REVIEW = {
 
 
 async def visible_session(call: Call, session_id: str) -> tuple[Session, Ticket]:
-    async with call.deps.store.read() as db:
-        session = await db.get(Session, session_id)
-        if session is None:
-            raise NotFound(f"No session {session_id}.")
-        ticket = await db.get_one(Ticket, session.ticket_id)
-        if not await listing.may_see_ticket(db, viewer(call), ticket.id):
-            raise Denied(f"{ticket.key} is assigned to other engineers.")
-    return session, ticket
+    return await ops.sessions.visible(call.deps.store, call.actor, session_id)
 
 
 @api.op(
@@ -74,7 +65,8 @@ async def list_sessions(call: Call) -> web.Response:
             limit=call.params["limit"],
             offset=cursor_int(call) or 0,
         )
-    items = [session_json(s, t.key) for s, t in rows]
+        names = await q.names_by_id(db)
+    items = [shapes.session(s, t.key, names.get(s.engineer_id)) for s, t in rows]
     return web.json_response({"items": items, "next_cursor": str(more) if more else None})
 
 
@@ -91,7 +83,9 @@ async def show_session(call: Call) -> web.Response:
     session, ticket = await visible_session(call, call.params["id"])
     async with call.deps.store.read() as db:
         reviews = await listing.reviews(db, session.id)
-    return web.json_response({**session_json(session, ticket.key), "reviews": reviews})
+        names = await q.names_by_id(db)
+    shaped = shapes.session(session, ticket.key, names.get(session.engineer_id))
+    return web.json_response({**shaped, "reviews": reviews})
 
 
 @api.op(
@@ -108,7 +102,7 @@ async def list_channels(call: Call) -> web.Response:
     async with call.deps.store.read() as db:
         rows = await listing.channels(db, session.id)
         names = await q.names_by_id(db)
-    items = [channel_json(c, names.get(c.engineer_id, "?")) for c in rows]
+    items = [shapes.channel(c, names.get(c.engineer_id, "?")) for c in rows]
     return web.json_response({"items": items})
 
 
@@ -116,20 +110,15 @@ async def list_channels(call: Call) -> web.Response:
     "POST",
     "/sessions/{id}/end",
     summary="End a live session now",
-    roles=("engineer", "admin"),
+    roles=ops.sessions.end.roles,
     tag="sessions",
     params=(SESSION_ID,),
     response={"type": "object", "properties": {"session": {"type": "string"}}},
 )
 async def end_session(call: Call) -> web.Response:
-    session, ticket = await visible_session(call, call.params["id"])
-    if session.state not in q.LIVE_STATES:
-        raise NotFound(f"Session {session.id} is not live (it is {session.state}).")
-    async with call.deps.store.begin() as db:
-        await call.audit(
-            db, "session.end_requested", {"via": "api"}, ticket_id=ticket.id, session_id=session.id
-        )
-    result = await admin.request(call.deps.store, "end", {"session": session.id})
+    # in this process: the broker ends it itself (the command line asks it through the store)
+    deps = call.deps
+    result = await ops.sessions.end(deps.store, call.actor, deps.control, call.params["id"])
     return web.json_response(result)
 
 
@@ -137,7 +126,7 @@ async def end_session(call: Call) -> web.Response:
     "POST",
     "/sessions/{id}/reviews",
     summary="Mark a session reviewed or flagged, with a note",
-    roles=("auditor", "admin"),
+    roles=ops.sessions.review.roles,
     tag="sessions",
     params=(SESSION_ID,),
     body={
@@ -151,17 +140,9 @@ async def end_session(call: Call) -> web.Response:
     response=REVIEW,
 )
 async def review_session(call: Call) -> web.Response:
-    session, ticket = await visible_session(call, call.params["id"])
     status, note = call.body["status"], str(call.body.get("note") or "")
-    async with call.deps.store.begin() as db:
-        account = await db.get_one(Account, call.principal.account_id)
-        review = await listing.add_review(db, session.id, account.id, status, note)
-        await call.audit(
-            db,
-            "session.reviewed",
-            {"status": status, "note": note},
-            ticket_id=ticket.id,
-            session_id=session.id,
-        )
+    review, account = await ops.sessions.review(
+        call.deps.store, call.actor, call.params["id"], status, note
+    )
     body = {"status": status, "note": note, "by": account.name, "at": review.created_at.isoformat()}
     return web.json_response(body, status=201)

@@ -6,18 +6,17 @@ from typing import Any
 
 from aiohttp import web
 
-from broker.errors import Denied, Invalid
-from broker.session.policy import Scope, ScopeError
+from broker import ops
+from broker.errors import Invalid
+from broker.ops import shapes
 from broker.store import listing
-from broker.store import queries as q
-from broker.store.models import Ticket, utcnow
+from broker.store.models import Ticket
 from broker.web.api import MAX_INT, Api, Call, Param
 from broker.web.schemas import (
     ROLES_ALL,
     TICKET,
     TICKET_STATUSES,
     page_of,
-    ticket_json,
 )
 
 api = Api()
@@ -42,11 +41,7 @@ def cursor_int(call: Call) -> int | None:
 
 async def visible_ticket(call: Call, key: str) -> Ticket:
     """The ticket, if this account may see it (404 if none, 403 if not theirs)."""
-    async with call.deps.store.read() as db:
-        ticket = await q.get_ticket(db, key)
-        if not await listing.may_see_ticket(db, viewer(call), ticket.id):
-            raise Denied(f"{ticket.key} is assigned to other engineers.")
-    return ticket
+    return await ops.tickets.visible(call.deps.store, call.actor, key)
 
 
 @api.op(
@@ -74,7 +69,7 @@ async def list_tickets(call: Call) -> web.Response:
             after=cursor_int(call),
         )
     return web.json_response(
-        {"items": [ticket_json(t) for t in rows], "next_cursor": str(more) if more else None}
+        {"items": [shapes.ticket(t) for t in rows], "next_cursor": str(more) if more else None}
     )
 
 
@@ -95,24 +90,23 @@ NEW_TICKET = {
     "POST",
     "/tickets",
     summary="Open a ticket",
-    roles=("engineer", "admin"),
+    roles=ops.tickets.create.roles,
     tag="tickets",
     body=NEW_TICKET,
     response=TICKET,
 )
 async def create_ticket(call: Call) -> web.Response:
     body = call.body
-    async with call.deps.store.begin() as db:
-        ticket = await q.create_ticket(
-            db,
-            title=body["title"],
-            severity=body["severity"],
-            customer_name=body.get("customer_name"),
-            customer_email=body.get("customer_email"),
-            key=body.get("key"),
-            actor=call.principal.actor,
-        )
-    return web.json_response(ticket_json(ticket), status=201)
+    ticket = await ops.tickets.create(
+        call.deps.store,
+        call.actor,
+        title=body["title"],
+        severity=body["severity"],
+        customer_name=body.get("customer_name"),
+        customer_email=body.get("customer_email"),
+        key=body.get("key"),
+    )
+    return web.json_response(shapes.ticket(ticket), status=201)
 
 
 @api.op(
@@ -125,14 +119,14 @@ async def create_ticket(call: Call) -> web.Response:
     response=TICKET,
 )
 async def show_ticket(call: Call) -> web.Response:
-    return web.json_response(ticket_json(await visible_ticket(call, call.params["key"])))
+    return web.json_response(shapes.ticket(await visible_ticket(call, call.params["key"])))
 
 
 @api.op(
     "PATCH",
     "/tickets/{key}",
     summary="Change a ticket's status",
-    roles=("engineer", "admin"),
+    roles=ops.tickets.set_status.roles,
     tag="tickets",
     params=(KEY,),
     body={
@@ -143,18 +137,10 @@ async def show_ticket(call: Call) -> web.Response:
     response=TICKET,
 )
 async def update_ticket(call: Call) -> web.Response:
-    visible = await visible_ticket(call, call.params["key"])
-    async with call.deps.store.begin() as db:
-        ticket = await db.get_one(Ticket, visible.id)
-        before, ticket.status = ticket.status, call.body["status"]
-        ticket.updated_at = utcnow()
-        await call.audit(
-            db,
-            "ticket.updated",
-            {"status": {"from": before, "to": ticket.status}},
-            ticket_id=ticket.id,
-        )
-    return web.json_response(ticket_json(ticket))
+    ticket = await ops.tickets.set_status(
+        call.deps.store, call.actor, call.params["key"], call.body["status"]
+    )
+    return web.json_response(shapes.ticket(ticket))
 
 
 CODE = {
@@ -174,7 +160,7 @@ CODE = {
     "POST",
     "/tickets/{key}/codes",
     summary="Issue a one-time consent code (shown once)",
-    roles=("engineer",),
+    roles=("engineer",),  # for themselves (an admin names the engineer on the command line)
     tag="codes",
     params=(KEY,),
     body={
@@ -188,13 +174,17 @@ CODE = {
 )
 async def issue_code(call: Call) -> web.Response:
     deps = call.deps
-    try:
-        scope = str(Scope.parse(call.body.get("scope") or deps.settings.default_scope))
-    except ScopeError as exc:
-        raise Invalid(f"scope: {exc}") from None
     ttl = float(call.body.get("ttl_seconds") or deps.settings.code_ttl)
+    code, row, _ = await ops.codes.issue(
+        deps.store,
+        call.actor,
+        deps.codes,
+        call.params["key"],
+        engineer=None,
+        scope=call.body.get("scope") or deps.settings.default_scope,
+        ttl=ttl,
+    )
     ticket = await visible_ticket(call, call.params["key"])
-    code, row = await deps.codes.issue(ticket.key, call.principal.name, scope, ttl)
     command = (
         f"assist-helper connect {code} --broker {deps.broker_address} "
         f"--fingerprint {deps.fingerprint}"
@@ -214,7 +204,7 @@ async def issue_code(call: Call) -> web.Response:
     "DELETE",
     "/codes/{id}",
     summary="Revoke an unused consent code",
-    roles=("engineer", "admin"),
+    roles=ops.codes.revoke.roles,
     tag="codes",
     params=(Param("id", "path", {"type": "integer", "minimum": 1, "maximum": MAX_INT}),),
     response={
@@ -223,6 +213,5 @@ async def issue_code(call: Call) -> web.Response:
     },
 )
 async def revoke_code(call: Call) -> web.Response:
-    only_by = call.principal.account_id if call.principal.role != "admin" else None
-    code = await call.deps.codes.revoke(call.params["id"], call.principal.actor, only_by=only_by)
+    code = await ops.codes.revoke(call.deps.store, call.actor, call.deps.codes, call.params["id"])
     return web.json_response({"id": code.id, "state": code.state})

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from broker.web import access
+from broker import credentials as access
 from broker.web.deps import DEPS, PRINCIPAL
 
 COOKIE = "assist_login"

@@ -7,15 +7,16 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from broker.config import Settings
+from broker.credentials import PasswordChecker, Principal
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.signing import Signer
 from broker.metrics import Metrics
+from broker.ops.control import LiveControl
 from broker.session.consent import ConsentCodes
 from broker.session.manager import SessionManager
 from broker.session.ratelimit import RateLimiter
 from broker.store.db import Store
 from broker.tunnels import EngineerLogins, TunnelRegistry
-from broker.web.access import PasswordChecker, Principal
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Deps:
     tunnels: TunnelRegistry
     #: engineers' SSH logins on this node (disabling an account ends them)
     engineers: EngineerLogins
+    #: live sessions and logins, acted on in this process
+    control: LiveControl
     codes: ConsentCodes
     signer: Signer
     checkpointer: Checkpointer

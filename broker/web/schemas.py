@@ -1,83 +1,14 @@
-"""The JSON shapes of the API: how rows are turned into JSON, and the same shapes as OpenAPI
-schemas (kept side by side so that a change to one is a change to the other)."""
+"""The OpenAPI schemas of the API's answers: the JSON shapes themselves are made in one place,
+broker.ops.shapes (the command line's --json prints the same)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
-
-from broker.store.models import AuditEvent, Channel, Session, Ticket
 
 TICKET_STATUSES = ("open", "pending", "resolved", "closed")
 SESSION_STATES = ("pending", "active", "ended", "interrupted")
 ROLES_ALL = ("engineer", "auditor", "admin")
 READERS = ("auditor", "admin")
-
-
-def _time(value: dt.datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def ticket_json(t: Ticket) -> dict[str, Any]:
-    return {
-        "key": t.key,
-        "title": t.title,
-        "severity": t.severity,
-        "status": t.status,
-        "customer_name": t.customer_name,
-        "customer_email": t.customer_email,
-        "created_at": _time(t.created_at),
-        "updated_at": _time(t.updated_at),
-    }
-
-
-def session_json(s: Session, ticket_key: str) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "ticket": ticket_key,
-        "state": s.state,
-        "requested_scope": s.requested_scope,
-        "granted_scope": s.granted_scope,
-        "customer_host": s.customer_host or {},
-        "customer_addr": s.customer_addr,
-        "created_at": _time(s.created_at),
-        "started_at": _time(s.started_at),
-        "ended_at": _time(s.ended_at),
-        "end_reason": s.end_reason,
-    }
-
-
-def channel_json(c: Channel, engineer: str) -> dict[str, Any]:
-    return {
-        "id": c.id,
-        "session": c.session_id,
-        "engineer": engineer,
-        "kind": c.kind,
-        "detail": c.detail or {},
-        "opened_at": _time(c.opened_at),
-        "closed_at": _time(c.closed_at),
-        "bytes_in": c.bytes_in,
-        "bytes_out": c.bytes_out,
-        "exit_status": c.exit_status,
-        "exit_signal": c.exit_signal,
-        "close_reason": c.close_reason,
-        "recording": c.recording_path is not None,
-        "recording_sha256": c.recording_sha256,
-        "recording_size": c.recording_size,
-    }
-
-
-def event_json(e: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": e.seq,
-        "time": _time(e.time),
-        "ticket_id": e.ticket_id,
-        "session": e.session_id,
-        "actor": e.actor,
-        "action": e.action,
-        "details": e.details,
-        "hash": e.hash,
-    }
 
 
 # --- OpenAPI schemas -----------------------------------------------------------------------
@@ -107,6 +38,7 @@ SESSION = {
         "id": STR,
         "ticket": STR,
         "state": STR,
+        "engineer": OPT_STR,
         "requested_scope": STR,
         "granted_scope": OPT_STR,
         "customer_host": OBJ,
@@ -136,6 +68,7 @@ EVENT = {
     "properties": {
         "seq": INT,
         "time": OPT_TIME,
+        "ticket": OPT_STR,
         "ticket_id": {"type": "integer", "nullable": True},
         "session": OPT_STR,
         "actor": STR,

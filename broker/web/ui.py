@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from broker import credentials as access
 from broker.errors import BrokerError
 from broker.safetext import visible
 from broker.session.consent import rate_limited_message
@@ -24,7 +25,6 @@ from broker.session.ratelimit import Attempt, Limited
 from broker.store import listing
 from broker.store import queries as q
 from broker.store.models import Account, Session, Ticket
-from broker.web import access
 from broker.web.auth import COOKIE, set_login_cookie
 from broker.web.deps import DEPS, PRINCIPAL
 from broker.web.schemas import TICKET_STATUSES

@@ -13,8 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from broker import credentials as access
 from broker.store import queries as q
-from broker.web import access
 from tests.harness import BrokerHarness
 
 PASSWORD = "correct horse battery staple"

@@ -1,4 +1,4 @@
-"""Who is asking over HTTP: API tokens, passwords and browser logins, all kept hashed.
+"""Who is asking: API tokens, passwords and browser logins, all kept hashed.
 
 API tokens and login cookies are 256-bit random values; the store keeps only their SHA-256,
 which is enough for values that cannot be guessed (and lets a lookup find them). Passwords are
