@@ -145,7 +145,7 @@ class CuttableProxy:
             self._timers.add(timer)
 
     def _spring(self, conn: _Connection) -> None:
-        if conn.cut or conn.client.transport.is_closing():
+        if conn.cut or conn.trap is None or conn.client.transport.is_closing():
             return
         conn.cut = True
         self.sprung += 1
@@ -180,7 +180,13 @@ class CuttableProxy:
         self._note(f"trap set: {', '.join(map(str, traps))}")
 
     def disarm(self) -> None:
+        """No more traps: neither for the next logins nor on connections already armed."""
         self._traps.clear()
+        for conn in self.connections:
+            conn.trap = None
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
 
     @property
     def armed(self) -> int:

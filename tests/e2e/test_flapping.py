@@ -23,9 +23,10 @@ from tests.netcut import CuttableProxy, Trap
 from tests.ptydriver import PtyDriver
 
 #: cuts of the helper's logins: at least this many in all, this many of them while it was
-#: connected (the others cut a reconnect part-way)
+#: connected, and this many by a trap in the middle of a reconnect
 CUTS = 12
 DROPS = 6
+TRAPPED = 3
 #: the storm's longest run, and how long the helper may take to get back after a cut
 STORM_SECONDS = 40.0
 BACK_SECONDS = 25.0
@@ -221,7 +222,11 @@ async def test_a_flapping_network_does_not_stop_the_helper(
         loop = asyncio.get_running_loop()
         ends = loop.time() + STORM_SECONDS
         try:
-            while storm.hits + proxy.sprung < CUTS or helper.count(DROPPED_LINE) < DROPS:
+            while (
+                storm.hits + proxy.sprung < CUTS
+                or helper.count(DROPPED_LINE) < DROPS
+                or proxy.sprung < TRAPPED
+            ):
                 assert loop.time() < ends, "the storm took too long"
                 await cut(proxy, rng, storm)
                 alive(helper)
