@@ -94,13 +94,23 @@ def reconnect_traps(rng: random.Random, deck: list[str]) -> list[tuple[str, Trap
     return traps
 
 
+def twice_unread(rng: random.Random) -> list[tuple[str, Trap]]:
+    """Two attempts in a row cut after the broker sent its new token and before the helper
+    read it: the helper still holds only the token it logged in with."""
+    phase = "reading the resumed message"
+    low, high = PHASES[phase]
+    traps = [Trap(after_bytes=rng.randint(low, high), silent=rng.random() < 0.5) for _ in "12"]
+    return [(f"{phase}: {trap}", trap) for trap in traps]
+
+
 async def cut(proxy: CuttableProxy, rng: random.Random, storm: Storm) -> None:
     """One cut of whatever the helper has open now: both ends notice, or only the helper
     (the broker's side stays open and silent, as when a laptop changes networks). Traps are
     set only when none wait: each attempt they cut costs the helper its backoff (doubling to
-    10 s), so more in a row would make the test slow, not harder."""
+    10 s), so more in a row would make the test slow, not harder. The first ones cut a
+    resume twice before the helper read its new token."""
     if rng.random() < 0.5 and not proxy.armed:
-        traps = reconnect_traps(rng, storm.deck)
+        traps = reconnect_traps(rng, storm.deck) if storm.traps else twice_unread(rng)
         proxy.trap(*(trap for _, trap in traps))
         storm.traps += [label for label, _ in traps]
     storm.cuts += 1
