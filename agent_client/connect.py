@@ -20,7 +20,7 @@ from agent_client import consent_ui as ui
 from agent_client.activity import Activity
 from agent_client.console import Console
 from agent_client.control import ControlLoop, Outcome, read_message, send
-from agent_client.dial import CIPHERS, RESUME_PREFIX, DialFailed, dial
+from agent_client.dial import CIPHERS, CONNECTION_GONE, RESUME_PREFIX, DialFailed, dial
 from agent_client.links import Link
 from agent_client.park import ShellPark
 from agent_client.screen import StatusLine
@@ -102,7 +102,13 @@ class Helper:
             await conn.wait_closed()
 
     async def _session(self, conn: asyncssh.SSHClientConnection) -> int:
-        writer, reader, _ = await conn.open_session(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+        try:
+            writer, reader, _ = await conn.open_session(
+                subsystem=CONTROL_SUBSYSTEM, encoding="utf-8"
+            )
+        except CONNECTION_GONE:  # gone before the consent: nothing to resume
+            self.console.say(ui.LOST)
+            return EXIT_ENDED_OTHERWISE
         hello = await read_message(reader)
         if hello is None or hello.get("type") != "hello":
             self.console.say(ui.LOST)
@@ -151,7 +157,7 @@ class Helper:
             lambda engineer, key: self._event("closed", {"engineer": engineer, "channel": key}),
         )
         link = Link(conn, writer, reader)
-        await self._listen(link, granted, hello["relay_key"])
+        up = await self._up(link, granted, hello["relay_key"])
 
         loop = asyncio.get_running_loop()
         for signum in ENDING_SIGNALS:
@@ -174,14 +180,20 @@ class Helper:
                 self.console.status.start()
                 screen.callback(self._status_off)
             while True:
-                outcome = await self._control(link)
-                if outcome.how != "lost" or not self.resume_token or self.end_requested.is_set():
+                outcome = await self._control(link) if up else Outcome("lost")
+                if outcome.how == "lost" and self.end_requested.is_set():
+                    # the end met the drop: say it once the broker can be reached again
+                    link.close(dropped=True)
+                    if self.resume_token:
+                        await self._end_remotely()
+                    return self._finish(Outcome("customer"))
+                if outcome.how != "lost" or not self.resume_token:
                     return self._finish(outcome)
                 link.close(dropped=True)
                 back = await self._reconnect(granted, hello["relay_key"])
                 if isinstance(back, Outcome):
                     return self._finish(back)
-                link = back
+                link, up = back, True
         finally:
             screen.close()
             for signum in ENDING_SIGNALS:
@@ -224,6 +236,14 @@ class Helper:
 
         await link.serve(self.link_kind, server, options)
 
+    async def _up(self, link: Link, granted: Scope, relay_key: str) -> bool:
+        """:meth:`_listen`, or ``False`` when the connection went away meanwhile."""
+        try:
+            await self._listen(link, granted, relay_key)
+        except CONNECTION_GONE:
+            return False
+        return True
+
     async def _reconnect(self, granted: Scope, relay_key: str) -> Link | Outcome:
         """Dial again with the resume token until the grace period runs out (``gone``), the
         broker refuses (``told``: the customer has read why), or the customer ends it."""
@@ -241,48 +261,73 @@ class Helper:
                 self.console.status.draw()
 
     async def _redial(self, granted: Scope, relay_key: str, deadline: float) -> Link | Outcome:
-        assert self.resume_token is not None
+        """Attempts with backoff. A network that flaps may cut an attempt at any step (the
+        dial, the control channel, the ``resumed`` message, the forward): each such attempt
+        just failed, and the next one follows after the backoff."""
         loop = asyncio.get_running_loop()
         began = deadline - self.grace
         delay = BACKOFF[0]
         while (left := deadline - loop.time()) > 0 and not self.end_requested.is_set():
             try:
-                conn = await dial(
-                    self.opts.host,
-                    self.opts.port,
-                    str(self.opts.fingerprint),
-                    RESUME_PREFIX + self.resume_token,
-                    timeout=max(1.0, min(10.0, left)),
-                )
+                back = await self._attempt(granted, relay_key, max(1.0, min(10.0, left)))
             except DialFailed as exc:
                 if exc.final:
                     self.console.say(exc.message)
                     return Outcome("told")
-                try:  # wait, unless the customer ends the session meanwhile
-                    await asyncio.wait_for(self.end_requested.wait(), min(delay, left))
-                except TimeoutError:
-                    pass
-                delay = min(delay * 2, BACKOFF[1])
-                continue
-            writer, reader, _ = await conn.open_session(
-                subsystem=CONTROL_SUBSYSTEM, encoding="utf-8"
-            )
-            message = await read_message(reader)
-            if message is None or message.get("type") != "resumed":
-                conn.close()
-                if message is not None and message.get("type") == "ended":
-                    return Outcome("ended", message)
-                continue
-            self.resume_token = str(message.get("resume") or self.resume_token)
-            self.resumes += 1
-            link = Link(conn, writer, reader)
-            await self._listen(link, granted, relay_key)
-            self.console.say(ui.RECONNECTED.format(seconds=round(loop.time() - began)))
-            return link
+                back = None
+            if isinstance(back, Link):
+                self.console.say(ui.RECONNECTED.format(seconds=round(loop.time() - began)))
+                return back
+            if back is not None:
+                return back
+            wait = min(delay, max(deadline - loop.time(), 0.0))
+            with contextlib.suppress(TimeoutError):  # unless the customer ends it meanwhile
+                await asyncio.wait_for(self.end_requested.wait(), wait)
+            delay = min(delay * 2, BACKOFF[1])
         if self.end_requested.is_set():
             await self._end_remotely()
             return Outcome("customer")
         return Outcome("gone")
+
+    async def _attempt(
+        self, granted: Scope, relay_key: str, timeout: float
+    ) -> Link | Outcome | None:
+        """One try to get back: the link, the broker's last word (``ended``), or ``None``
+        when the connection went away again (or went silent for ``timeout`` seconds)."""
+        assert self.resume_token is not None
+        conn = await dial(
+            self.opts.host,
+            self.opts.port,
+            str(self.opts.fingerprint),
+            RESUME_PREFIX + self.resume_token,
+            timeout=timeout,
+        )
+        back: Link | Outcome | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                back = await self._resume_on(conn, granted, relay_key)
+        except (*CONNECTION_GONE, TimeoutError):
+            back = None
+        finally:
+            if not isinstance(back, Link):
+                conn.close()
+        return back
+
+    async def _resume_on(
+        self, conn: asyncssh.SSHClientConnection, granted: Scope, relay_key: str
+    ) -> Link | Outcome | None:
+        writer, reader, _ = await conn.open_session(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
+        message = await read_message(reader)
+        if message is None or message.get("type") != "resumed":
+            if message is not None and message.get("type") == "ended":
+                return Outcome("ended", message)
+            return None
+        # the next way back; the broker keeps the one just used valid until the forward is up
+        self.resume_token = str(message.get("resume") or self.resume_token)
+        link = Link(conn, writer, reader)
+        await self._listen(link, granted, relay_key)
+        self.resumes += 1
+        return link
 
     async def _end_remotely(self) -> None:
         """The customer ended the session while the connection was down: one quick try to
@@ -307,7 +352,7 @@ class Helper:
                 while (message := await read_message(reader)) is not None:
                     if message.get("type") == "ended":
                         break
-        except (OSError, asyncssh.Error, TimeoutError):
+        except (*CONNECTION_GONE, TimeoutError):
             pass
         finally:
             conn.close()

@@ -47,8 +47,14 @@ def _shown(value: Any) -> Any:
     return value
 
 
-def send(writer: asyncssh.SSHWriter[str], message: dict[str, Any]) -> None:
-    writer.write(json.dumps(message) + "\n")
+def send(writer: asyncssh.SSHWriter[str], message: dict[str, Any]) -> bool:
+    """Write one control message; ``False`` when the connection to the broker is gone (a
+    drop shows itself on a write as often as on a read)."""
+    try:
+        writer.write(json.dumps(message) + "\n")
+    except (OSError, asyncssh.Error):
+        return False
+    return True
 
 
 @dataclass
@@ -94,6 +100,8 @@ class ControlLoop:
         self.typed = ""
         self.limits_told = limits_told
         self.asked_removal = False
+        #: set when a write found the connection gone: the loop ends as ``lost``
+        self.lost = False
 
     def _next_input(self) -> asyncio.Future[str | None]:
         source = self.console.next_key if self.console.keyed else self.console.next_line
@@ -127,13 +135,16 @@ class ControlLoop:
                         else:
                             self._on_line(line.strip())
                         line_task = self._next_input()
+                if self.lost:
+                    return Outcome("lost")
         finally:
             for task in (message_task, line_task, end_task):
                 if task is not None:
                     task.cancel()
 
     async def _end(self, message_task: asyncio.Future[dict[str, Any] | None]) -> Outcome:
-        send(self.writer, {"type": "end"})
+        if not send(self.writer, {"type": "end"}):
+            return Outcome("lost")  # the caller tells the broker once it is back
         deadline = asyncio.get_running_loop().time() + 2
         try:  # the broker confirms (with the receipt); do not wait long for it
             while True:
@@ -145,6 +156,10 @@ class ControlLoop:
         except (TimeoutError, asyncssh.Error, OSError):
             return Outcome("customer")
 
+    def _send(self, message: dict[str, Any]) -> None:
+        if not send(self.writer, message):
+            self.lost = True
+
     # --- from the broker -------------------------------------------------------------------
 
     def _on_message(self, message: dict[str, Any]) -> None:
@@ -154,7 +169,7 @@ class ControlLoop:
             if self.yes:
                 who = message["engineer"]["display"]
                 self.console.say(f"{who} joined: {message['what']} (allowed by --yes).")
-                send(self.writer, {"type": "join_answer", "id": message["id"], "allow": True})
+                self._send({"type": "join_answer", "id": message["id"], "allow": True})
                 return
             self.pending.append(message)
             if len(self.pending) == 1:
@@ -201,8 +216,7 @@ class ControlLoop:
     def _answer(self, answer: str) -> None:
         join = self.pending.popleft()
         allow = answer in ("y", "yes", "a", "always")
-        send(
-            self.writer,
+        self._send(
             {
                 "type": "join_answer",
                 "id": join["id"],
@@ -232,7 +246,7 @@ class ControlLoop:
         if self.choosing is not None:
             choosing, self.choosing = self.choosing, None
             if key.isdigit() and 1 <= int(key) <= len(choosing):
-                send(self.writer, {"type": "remove", "engineer": choosing[int(key) - 1]["name"]})
+                self._send({"type": "remove", "engineer": choosing[int(key) - 1]["name"]})
             else:
                 self.console.say("Nobody was removed.")
             return
@@ -240,9 +254,9 @@ class ControlLoop:
             self.end_requested.set()
         elif key == "r":
             self.asked_removal = True
-            send(self.writer, {"type": "who"})
+            self._send({"type": "who"})
         elif key == "w":
-            send(self.writer, {"type": "who"})
+            self._send({"type": "who"})
         elif key in ("?", "h"):
             self.console.say(ui.KEYS_HELP)
 
@@ -272,9 +286,9 @@ class ControlLoop:
         word, _, rest = line.partition(" ")
         word = word.lower()
         if word == "who":
-            send(self.writer, {"type": "who"})
+            self._send({"type": "who"})
         elif word == "remove" and rest.strip():
-            send(self.writer, {"type": "remove", "engineer": rest.strip()})
+            self._send({"type": "remove", "engineer": rest.strip()})
         elif word in ("end", "q", "quit", "exit"):
             self.end_requested.set()
         elif word:

@@ -15,6 +15,10 @@ from broker.safetext import visible
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
 #: a helper back after a network drop answers the login prompt with this and its token
 RESUME_PREFIX = "resume:"
+#: how a connection to the broker that went away shows itself in asyncssh, depending on the
+#: step it was at: lost (``asyncssh.Error``), a write to a closed channel (``OSError``), a
+#: forward it could no longer set up (``ChannelListenError``, which is no ``asyncssh.Error``)
+CONNECTION_GONE = (OSError, asyncssh.Error, asyncssh.ChannelListenError)
 
 
 class DialFailed(Exception):

@@ -55,22 +55,25 @@ class ReverseLinks:
     async def _dial(self, nonce: str) -> None:
         loop = asyncio.get_running_loop()
         host, port = self.address
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
+        sock: socket.socket | None = None
         try:
             async with asyncio.timeout(DIAL_SECONDS):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                family, kind, proto, _, address = infos[0]
+                sock = socket.socket(family, kind, proto)
+                sock.setblocking(False)
                 await loop.sock_connect(sock, address)
                 await loop.sock_sendall(sock, PREAMBLE + nonce.encode("ascii") + b"\n")
                 conn = await asyncssh.run_server(sock, options=self.options)
         except (OSError, asyncssh.Error, TimeoutError, UnicodeError) as exc:
-            sock.close()
+            if sock is not None:
+                sock.close()
             if not self.dropped:
                 self.on_failed(nonce, str(exc) or type(exc).__name__)
             return
         except BaseException:  # cancelled: the helper is hanging up
-            sock.close()
+            if sock is not None:
+                sock.close()
             raise
         self._prune()
         self._conns.add(conn)
@@ -124,8 +127,8 @@ class Link:
             self.reverse.dial(nonce)
 
     def _report_failed(self, nonce: str, reason: str) -> None:
-        with contextlib.suppress(OSError, asyncssh.Error):  # the broker may be gone already
-            send(self.writer, {"type": "link_failed", "nonce": nonce, "reason": reason[:200]})
+        # the broker may be gone already: then nobody waits for the answer
+        send(self.writer, {"type": "link_failed", "nonce": nonce, "reason": reason[:200]})
 
     def dropped(self) -> bool:
         return self.reverse is not None and self.reverse.dropped
@@ -136,6 +139,8 @@ class Link:
         """Make the embedded server reachable the ``kind`` of way the broker said."""
         if kind == "reverse":
             peer = self.conn.get_extra_info("peername")
+            if not peer:  # asyncssh forgets the address once the connection is gone
+                raise asyncssh.ConnectionLost("the connection to the broker was lost")
             self.reverse = ReverseLinks(
                 (str(peer[0]), int(peer[1])),
                 asyncssh.SSHServerConnectionOptions(server_factory=server, **options),

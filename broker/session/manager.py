@@ -5,6 +5,7 @@ The in-memory maps are a cache of live connections on this node; the store is th
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -149,6 +150,7 @@ class SessionManager:
         if reason is None and live is not None:
             if attempt is not None:
                 attempt.succeeded()
+            live.resumed_with(secret[:128])
             live.drop()  # the old connection may not have been noticed dead yet
             return live
         async with self.store.begin() as db:
@@ -164,21 +166,35 @@ class SessionManager:
 
     async def dropped(self, live: LiveSession, grace: float) -> None:
         """The helper's connection dropped: record the gap, then wait ``grace`` seconds for
-        it to come back before ending the session for ``network``."""
+        it to come back before ending the session for ``network``. One wait runs at a time;
+        it also sees a drop that comes right after the helper was back (a flapping network),
+        which may happen before it has even woken up, so each drop gets its own grace."""
         live.drop()
         if live.in_grace:
-            return  # a wait is already running for this drop
+            return  # the wait that runs sees this drop too
         live.in_grace = True
+        recorded: float | None = None
+        failed: Exception | None = None
         try:
-            await self.record(live, "session.disconnected", "broker", {"grace_seconds": grace})
-        finally:  # even if the store is down, the session must not wait for ever
-            log.info("session_disconnected", session=live.id, grace=grace)
-            try:
-                settled = await live.back_or_over(grace)
-            finally:
-                live.in_grace = False
-            if not settled:
-                await self.end(live, "network")
+            while live.state is not State.ENDED and (since := live.dropped_at) is not None:
+                if since != recorded:
+                    recorded = since
+                    log.info("session_disconnected", session=live.id, grace=grace)
+                    try:
+                        await self.record(
+                            live, "session.disconnected", "broker", {"grace_seconds": grace}
+                        )
+                    except Exception as exc:  # the store may be down: wait all the same,
+                        failed = failed or exc  # and say so once the wait is over
+                left = since + grace - time.monotonic()
+                if left > 0:
+                    await live.back_or_over(left)
+                elif live.dropped_at == since:
+                    await self.end(live, "network")
+        finally:
+            live.in_grace = False
+        if failed is not None:
+            raise failed
 
     async def started(self, live: LiveSession) -> None:
         """The helper's forward is up: engineers can now reach the customer."""

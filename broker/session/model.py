@@ -151,23 +151,36 @@ class LiveSession:
 
     def new_resume_token(self) -> str:
         """A fresh token (``SESSION.SECRET``); only its digest is kept. Until the helper's
-        forward is up again (:meth:`confirm_token`), the one before it stays valid too, so a
-        drop in the middle of a resume does not lock the helper out."""
+        forward is up again (:meth:`confirm_token`), the token it logged in with stays valid
+        too: the helper may not have read the new one when the connection drops again."""
         secret = secrets.token_urlsafe(32)
-        self.resume_digests = [*self.resume_digests[-1:], hashlib.sha256(secret.encode()).digest()]
+        self.resume_digests = [*self.resume_digests[:1], hashlib.sha256(secret.encode()).digest()]
         return f"{self.id}.{secret}"
 
     def confirm_token(self) -> None:
-        """The helper is back with its forward: only the newest token stays valid."""
+        """The helper is back with its forward (it asks for it only after reading the new
+        token): only the newest token stays valid."""
         self.resume_digests = self.resume_digests[-1:]
 
     def resume_allowed(self, secret: str) -> bool:
         """The secret matches a valid token (constant time) and the session still runs."""
+        return self._valid(secret) is not None
+
+    def resumed_with(self, secret: str) -> None:
+        """A resume logged in with ``secret``: the helper holds that token and no other it
+        was sent, so only it stays valid until the next one (:meth:`new_resume_token`). Were
+        the token it was never seen to read kept instead, a second drop before the forward is
+        up would lock the helper out with the only token it has."""
+        valid = self._valid(secret)
+        if valid is not None:
+            self.resume_digests = [valid]
+
+    def _valid(self, secret: str) -> bytes | None:
         if self.state is not State.ACTIVE:
-            return False
+            return None
         digest = hashlib.sha256(secret.encode()).digest()
         matches = [hmac.compare_digest(digest, valid) for valid in self.resume_digests]
-        return any(matches)
+        return digest if any(matches) else None
 
     @property
     def resumable(self) -> bool:
