@@ -37,6 +37,8 @@ def live_id(facts: Redemption) -> str:
 
 
 KBDINT_PROMPT = "Consent code: "
+#: how many "remove" requests that remove nobody are audited per helper connection
+IDLE_REMOVALS_AUDITED = 10
 #: a helper back after a network drop answers the prompt with this prefix and its token
 RESUME_PREFIX = "resume:"
 
@@ -65,6 +67,8 @@ class AgentEdge:
         self.links = HelperLinks(ctx, conn, self._send)
         self.attendance: Attendance | None = None
         self.tried = False
+        #: "remove" requests that removed nobody (only the first few are audited)
+        self.idle_removals = 0
         #: SSH keys offered for user "agent" (someone trying to log in to the broker itself)
         self.offered_keys: list[str] = []
         #: control messages in arrival order; ``None`` tells the worker the connection is gone
@@ -226,12 +230,16 @@ class AgentEdge:
         elif kind == "remove" and self.attendance is not None and self.control is not None:
             name = str(message["engineer"])[:64]
             count = await self.attendance.remove(name)
-            await self.ctx.manager.record(
-                live,
-                "session.engineer_removed",
-                "customer",
-                {"engineer": name, "connections": count},
-            )
+            # A removal is audited; asking to remove nobody is, a few times (a helper that
+            # repeats it endlessly does not write a row each time).
+            self.idle_removals += not count
+            if count or self.idle_removals <= IDLE_REMOVALS_AUDITED:
+                await self.ctx.manager.record(
+                    live,
+                    "session.engineer_removed",
+                    "customer",
+                    {"engineer": name, "connections": count},
+                )
             text = f"{name} was removed." if count else f"{name} is not connected."
             self.control.send({"type": "notice", "message": text})
         else:
