@@ -10,6 +10,7 @@ import pytest
 
 from broker.logsetup import configure_logging
 from broker.store.db import Store
+from broker.vocabulary import Action, declare
 from tests.harness import BrokerHarness
 from tests.ptydriver import PtyDriver
 
@@ -87,3 +88,12 @@ async def screens() -> AsyncIterator[tuple[PtyDriver, PtyDriver]]:
     yield first, second
     first.close()
     second.close()
+
+
+# Events that tests write of their own (the broker's code never writes these).
+for _name, _fields in (
+    ("test.event", ("i", "text")),
+    ("test.concurrent", ("i",)),
+    ("test.after", ()),
+):
+    declare(Action(_name, "tester", _fields, "A test's own event."))

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from broker import fields
+from broker import fields, vocabulary
 from broker.errors import AuditLost, Invalid, NotFound
 from broker.evidence import chain
 from broker.store.models import (
@@ -365,10 +365,12 @@ async def append_audit(
     session_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the hash chain. Appends are serialized (SQLite: the transaction
-    holds the write lock from its start; PostgreSQL: an advisory lock), so the chain never
-    forks, whichever process or node writes. ``db.info["audit_timer"]``, if the store set
-    one, is told how long the append took."""
+    """Append one event to the hash chain: the one writer of audit events, and it writes only
+    actions (and detail fields) declared in broker.vocabulary. Appends are serialized (SQLite:
+    the transaction holds the write lock from its start; PostgreSQL: an advisory lock), so the
+    chain never forks, whichever process or node writes. ``db.info["audit_timer"]``, if the
+    store set one, is told how long the append took."""
+    vocabulary.check(action, details or {})  # the one writer speaks only the declared words
     began = time.perf_counter()
     if db.get_bind().dialect.name == "postgresql":
         await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK})

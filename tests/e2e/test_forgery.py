@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from broker.store import queries as q
 from broker.store.models import Account, Session, Ticket
+from broker.vocabulary import Action, declare
 from tests.e2e.test_handoff import cli
 from tests.harness import BrokerHarness, helper_argv, helper_env
 from tests.ptydriver import PtyDriver
@@ -229,6 +230,8 @@ async def test_no_code_at_all_is_a_plain_refusal() -> None:
 async def test_detail_keys_are_shown_made_visible_too(harness: BrokerHarness) -> None:
     """Even an event's detail *keys* (or a detail named like a multi-line field) cannot drive
     the admin's terminal."""
+    hostile = ("\x1b[2J\x1b[HFORGED", "settings", "public_key")
+    declare(Action("test.keys", "tester", hostile, "A test's own event."))
     async with harness.store.begin() as db:
         await q.append_audit(
             db,
