@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.safetext import visible
+from assist_protocol.safetext import visible
 
 KINDS = {"shell": "a shell", "sftp": "a file transfer", "exec": "a command"}
 

@@ -20,15 +20,16 @@ from agent_client import consent_ui as ui
 from agent_client.activity import Activity
 from agent_client.console import Console
 from agent_client.control import ControlLoop, Outcome, read_message, send
-from agent_client.dial import CIPHERS, CONNECTION_GONE, RESUME_PREFIX, DialFailed, dial
+from agent_client.dial import CONNECTION_GONE, DialFailed, dial
 from agent_client.links import Link
 from agent_client.park import ShellPark
 from agent_client.screen import StatusLine
 from agent_client.server import HelperServer
-from broker.session.policy import Scope, ScopeError
-from broker.session.receipt_text import receipt_text
+from assist_protocol import messages as msg
+from assist_protocol.constants import CIPHERS, CONTROL_SUBSYSTEM, RESUME_PREFIX
+from assist_protocol.receipt import receipt_text
+from assist_protocol.scope import Scope, ScopeError
 
-CONTROL_SUBSYSTEM = "assist-control"
 #: each of these ends the session (Ctrl-C, Ctrl-\\, a closed terminal window, kill)
 ENDING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 #: seconds between reconnect attempts after a drop: doubling from the first, up to the last
@@ -110,13 +111,13 @@ class Helper:
             self.console.say(ui.LOST)
             return EXIT_ENDED_OTHERWISE
         hello = await read_message(reader)
-        if hello is None or hello.get("type") != "hello":
+        if not isinstance(hello, msg.Hello):
             self.console.say(ui.LOST)
             return EXIT_ENDED_OTHERWISE
-        self.display_names[hello["engineer"]["name"]] = hello["engineer"]["display"]
-        self.activity.ticket = str(hello["ticket"]["key"])
-        self.link_kind = "reverse" if hello.get("link") == "reverse" else "nested"
-        requested = Scope.parse(hello["scope"])
+        self.display_names[hello.engineer.name] = hello.engineer.display
+        self.activity.ticket = hello.ticket.key
+        self.link_kind = "reverse" if hello.link == "reverse" else "nested"
+        requested = Scope.parse(hello.scope)
         try:
             offered = (
                 requested.narrowed_to(Scope.parse(self.opts.scope))
@@ -125,39 +126,38 @@ class Helper:
             )
         except ScopeError as exc:
             self.console.say(f"--scope: {exc}. Nothing was allowed.")
-            send(writer, {"type": "decline"})
+            send(writer, msg.Decline())
             return EXIT_REFUSED
         question = ui.consent_question(hello, offered.describe())
         if self.opts.yes:
             self.console.say(question + "yes (--yes)")
         elif not await self.console.ask_yes_no(question):
-            send(writer, {"type": "decline"})
+            send(writer, msg.Decline())
             await read_message(reader)  # the broker confirms and hangs up
             self.console.say(ui.DECLINED)
             return EXIT_REFUSED
 
         send(
             writer,
-            {
-                "type": "consent",
-                "scope": str(offered),
-                "host_key": self._host_key.export_public_key().decode().strip(),
-                "host": host_facts(),
-                "link": self.link_kind,  # how this helper lets the broker reach it
-            },
+            msg.Consent(
+                host_key=self._host_key.export_public_key().decode().strip(),
+                scope=str(offered),
+                host=host_facts(),
+                link=self.link_kind,  # how this helper lets the broker reach it
+            ),
         )
         reply = await read_message(reader)
-        if reply is None or reply.get("type") != "consented":
-            return self._over(reply)
-        granted = offered.narrowed_to(Scope.parse(reply["scope"]))
-        self.resume_token = reply.get("resume")
-        self.grace = float(reply.get("grace_seconds") or self.grace)
+        if not isinstance(reply, msg.Consented):
+            return self._over(reply if isinstance(reply, msg.Ended) else None)
+        granted = offered.narrowed_to(Scope.parse(reply.scope))
+        self.resume_token = reply.resume
+        self.grace = reply.grace_seconds or self.grace
         self.park = ShellPark(
             self.grace,
             lambda engineer, key: self._event("closed", {"engineer": engineer, "channel": key}),
         )
         link = Link(conn, writer, reader)
-        up = await self._up(link, granted, hello["relay_key"])
+        up = await self._up(link, granted, hello.relay_key)
 
         loop = asyncio.get_running_loop()
         for signum in ENDING_SIGNALS:
@@ -167,9 +167,7 @@ class Helper:
         connected = ui.CONNECTED_KEYS if self.console.interactive else ui.CONNECTED
         self.console.say(
             connected.format(
-                engineer=hello["engineer"]["display"],
-                scope=granted.describe(),
-                ticket=hello["ticket"]["key"],
+                engineer=hello.engineer.display, scope=granted.describe(), ticket=hello.ticket.key
             )
         )
         screen = contextlib.ExitStack()
@@ -190,7 +188,7 @@ class Helper:
                 if outcome.how != "lost" or not self.resume_token:
                     return self._finish(outcome)
                 link.close(dropped=True)
-                back = await self._reconnect(granted, hello["relay_key"])
+                back = await self._reconnect(granted, hello.relay_key)
                 if isinstance(back, Outcome):
                     return self._finish(back)
                 link, up = back, True
@@ -318,12 +316,12 @@ class Helper:
     ) -> Link | Outcome | None:
         writer, reader, _ = await conn.open_session(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
         message = await read_message(reader)
-        if message is None or message.get("type") != "resumed":
-            if message is not None and message.get("type") == "ended":
+        if not isinstance(message, msg.Resumed):
+            if isinstance(message, msg.Ended):
                 return Outcome("ended", message)
             return None
         # the next way back; the broker keeps the one just used valid until the forward is up
-        self.resume_token = str(message.get("resume") or self.resume_token)
+        self.resume_token = message.resume or self.resume_token
         link = Link(conn, writer, reader)
         await self._listen(link, granted, relay_key)
         self.resumes += 1
@@ -347,10 +345,10 @@ class Helper:
             writer, reader, _ = await conn.open_session(
                 subsystem=CONTROL_SUBSYSTEM, encoding="utf-8"
             )
-            send(writer, {"type": "end"})
+            send(writer, msg.End())
             async with asyncio.timeout(3):
                 while (message := await read_message(reader)) is not None:
-                    if message.get("type") == "ended":
+                    if isinstance(message, msg.Ended):
                         break
         except (*CONNECTION_GONE, TimeoutError):
             pass
@@ -378,7 +376,7 @@ class Helper:
 
     def _finish(self, outcome: Outcome) -> int:
         """Tell the customer how it ended, with the receipt when the broker sent one."""
-        receipt = (outcome.message or {}).get("receipt")
+        receipt = outcome.message.receipt if outcome.message is not None else None
         if outcome.how == "customer":
             self.console.say(ui.ENDED_BY_CUSTOMER)
             status = EXIT_ENDED_BY_CUSTOMER
@@ -396,11 +394,11 @@ class Helper:
                 self.console.say(f"The receipt was saved to {self.opts.receipt}.")
         return status
 
-    def _over(self, message: dict[str, Any] | None) -> int:
+    def _over(self, message: msg.Ended | None) -> int:
         if message is None:
             self.console.say(ui.LOST)
         else:
-            text = str(message.get("message") or "it was ended.")
+            text = message.message or "it was ended."
             self.console.say(ui.SESSION_OVER.format(message=text))
         return EXIT_ENDED_OTHERWISE
 

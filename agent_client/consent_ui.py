@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from assist_protocol.messages import Hello
 
 SEVERITY = {
     1: "Severity 1",
@@ -84,10 +84,10 @@ def limits_text(seconds: int, idle_seconds: int) -> str:
     )
 
 
-def consent_question(hello: dict[str, Any], scope_text: str) -> str:
-    ticket = hello["ticket"]
-    severity = SEVERITY.get(int(ticket["severity"]), f"Severity {ticket['severity']}")
+def consent_question(hello: Hello, scope_text: str) -> str:
+    ticket = hello.ticket
+    severity = SEVERITY.get(ticket.severity, f"Severity {ticket.severity}")
     return (
-        f"{hello['engineer']['display']} from support asks to {scope_text} on this computer "
-        f"for ticket {ticket['key']} ({severity}: {ticket['title']}). Allow? [y/N] "
+        f"{hello.engineer.display} from support asks to {scope_text} on this computer "
+        f"for ticket {ticket.key} ({severity}: {ticket.title}). Allow? [y/N] "
     )

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import TextIO
 
 from agent_client.screen import StatusLine
-from broker.safetext import visible
+from assist_protocol.safetext import visible
 
 
 class Console:

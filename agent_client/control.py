@@ -4,21 +4,25 @@ the end) and the customer's own lines (answers, ``who``, ``remove NAME``, ``end`
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
 from agent_client import consent_ui as ui
 from agent_client.console import Console
-from broker.safetext import visible
+from assist_protocol import messages as msg
+from assist_protocol.safetext import visible
+
+T = TypeVar("T")
 
 
-async def read_message(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None:
-    """The next control message, or ``None`` when the broker hung up."""
+async def read_message(reader: asyncssh.SSHReader[str]) -> msg.Message | None:
+    """The next control message (its text made visible), or ``None`` when the broker hung up
+    or sent something this helper does not understand."""
     while True:
         try:
             line = await reader.readline()
@@ -28,30 +32,34 @@ async def read_message(reader: asyncssh.SSHReader[str]) -> dict[str, Any] | None
             return None
         if line.strip():
             try:
-                message = json.loads(line)
-            except ValueError:
+                message = msg.decode(line)
+            except msg.ProtocolError:
                 return None
-            return _shown(message) if isinstance(message, dict) else None
+            return shown(message)
 
 
-def _shown(value: Any) -> Any:
+def shown(value: T) -> T:
     """Every string the broker sends (ticket titles, names, commands, notices ...) with its
     control characters made visible: the helper prints some of them on the customer's
     terminal, and no text it did not write itself may drive that terminal."""
+    result: Any = value
     if isinstance(value, str):
-        return visible(value)
-    if isinstance(value, dict):
-        return {visible(k): _shown(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_shown(v) for v in value]
-    return value
+        result = visible(value)
+    elif isinstance(value, dict):
+        result = {visible(k): shown(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        result = [shown(v) for v in value]
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {f.name: shown(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        result = dataclasses.replace(value, **changes)
+    return result  # type: ignore[no-any-return]
 
 
-def send(writer: asyncssh.SSHWriter[str], message: dict[str, Any]) -> bool:
+def send(writer: asyncssh.SSHWriter[str], message: msg.Message) -> bool:
     """Write one control message; ``False`` when the connection to the broker is gone (a
     drop shows itself on a write as often as on a read)."""
     try:
-        writer.write(json.dumps(message) + "\n")
+        writer.write(msg.encode(message).decode())
     except (OSError, asyncssh.Error):
         return False
     return True
@@ -62,7 +70,7 @@ class Outcome:
     """How the session ended: ``customer``, ``ended`` (by the broker's word) or ``lost``."""
 
     how: str
-    message: dict[str, Any] | None = None
+    message: msg.Ended | None = None
 
 
 class ControlLoop:
@@ -91,11 +99,11 @@ class ControlLoop:
         self.console = console
         self.yes = yes
         self.end_requested = end_requested
-        self.pending: deque[dict[str, Any]] = deque()
+        self.pending: deque[msg.Join] = deque()
         #: engineer account name -> display name, for the customer's messages
         self.names = names
         #: after ``r``: the engineers to choose from, by number
-        self.choosing: list[dict[str, str]] | None = None
+        self.choosing: list[msg.Person] | None = None
         #: what the customer typed so far in answer to a join question (single-key mode)
         self.typed = ""
         self.limits_told = limits_told
@@ -121,7 +129,7 @@ class ControlLoop:
                     message = message_task.result()
                     if message is None:
                         return Outcome("lost")
-                    if message.get("type") == "ended":
+                    if isinstance(message, msg.Ended):
                         return Outcome("ended", message)
                     self._on_message(message)
                     message_task = asyncio.ensure_future(read_message(self.reader))
@@ -142,64 +150,60 @@ class ControlLoop:
                 if task is not None:
                     task.cancel()
 
-    async def _end(self, message_task: asyncio.Future[dict[str, Any] | None]) -> Outcome:
-        if not send(self.writer, {"type": "end"}):
+    async def _end(self, message_task: asyncio.Future[msg.Message | None]) -> Outcome:
+        if not send(self.writer, msg.End()):
             return Outcome("lost")  # the caller tells the broker once it is back
         deadline = asyncio.get_running_loop().time() + 2
         try:  # the broker confirms (with the receipt); do not wait long for it
             while True:
                 left = deadline - asyncio.get_running_loop().time()
                 message = await asyncio.wait_for(asyncio.shield(message_task), max(left, 0.01))
-                if message is None or message.get("type") == "ended":
+                if message is None or isinstance(message, msg.Ended):
                     return Outcome("customer", message)
                 message_task = asyncio.ensure_future(read_message(self.reader))
         except (TimeoutError, asyncssh.Error, OSError):
             return Outcome("customer")
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: msg.Message) -> None:
         if not send(self.writer, message):
             self.lost = True
 
     # --- from the broker -------------------------------------------------------------------
 
-    def _on_message(self, message: dict[str, Any]) -> None:
-        kind = message.get("type")
-        if kind == "join":
-            self.names[message["engineer"]["name"]] = message["engineer"]["display"]
+    def _on_message(self, message: msg.Message) -> None:
+        if isinstance(message, msg.Join):
+            self.names[message.engineer.name] = message.engineer.display
             if self.yes:
-                who = message["engineer"]["display"]
-                self.console.say(f"{who} joined: {message['what']} (allowed by --yes).")
-                self._send({"type": "join_answer", "id": message["id"], "allow": True})
+                who = message.engineer.display
+                self.console.say(f"{who} joined: {message.what} (allowed by --yes).")
+                self._send(msg.JoinAnswer(id=message.id, allow=True))
                 return
             self.pending.append(message)
             if len(self.pending) == 1:
                 self._ask_next()
-        elif kind == "engineers":
-            engineers = list(message.get("engineers", []))
+        elif isinstance(message, msg.Engineers):
             if self.asked_removal:
                 self.asked_removal = False
-                self._offer_removal(engineers)
+                self._offer_removal(message.engineers)
                 return
-            names = [f"{e['display']} ({e['name']})" for e in engineers]
+            names = [f"{e.display} ({e.name})" for e in message.engineers]
             self.console.say("Connected: " + (", ".join(names) if names else "nobody right now."))
-        elif kind == "limits":
+        elif isinstance(message, msg.Limits):
             if not self.limits_told:  # again after a reconnect: only the status line changes
                 self.limits_told = True
-                self.console.say(
-                    ui.limits_text(int(message["seconds"]), int(message["idle_seconds"]))
-                )
+                self.console.say(ui.limits_text(message.seconds, message.idle_seconds))
             if self.on_limits is not None:
-                self.on_limits(float(message.get("seconds_left", message["seconds"])))
-        elif kind == "removed":
+                self.on_limits(float(message.seconds_left))
+        elif isinstance(message, msg.Removed):
             if self.on_removed is not None:
-                self.on_removed(str(message.get("engineer", "")))
-        elif kind == "link":
+                self.on_removed(message.engineer)
+        elif isinstance(message, msg.Link):
             if self.on_link is not None:
-                self.on_link(str(message.get("nonce", "")))
-        elif kind == "notice":
-            self.console.say(str(message.get("message", "")))
-        elif kind == "error":
-            self.console.say(f"The broker said: {message.get('message')}")
+                self.on_link(message.nonce)
+        elif isinstance(message, msg.Notice):
+            self.console.say(message.message)
+        elif isinstance(message, msg.Error):
+            self.console.say(f"The broker said: {message.message}")
 
     def _ask_next(self) -> None:
         if self.pending:
@@ -207,33 +211,24 @@ class ControlLoop:
             self.typed = ""
             join = self.pending[0]
             self.console.out.write(
-                visible(
-                    ui.JOIN_QUESTION.format(engineer=join["engineer"]["display"], what=join["what"])
-                )
+                visible(ui.JOIN_QUESTION.format(engineer=join.engineer.display, what=join.what))
             )
             self.console.out.flush()
 
     def _answer(self, answer: str) -> None:
         join = self.pending.popleft()
         allow = answer in ("y", "yes", "a", "always")
-        self._send(
-            {
-                "type": "join_answer",
-                "id": join["id"],
-                "allow": allow,
-                "always": answer in ("a", "always"),
-            },
-        )
-        who = join["engineer"]["display"]
+        self._send(msg.JoinAnswer(id=join.id, allow=allow, always=answer in ("a", "always")))
+        who = join.engineer.display
         self.console.say(f"{who} may join." if allow else f"{who} was not let in.")
         self._ask_next()
 
-    def _offer_removal(self, engineers: list[dict[str, str]]) -> None:
+    def _offer_removal(self, engineers: list[msg.Person]) -> None:
         if not engineers:
             self.console.say("Nobody is connected right now.")
             return
         self.choosing = engineers[:9]
-        choices = ", ".join(f"{n} = {e['display']}" for n, e in enumerate(self.choosing, 1))
+        choices = ", ".join(f"{n} = {e.display}" for n, e in enumerate(self.choosing, 1))
         self.console.say(f"Remove whom? {choices} (any other key: nobody)")
 
     # --- single keys (on a terminal) -------------------------------------------------------
@@ -246,7 +241,7 @@ class ControlLoop:
         if self.choosing is not None:
             choosing, self.choosing = self.choosing, None
             if key.isdigit() and 1 <= int(key) <= len(choosing):
-                self._send({"type": "remove", "engineer": choosing[int(key) - 1]["name"]})
+                self._send(msg.Remove(choosing[int(key) - 1].name))
             else:
                 self.console.say("Nobody was removed.")
             return
@@ -254,9 +249,9 @@ class ControlLoop:
             self.end_requested.set()
         elif key == "r":
             self.asked_removal = True
-            self._send({"type": "who"})
+            self._send(msg.Who())
         elif key == "w":
-            self._send({"type": "who"})
+            self._send(msg.Who())
         elif key in ("?", "h"):
             self.console.say(ui.KEYS_HELP)
 
@@ -286,9 +281,9 @@ class ControlLoop:
         word, _, rest = line.partition(" ")
         word = word.lower()
         if word == "who":
-            self._send({"type": "who"})
+            self._send(msg.Who())
         elif word == "remove" and rest.strip():
-            self._send({"type": "remove", "engineer": rest.strip()})
+            self._send(msg.Remove(rest.strip()))
         elif word in ("end", "q", "quit", "exit"):
             self.end_requested.set()
         elif word:

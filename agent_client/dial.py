@@ -10,11 +10,9 @@ from typing import Any
 import asyncssh
 
 from agent_client import consent_ui as ui
-from broker.safetext import visible
+from assist_protocol.constants import AGENT_USER, CIPHERS
+from assist_protocol.safetext import visible
 
-CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com"]
-#: a helper back after a network drop answers the login prompt with this and its token
-RESUME_PREFIX = "resume:"
 #: how a connection to the broker that went away shows itself in asyncssh, depending on the
 #: step it was at: lost (``asyncssh.Error``), a write to a closed channel (``OSError``), a
 #: forward it could no longer set up (``ChannelListenError``, which is no ``asyncssh.Error``)
@@ -84,7 +82,7 @@ async def dial(
         return await asyncssh.connect(
             host,
             port,
-            username="agent",
+            username=AGENT_USER,
             client_factory=lambda: client,
             known_hosts=([], [], []),
             server_host_key_algs=["ssh-ed25519"],
@@ -93,7 +91,7 @@ async def dial(
             config=None,
             password=None,
             preferred_auth="keyboard-interactive",
-            encryption_algs=CIPHERS,
+            encryption_algs=list(CIPHERS),
             compression_algs=None,
             keepalive_interval=15,
             keepalive_count_max=2,

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import asyncssh
 
-from broker.relay.flow import ReadGate
+from assist_protocol.flow import ReadGate
 
 
 async def open_target(host: str, port: int, on_closed: Callable[[], None]) -> TargetForward:

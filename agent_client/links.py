@@ -18,9 +18,9 @@ from typing import Any
 import asyncssh
 
 from agent_client.control import send
+from assist_protocol import messages as msg
+from assist_protocol.constants import LINK_PREAMBLE as PREAMBLE
 
-#: what the broker's port recognises a reverse link by (see broker.transport.links)
-PREAMBLE = b"ASSIST-LINK "
 #: the most links open at once; the broker opens one per engineer login
 MOST = 64
 DIAL_SECONDS = 60.0
@@ -128,7 +128,7 @@ class Link:
 
     def _report_failed(self, nonce: str, reason: str) -> None:
         # the broker may be gone already: then nobody waits for the answer
-        send(self.writer, {"type": "link_failed", "nonce": nonce, "reason": reason[:200]})
+        send(self.writer, msg.LinkFailed(nonce=nonce, reason=reason[:200]))
 
     def dropped(self) -> bool:
         return self.reverse is not None and self.reverse.dropped

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Callable
 from typing import TextIO
 
-from broker.safetext import visible
+from assist_protocol.safetext import visible
 
 SAVE, RESTORE = "\0337", "\0338"
 

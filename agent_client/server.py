@@ -21,8 +21,8 @@ from agent_client.forward import open_target
 from agent_client.park import ShellPark
 from agent_client.pty import SIGNALS, PipeProcess, PtyProcess
 from agent_client.server_util import user_shell
-from broker.relay.flow import ReadGate
-from broker.session.policy import ChannelRequest, Scope, decide, split_env
+from assist_protocol.flow import ReadGate
+from assist_protocol.scope import ChannelRequest, Scope, decide, split_env
 
 EventHook = Callable[[str, dict[str, Any]], None]
 

@@ -86,7 +86,7 @@ async def open_tunnel(
         return conn
     from agent_client.links import Link
     from agent_client.server import HelperServer
-    from broker.session.policy import Scope
+    from assist_protocol.scope import Scope
 
     scope = Scope.parse(consented["scope"])
     link = Link(conn, writer, reader)

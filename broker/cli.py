@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
+from assist_protocol.safetext import visible
 from broker import cli_web, ops, render
 from broker.cli_evidence import (
     cmd_audit_export,
@@ -31,7 +32,6 @@ from broker.evidence.signing import Signer
 from broker.logsetup import configure_logging
 from broker.ops import COMMAND_LINE, shapes
 from broker.ops.control import ViaBroker
-from broker.safetext import visible
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.store import queries as q
 from broker.store.db import Store

@@ -1,14 +1,14 @@
 """Checks of text that people type into the broker (ticket titles, e-mail addresses, display
 names, token names ...): control characters are refused where the text comes in, with the name
 of the field in the message, so that nothing stored can repaint a terminal later. Everything
-shown is escaped as well (broker.safetext); this is the first of the two walls."""
+shown is escaped as well (assist_protocol.safetext); this is the first of the two walls."""
 
 from __future__ import annotations
 
 import re
 
+from assist_protocol.safetext import controls
 from broker.errors import Invalid
-from broker.safetext import controls
 
 #: a pragmatic address check: one @, no spaces, a dot in the domain; the mail server decides more
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")

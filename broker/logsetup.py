@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from broker.safetext import visible
+from assist_protocol.safetext import visible
 
 
 class FloodGate(logging.Filter):

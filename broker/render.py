@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from assist_protocol.safetext import visible
 from broker.config import Settings
-from broker.safetext import visible
 
 
 def safe_url(url: str) -> str:
@@ -67,7 +67,7 @@ _OWN_LINES = frozenset({"public_key", "settings"})
 
 
 def shown(value: Any, *, own_lines: bool = False) -> Any:
-    """``value`` with every string in it, keys included, made visible (broker.safetext):
+    """``value`` with every string in it, keys included, made visible (assist_protocol.safetext):
     titles, names, host names, commands and failed login names come from outside and must
     not drive the admin's terminal. ``own_lines``: a text the broker composed of lines."""
     if isinstance(value, str):

@@ -3,11 +3,11 @@ withdrawn while unused. The codes themselves only ever pass through broker.sessi
 
 from __future__ import annotations
 
+from assist_protocol.scope import Scope, ScopeError
 from broker.errors import Invalid
 from broker.ops.base import ADMIN, ENGINEER, Actor, operation
 from broker.ops.tickets import visible
 from broker.session.consent import ConsentCodes
-from broker.session.policy import Scope, ScopeError
 from broker.store.db import Store
 from broker.store.models import ConsentCode
 

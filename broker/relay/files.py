@@ -17,10 +17,10 @@ from asyncssh.scp import run_scp_server
 from asyncssh.sftp import run_sftp_server
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
+from assist_protocol.scope import ChannelRequest, decide
 from broker.errors import BrokerError, Denied
 from broker.events import ChannelOpened, ChannelRef, FileOperation
 from broker.relay.sftp_proxy import SFTPProxy
-from broker.session.policy import ChannelRequest, decide
 
 if TYPE_CHECKING:
     from broker.relay.pump import RelaySession

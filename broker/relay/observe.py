@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import asyncssh
 import structlog
 
+from assist_protocol.scope import ChannelRequest, decide
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef
-from broker.session.policy import ChannelRequest, decide
 
 if TYPE_CHECKING:
     from broker.relay.pump import RelaySession

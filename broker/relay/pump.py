@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 import structlog
 
+from assist_protocol.flow import ReadGate
+from assist_protocol.scope import ChannelRequest, decide, split_env
 from broker.errors import BrokerError, Denied, SinkFailed
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
 from broker.relay.files import FilesChannel, scp_mode
-from broker.relay.flow import ReadGate
-from broker.session.policy import ChannelRequest, decide, split_env
 
 if TYPE_CHECKING:
     from broker.relay.observe import ObserverSession

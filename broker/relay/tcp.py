@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import asyncssh
 import structlog
 
+from assist_protocol.flow import ReadGate
+from assist_protocol.scope import ChannelRequest, decide
 from broker.errors import BrokerError
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef
-from broker.relay.flow import ReadGate
-from broker.session.policy import ChannelRequest, decide
 
 if TYPE_CHECKING:
     from broker.session.lifetime import Lifetime

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from assist_protocol.scope import Scope
 from broker.errors import CodeRejected, Invalid, NotFound
-from broker.session.policy import Scope
 from broker.session.ratelimit import Attempt, Limited, RateLimiter
 from broker.store import queries as q
 from broker.store.db import Store

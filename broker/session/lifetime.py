@@ -8,8 +8,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from assist_protocol import messages as msg
 from broker.config import Settings
 
 
@@ -79,14 +79,13 @@ class Lifetime:
         upcoming = [self.deadline, idle_at] + ([] if self.warned else [warn_at])
         return None, max(0.01, min(upcoming) - now)
 
-    def limits_message(self) -> dict[str, Any]:
+    def limits_message(self) -> msg.Limits:
         """What the helper is told (again after a reconnect): the limits and the time left."""
-        return {
-            "type": "limits",
-            "seconds": round(self.limits.max_duration),
-            "seconds_left": round(self.seconds_left()),
-            "idle_seconds": round(self.limits.idle),
-        }
+        return msg.Limits(
+            seconds=round(self.limits.max_duration),
+            seconds_left=round(self.seconds_left()),
+            idle_seconds=round(self.limits.idle),
+        )
 
     @staticmethod
     def warning_text(seconds_left: float) -> str:

@@ -16,13 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from assist_protocol.constants import FORWARD_HOST, FORWARD_PORT
+from assist_protocol.scope import Scope
 from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime
-from broker.session.policy import Scope
-
-#: the name and port of the helper's virtual forward; nothing else may be forwarded
-FORWARD_HOST = "session"
-FORWARD_PORT = 22
 
 END_MESSAGES = {
     "customer": "The customer ended the session.",

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from broker.session.receipt_text import receipt_text
+from assist_protocol.receipt import receipt_text
 from broker.store.db import Store
 from broker.store.models import AuditEvent, Session, Ticket, utcnow
 

@@ -10,8 +10,11 @@ from typing import Any
 import asyncssh
 import structlog
 
+from assist_protocol import messages as msg
+from assist_protocol.constants import KBDINT_PROMPT, RESUME_PREFIX
+from assist_protocol.safetext import visible
+from assist_protocol.scope import Scope, ScopeError
 from broker.errors import CodeRejected
-from broker.safetext import visible
 from broker.session.consent import Redemption
 from broker.session.lifetime import Lifetime, Limits
 from broker.session.mail import mail_receipt
@@ -21,7 +24,6 @@ from broker.session.model import (
     State,
     dropped_message,
 )
-from broker.session.policy import Scope, ScopeError
 from broker.session.receipt import build_receipt, receipt_text
 from broker.store import queries as q
 from broker.transport.context import Context
@@ -36,11 +38,8 @@ def live_id(facts: Redemption) -> str:
     return facts.session_id[:8]
 
 
-KBDINT_PROMPT = "Consent code: "
 #: how many "remove" requests that remove nobody are audited per helper connection
 IDLE_REMOVALS_AUDITED = 10
-#: a helper back after a network drop answers the prompt with this prefix and its token
-RESUME_PREFIX = "resume:"
 
 
 class AgentEdge:
@@ -72,7 +71,7 @@ class AgentEdge:
         #: SSH keys offered for user "agent" (someone trying to log in to the broker itself)
         self.offered_keys: list[str] = []
         #: control messages in arrival order; ``None`` tells the worker the connection is gone
-        self._messages: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._messages: asyncio.Queue[msg.Message | None] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.log_context = {"peer": peer, "role": "helper"}
         self._log = log.bind(**self.log_context)
@@ -132,20 +131,15 @@ class AgentEdge:
             self._resumed(control)
             return
         control.send(
-            {
-                "type": "hello",
-                "session": facts.session_id,
-                "ticket": {
-                    "key": facts.ticket_key,
-                    "title": facts.ticket_title,
-                    "severity": facts.severity,
-                },
-                "engineer": {"name": facts.engineer_name, "display": facts.engineer_display},
-                "scope": facts.scope,
-                "scope_text": Scope.parse(facts.scope).describe(),
-                "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
-                "link": self.ctx.settings.helper_link,
-            }
+            msg.Hello(
+                session=facts.session_id,
+                ticket=msg.TicketFacts(facts.ticket_key, facts.ticket_title, facts.severity),
+                engineer=msg.Person(facts.engineer_name, facts.engineer_display),
+                scope=facts.scope,
+                scope_text=Scope.parse(facts.scope).describe(),
+                relay_key=self._relay_key(),
+                link=self.ctx.settings.helper_link,
+            )
         )
         self._worker = self.ctx.spawn(
             self._serve_control(), f"control-{live_id(facts)}", self.log_context
@@ -158,19 +152,21 @@ class AgentEdge:
         self.attendance = Attendance(live, self.ctx.manager, self._send)
         live.tell = self.notify
         control.send(
-            {
-                "type": "resumed",
-                "session": live.id,
-                "scope": str(live.granted),
-                "relay_key": self.ctx.keys.relay_key.export_public_key().decode().strip(),
-                "gap_seconds": round(live.gap(), 1),
+            msg.Resumed(
+                session=live.id,
+                scope=str(live.granted),
+                relay_key=self._relay_key(),
+                gap_seconds=round(live.gap(), 1),
                 # the next way back; the token just used stays valid until the forward is up
-                "resume": live.new_resume_token(),
-            }
+                resume=live.new_resume_token(),
+            )
         )
         self._worker = self.ctx.spawn(
             self._serve_control(), f"control-{live_id(live.redemption)}", self.log_context
         )
+
+    def _relay_key(self) -> str:
+        return self.ctx.keys.relay_key.export_public_key().decode().strip()
 
     async def _serve_control(self) -> None:
         while (message := await self._messages.get()) is not None:
@@ -179,56 +175,51 @@ class AgentEdge:
             except asyncio.CancelledError:
                 raise
             except (ScopeError, ValueError, KeyError, TypeError) as exc:
-                self._log.warning(
-                    "control_message_refused", type=message.get("type"), error=str(exc)
-                )
+                self._log.warning("control_message_refused", type=message.TYPE, error=str(exc))
                 if self.control is not None:
-                    self.control.send({"type": "error", "message": str(exc)})
+                    self.control.send(msg.Error(str(exc)))
             except Exception:
                 self._log.exception("control_failed")
                 await self._end("error")
                 return
 
-    async def _handle(self, message: dict[str, Any]) -> None:
-        live, kind = self.live, message["type"]
+    async def _handle(self, message: msg.Message) -> None:
+        live = self.live
         assert live is not None
-        if kind == "consent" and live.state is State.PENDING:
-            host_key = asyncssh.import_public_key(str(message["host_key"]))
+        if isinstance(message, msg.Consent) and live.state is State.PENDING:
+            host_key = asyncssh.import_public_key(message.host_key)
             # What the customer's computer says of itself is shown to admins and auditors.
-            host = {
-                visible(k, 32): visible(v, 200) for k, v in dict(message.get("host") or {}).items()
-            }
-            reverse = message.get("link") == "reverse" == self.ctx.settings.helper_link
+            host = {visible(k, 32): visible(v, 200) for k, v in message.host.items()}
+            reverse = message.link == "reverse" == self.ctx.settings.helper_link
             live.helper_link = "reverse" if reverse else "nested"  # a helper says what it can
             await self.ctx.manager.consented(
-                live, message.get("scope"), host_key.export_public_key().decode().strip(), host
+                live, message.scope, host_key.export_public_key().decode().strip(), host
             )
             self._log.info("session_consented", scope=str(live.granted))
             self.attendance = Attendance(live, self.ctx.manager, self._send)
             live.tell = self.notify
             assert self.control is not None and live.granted is not None
             self.control.send(
-                {
-                    "type": "consented",
-                    "scope": str(live.granted),
-                    "scope_text": live.granted.describe(),
+                msg.Consented(
+                    scope=str(live.granted),
+                    scope_text=live.granted.describe(),
                     # the helper's way back after a network drop (never the code again)
-                    "resume": live.new_resume_token(),
-                    "grace_seconds": self.ctx.settings.session_grace,
-                }
+                    resume=live.new_resume_token(),
+                    grace_seconds=self.ctx.settings.session_grace,
+                )
             )
-        elif kind == "decline" and live.state is State.PENDING:
+        elif isinstance(message, msg.Decline) and live.state is State.PENDING:
             await self.ctx.manager.declined(live)
-        elif kind == "end":
+        elif isinstance(message, msg.End):
             await self._end("customer")
-        elif kind == "link_failed":
-            self.ctx.links.failed(str(message["nonce"]), str(message.get("reason", "")))
-        elif kind == "join_answer" and self.attendance is not None:
+        elif isinstance(message, msg.LinkFailed):
+            self.ctx.links.failed(message.nonce, message.reason)
+        elif isinstance(message, msg.JoinAnswer) and self.attendance is not None:
             self.attendance.answered(message)
-        elif kind == "who" and self.attendance is not None and self.control is not None:
-            self.control.send({"type": "engineers", "engineers": self.attendance.who()})
-        elif kind == "remove" and self.attendance is not None and self.control is not None:
-            name = str(message["engineer"])[:64]
+        elif isinstance(message, msg.Who) and self.attendance is not None and self.control:
+            self.control.send(msg.Engineers(self.attendance.who()))
+        elif isinstance(message, msg.Remove) and self.attendance is not None and self.control:
+            name = message.engineer[:64]
             count = await self.attendance.remove(name)
             # A removal is audited; asking to remove nobody is, a few times (a helper that
             # repeats it endlessly does not write a row each time).
@@ -241,9 +232,9 @@ class AgentEdge:
                     {"engineer": name, "connections": count},
                 )
             text = f"{name} was removed." if count else f"{name} is not connected."
-            self.control.send({"type": "notice", "message": text})
+            self.control.send(msg.Notice(text))
         else:
-            raise ValueError(f"unexpected {kind!r} in state {live.state}")
+            raise ValueError(f"unexpected {message.TYPE!r} in state {live.state}")
 
     async def _end(self, reason: str) -> None:
         """End the session in a task of its own: hanging up on the helper cancels this edge's
@@ -255,9 +246,9 @@ class AgentEdge:
 
     def notify(self, text: str) -> None:
         """A line for the customer's screen."""
-        self._send({"type": "notice", "message": text})
+        self._send(msg.Notice(text))
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: msg.Message) -> None:
         if self.control is not None:
             self.control.send(message)
 
@@ -269,26 +260,23 @@ class AgentEdge:
         self.ctx.spawn(self._say_goodbye(reason), "goodbye", self.log_context)
 
     async def _say_goodbye(self, reason: str) -> None:
-        message: dict[str, Any] = {
-            "type": "ended",
-            "reason": reason,
-            "message": END_MESSAGES.get(reason, END_MESSAGES["error"]),
-        }
+        receipt: dict[str, Any] | None = None
         if self.live is not None:
             try:
-                message["receipt"] = await build_receipt(self.ctx.store, self.live.id)
-                message["receipt_text"] = receipt_text(message["receipt"])
+                receipt = await build_receipt(self.ctx.store, self.live.id)
             except Exception:  # the store may be why the session ended
                 self._log.warning("receipt_unavailable")
             else:
                 mail = mail_receipt(
-                    self.ctx.store,
-                    self.ctx.manager,
-                    self.ctx.settings.extra,
-                    self.live,
-                    message["receipt"],
+                    self.ctx.store, self.ctx.manager, self.ctx.settings.extra, self.live, receipt
                 )
                 self.ctx.spawn(mail, "mail", self.log_context)
+        message = msg.Ended(
+            reason=reason,
+            message=END_MESSAGES.get(reason, END_MESSAGES["error"]),
+            receipt=receipt,
+            receipt_text=receipt_text(receipt) if receipt is not None else None,
+        )
         if self.control is not None:
             self.control.send(message)
             self.control.close()

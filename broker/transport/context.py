@@ -9,6 +9,7 @@ from typing import Any
 
 import structlog
 
+from assist_protocol.constants import CIPHERS
 from broker.config import Settings
 from broker.metrics import Metrics
 from broker.relay.dispatch import Dispatcher
@@ -18,14 +19,6 @@ from broker.store.db import Store
 from broker.transport.keys import BrokerKeys
 from broker.transport.links import LinkWaiters
 from broker.tunnels import EngineerLogins
-
-#: AES-GCM only. OpenSSH clients prefer chacha20-poly1305, which asyncssh runs more slowly:
-#: offering only GCM (in every OpenSSH since 6.2; constant-time with AES-NI) made a keystroke
-#: echo 14% faster and bulk 12% faster here (python -m bench). Helpers use the same.
-CIPHERS = (
-    "aes128-gcm@openssh.com",
-    "aes256-gcm@openssh.com",
-)
 
 
 async def _bound(coro: Coroutine[Any, Any, Any], values: Mapping[str, str]) -> Any:
@@ -77,3 +70,6 @@ class Context:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+
+__all__ = ["CIPHERS", "Context"]

@@ -1,14 +1,8 @@
-"""The control channel between broker and helper: a ``session`` channel running the
-``assist-control`` subsystem, one JSON object per line in each direction.
-
-Broker -> helper: ``hello`` (session facts, relay key), ``consented``, ``notice``, ``ended``.
-Helper -> broker: ``consent`` (granted scope, the helper's ephemeral host key, host facts),
-``decline``, ``end``.
-"""
+"""The broker's end of the control channel: a ``session`` channel running the control
+subsystem, one message per line each way (the messages: assist_protocol.messages)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,8 +10,10 @@ from typing import Any
 import asyncssh
 import structlog
 
-CONTROL_SUBSYSTEM = "assist-control"
-MAX_LINE = 64 * 1024
+from assist_protocol import messages as msg
+from assist_protocol.constants import CONTROL_MAX_LINE as MAX_LINE
+from assist_protocol.constants import CONTROL_SUBSYSTEM
+
 #: control messages a helper may send in one second (people type a few a minute)
 MAX_RATE = 20
 
@@ -30,7 +26,7 @@ class ControlSession(asyncssh.SSHServerSession[bytes]):
     def __init__(
         self,
         on_open: Callable[[ControlSession], None],
-        on_message: Callable[[dict[str, Any]], None],
+        on_message: Callable[[msg.Message], None],
         on_close: Callable[[], None],
     ) -> None:
         self._on_open = on_open
@@ -84,21 +80,21 @@ class ControlSession(asyncssh.SSHServerSession[bytes]):
         if not line.strip():
             return
         try:
-            message = json.loads(line)
-        except ValueError:
-            log.warning("control_bad_json")
-            self.close()
+            message = msg.decode(line)
+        except msg.ProtocolError as exc:
+            log.warning("control_message_refused", error=str(exc))
+            self.send(msg.Error(f"not understood: {exc}"))
             return
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            log.warning("control_bad_message")
-            self.close()
+        if not isinstance(message, msg.HELPER_TO_BROKER):
+            log.warning("control_message_refused", type=message.TYPE)
+            self.send(msg.Error(f"a helper does not send {message.TYPE!r}"))
             return
         self._on_message(message)
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: msg.Message) -> None:
         if self._chan is not None:
             try:
-                self._chan.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+                self._chan.write(msg.encode(message))
             except BrokenPipeError:
                 pass  # the helper is gone; its connection_lost tells the rest
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
+from assist_protocol import messages as msg
 from broker.errors import Denied
 from broker.session.manager import SessionManager
 from broker.session.model import LiveSession
@@ -32,7 +33,7 @@ class Attendance:
         self,
         live: LiveSession,
         manager: SessionManager,
-        send: Callable[[dict[str, Any]], None],
+        send: Callable[[msg.Message], None],
         *,
         join_timeout: float = JOIN_TIMEOUT,
     ) -> None:
@@ -83,14 +84,7 @@ class Attendance:
         answer: asyncio.Future[tuple[bool, bool] | None]
         answer = asyncio.get_running_loop().create_future()
         self._questions[question_id] = answer
-        self.send(
-            {
-                "type": "join",
-                "id": question_id,
-                "engineer": {"name": name, "display": display},
-                "what": what,
-            }
-        )
+        self.send(msg.Join(id=question_id, engineer=msg.Person(name, display), what=what))
         try:
             return await asyncio.wait_for(answer, self.join_timeout)
         except TimeoutError:
@@ -98,22 +92,22 @@ class Attendance:
         finally:
             self._questions.pop(question_id, None)
 
-    def answered(self, message: dict[str, Any]) -> None:
-        answer = self._questions.get(int(message["id"]))
+    def answered(self, message: msg.JoinAnswer) -> None:
+        answer = self._questions.get(message.id)
         if answer is not None and not answer.done():
-            answer.set_result((bool(message.get("allow")), bool(message.get("always"))))
+            answer.set_result((message.allow, message.always))
 
     def left(self, edge: EngineerEdge) -> None:
         self.engineers.discard(edge)
 
-    def who(self) -> list[dict[str, str]]:
+    def who(self) -> list[msg.Person]:
         seen = {(e.account_name, e.account_display) for e in self.engineers if e.account_name}
-        return [{"name": n or "?", "display": d or "?"} for n, d in sorted(seen)]
+        return [msg.Person(n or "?", d or "?") for n, d in sorted(seen)]
 
     async def remove(self, name: str, reason: str = "removed") -> int:
         """Disconnect every connection of engineer ``name``; they must ask again to return."""
         self.live.approved.discard(name)
-        self.send({"type": "removed", "engineer": name})  # the helper hangs up their shells
+        self.send(msg.Removed(name))  # the helper hangs up their shells
         removed = [e for e in self.engineers if e.account_name == name]
         for edge in removed:
             self.engineers.discard(edge)

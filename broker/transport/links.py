@@ -20,10 +20,10 @@ import hashlib
 import secrets
 import socket
 
-#: what a helper writes first on a reverse link, before the nonce and a newline
-PREAMBLE = b"ASSIST-LINK "
-#: the longest preamble line accepted (the nonce is 43 characters)
-MAX_LINE = 96
+from assist_protocol.constants import LINK_MAX_LINE as MAX_LINE
+from assist_protocol.constants import LINK_PREAMBLE as PREAMBLE
+
+__all__ = ["MAX_LINE", "PREAMBLE", "LinkFailed", "LinkWaiters"]
 
 
 class LinkFailed(Exception):

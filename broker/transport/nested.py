@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
 
 import asyncssh
 import structlog
 
+from assist_protocol import messages as msg
+from assist_protocol.constants import FORWARD_HOST, FORWARD_PORT
 from broker.errors import BrokerError
-from broker.session.model import FORWARD_HOST, FORWARD_PORT
 from broker.transport.context import CIPHERS, Context
 from broker.transport.links import LinkFailed
 
@@ -98,7 +98,7 @@ class HelperLinks:
         self,
         ctx: Context,
         helper: asyncssh.SSHServerConnection,
-        send: Callable[[dict[str, Any]], None],
+        send: Callable[[msg.Message], None],
     ) -> None:
         self.ctx = ctx
         self.helper = helper
@@ -121,7 +121,7 @@ class HelperLinks:
             raise BrokerError(LINK_GONE, code="link_failed")
         nonce, arrived = self.ctx.links.expect()
         self._asked.add(nonce)
-        self._send({"type": "link", "nonce": nonce})
+        self._send(msg.Link(nonce))
         try:
             sock = await asyncio.wait_for(arrived, LINK_TIMEOUT)
         except TimeoutError:

@@ -10,6 +10,7 @@ from typing import Any
 import asyncssh
 import structlog
 
+from assist_protocol.constants import AGENT_USER
 from broker.relay.observe import ObserverSession
 from broker.relay.pump import RelaySession
 from broker.relay.tcp import open_forward
@@ -23,7 +24,6 @@ from broker.tunnels import TunnelRegistry
 
 log = structlog.get_logger(__name__)
 
-AGENT_USER = "agent"
 
 FORWARDING_REFUSED = "Port forwarding is only for engineers, within the customer's consent."
 

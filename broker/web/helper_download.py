@@ -1,6 +1,6 @@
-"""The one-file helper served at ``/helper``: a zipapp of the helper's code (plus the two small
-standard-library modules it shares with the broker) with this broker's address and host key
-fingerprint built in, so the customer types only the code:
+"""The one-file helper served at ``/helper``: a zipapp of the helper's code and the protocol it
+shares with the broker (``assist_protocol``, standard library only), with this broker's address
+and host key fingerprint built in, so the customer types only the code:
 
     curl -fsSO http://BROKER:8080/helper && python3 -m pip install --user asyncssh && \\
         python3 helper          # it asks for the code
@@ -16,18 +16,11 @@ import zipfile
 from pathlib import Path
 
 import agent_client
-import broker
+import assist_protocol
 
-#: what the zipapp holds besides agent_client/: modules the helper imports from the broker
-SHARED = (
-    "__init__.py",
-    "safetext.py",
-    "session/receipt_text.py",
-    "session/__init__.py",
-    "session/policy.py",
-    "relay/__init__.py",
-    "relay/flow.py",
-)
+#: the packages the helper is made of: itself and the protocol it shares with the broker
+#: (a test checks that agent_client imports nothing else of this project)
+PACKAGES = (agent_client, assist_protocol)
 
 MAIN = '''"""assist-helper with this broker built in: python3 helper (it asks for the code)"""
 import sys
@@ -43,12 +36,10 @@ def build_helper(address: str, fingerprint: str) -> bytes:
     out = io.BytesIO()
     out.write(b"#!/usr/bin/env python3\n")
     with zipfile.ZipFile(out, "a", zipfile.ZIP_DEFLATED) as app:
-        client = Path(agent_client.__file__).parent
-        for path in sorted(client.glob("*.py")):
-            app.write(path, f"agent_client/{path.name}")
-        root = Path(broker.__file__).parent
-        for name in SHARED:
-            app.write(root / name, f"broker/{name}")
+        for package in PACKAGES:
+            folder = Path(str(package.__file__)).parent
+            for path in sorted(folder.glob("*.py")):
+                app.write(path, f"{folder.name}/{path.name}")
         app.writestr("__main__.py", MAIN)
         app.writestr(
             "agent_client/defaults.json",

@@ -17,9 +17,9 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from assist_protocol.safetext import visible
 from broker import credentials as access
 from broker.errors import BrokerError
-from broker.safetext import visible
 from broker.session.consent import rate_limited_message
 from broker.session.ratelimit import Attempt, Limited
 from broker.store import listing

@@ -11,10 +11,11 @@ from collections.abc import AsyncIterator
 import asyncssh
 import pytest
 
-from agent_client.connect import CONTROL_SUBSYSTEM
 from agent_client.console import Console
 from agent_client.control import ControlLoop, read_message, send
 from agent_client.dial import dial
+from assist_protocol import messages as msg
+from assist_protocol.constants import CONTROL_SUBSYSTEM
 from tests.harness import BrokerHarness
 
 
@@ -27,7 +28,7 @@ async def gone(
     await harness.engineer()
     conn = await dial("127.0.0.1", harness.port, harness.fingerprint, await harness.code(ticket))
     writer, reader, _ = await conn.open_session(subsystem=CONTROL_SUBSYSTEM, encoding="utf-8")
-    assert (await read_message(reader) or {}).get("type") == "hello"
+    assert isinstance(await read_message(reader), msg.Hello)
     conn.abort()
     await asyncio.wait_for(conn.wait_closed(), 5)
     yield writer, reader
@@ -37,7 +38,7 @@ async def test_a_write_on_a_dropped_connection_says_so(
     gone: tuple[asyncssh.SSHWriter[str], asyncssh.SSHReader[str]],
 ) -> None:
     writer, _ = gone
-    assert send(writer, {"type": "who"}) is False
+    assert send(writer, msg.Who()) is False
 
 
 async def test_an_end_that_meets_a_drop_is_lost_not_a_crash(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from broker.session.policy import ChannelRequest, Scope, ScopeError, decide
+from assist_protocol.scope import ChannelRequest, Scope, ScopeError, decide
 
 
 def test_scope_text_is_canonical() -> None:

@@ -262,8 +262,8 @@ async def test_helper_enforces_file_scope_when_the_broker_does_not(
     harness: BrokerHarness, places: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the broker's checks switched off, the helper itself refuses what is not granted."""
+    from assist_protocol.scope import Decision
     from broker.relay import files, sftp_proxy
-    from broker.session.policy import Decision
 
     async def no_check(self: object, op: str, path: bytes) -> None:
         return None

@@ -100,8 +100,8 @@ async def test_helper_refuses_what_a_faulty_broker_lets_through(
     harness: BrokerHarness, web_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the broker's own check switched off, the helper still refuses a port not granted."""
+    from assist_protocol.scope import Decision
     from broker.relay import pump, tcp
-    from broker.session.policy import Decision
 
     monkeypatch.setattr(tcp, "decide", lambda scope, request: Decision(True, "test: bypassed"))
     monkeypatch.setattr(pump, "decide", lambda scope, request: Decision(True, "test: bypassed"))

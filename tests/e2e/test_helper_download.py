@@ -31,7 +31,8 @@ async def test_downloaded_helper_connects_with_only_the_code(harness: BrokerHarn
     assert body.startswith(b"#!/usr/bin/env python3\n")
     with zipfile.ZipFile(helper_file) as app:
         names = set(app.namelist())
-        assert {"__main__.py", "agent_client/cli.py", "broker/session/policy.py"} <= names
+        assert {"__main__.py", "agent_client/cli.py", "assist_protocol/scope.py"} <= names
+        assert not [n for n in names if n.startswith("broker/")]  # the helper needs none of it
         assert not any(n.startswith(("broker/store", "broker/transport")) for n in names)
         defaults = app.read("agent_client/defaults.json").decode()
     assert f"127.0.0.1:{harness.port}" in defaults and harness.fingerprint in defaults

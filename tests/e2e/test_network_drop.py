@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent_client import consent_ui as ui
-from agent_client.dial import RESUME_PREFIX, DialFailed, dial
+from agent_client.dial import DialFailed, dial
+from assist_protocol.constants import RESUME_PREFIX
 from broker.evidence.signing import Signer
 from broker.evidence.verify import verify_store
 from broker.session.consent import MESSAGES

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from broker.safetext import visible
+from assist_protocol.safetext import visible
 
 
 def receipt_text(receipt: Mapping[str, Any]) -> str:
