@@ -13,10 +13,10 @@ from typing import Any
 
 import asyncssh
 
+from broker.keys import load_code_key
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.transport.keys import load_code_key
 
 
 async def issue_codes(

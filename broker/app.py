@@ -18,9 +18,9 @@ from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.publish import CheckpointPoster
 from broker.evidence.recovery import recover
 from broker.evidence.signing import Signer
+from broker.keys import BrokerKeys, ensure_data_dir, load_seal_key
 from broker.metrics import Metrics, MetricsSink
 from broker.ops.control import LiveControl
-from broker.relay.dispatch import Dispatcher
 from broker.resources import connection_budget
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.session.manager import SessionManager
@@ -28,12 +28,13 @@ from broker.session.ratelimit import RateLimiter
 from broker.session.refusals import RefusalReporter
 from broker.session.watchdog import StoreWatchdog
 from broker.sinks.audit import AuditSink
+from broker.sinks.dispatch import Dispatcher
 from broker.sinks.logline import LogLineSink
 from broker.sinks.recorder import RecorderSink
 from broker.store.db import Store
 from broker.store.lease import DataDirLock, NodeLease
+from broker.transport.agent_ssh import AgentEdge
 from broker.transport.context import Context
-from broker.transport.keys import BrokerKeys, ensure_data_dir, load_seal_key
 from broker.transport.listener import SharedListener
 from broker.transport.ssh_server import close_ssh_server, start_ssh_server
 from broker.tunnels import TunnelRegistry
@@ -62,7 +63,7 @@ class Broker:
         self.store = Store(settings.db_url)
         self.keys: BrokerKeys | None = None
         self.ctx: Context | None = None
-        self.tunnels = TunnelRegistry()
+        self.tunnels: TunnelRegistry[AgentEdge] = TunnelRegistry()
         self._server: SharedListener | None = None
         self._http: web.AppRunner | None = None
         self._background: list[asyncio.Task[None]] = []

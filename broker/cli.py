@@ -29,13 +29,13 @@ from broker.config import Settings, load_settings, parse_duration
 from broker.errors import BrokerError, Invalid
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.signing import Signer
+from broker.keys import ensure_data_dir, load_code_key, load_seal_key
 from broker.logsetup import configure_logging
 from broker.ops import COMMAND_LINE, shapes
 from broker.ops.control import ViaBroker
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.transport.keys import ensure_data_dir, load_code_key, load_seal_key
 
 Handler = Callable[[argparse.Namespace, Settings, Store], Awaitable[Any]]
 

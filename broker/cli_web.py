@@ -20,10 +20,10 @@ from broker import credentials as access
 from broker import ops
 from broker.config import Settings, parse_duration
 from broker.errors import Invalid
+from broker.keys import write_private
 from broker.ops import COMMAND_LINE
 from broker.ops.control import ViaBroker
 from broker.store.db import Store
-from broker.transport.keys import write_private
 
 
 def register(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from broker.events import ChannelClosed, Event
-from broker.relay.dispatch import DataEvent
+from broker.sinks.dispatch import DataEvent
 
 
 class Metrics:

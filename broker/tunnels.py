@@ -3,44 +3,52 @@ by account (so that disabling an account ends its connections at once)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from broker.session.model import LiveSession
-    from broker.transport.agent_ssh import AgentEdge
-    from broker.transport.engineer_ssh import EngineerEdge
+from broker.session.model import LiveSession
+
+A = TypeVar("A")
 
 DISABLED_MESSAGE = "Your account was disabled by an administrator; you were disconnected."
 
 
-class TunnelRegistry:
-    def __init__(self) -> None:
-        self._agents: dict[str, AgentEdge] = {}
+class TunnelRegistry(Generic[A]):
+    """Each live session's helper connection (``A``: the edge that holds it)."""
 
-    def add(self, session_id: str, agent: AgentEdge) -> None:
+    def __init__(self) -> None:
+        self._agents: dict[str, A] = {}
+
+    def add(self, session_id: str, agent: A) -> None:
         self._agents[session_id] = agent
 
-    def remove(self, session_id: str, agent: AgentEdge) -> None:
+    def remove(self, session_id: str, agent: A) -> None:
         if self._agents.get(session_id) is agent:
             del self._agents[session_id]
 
-    def find(self, live: LiveSession) -> AgentEdge | None:
+    def find(self, live: LiveSession) -> A | None:
         return self._agents.get(live.id)
 
     def __len__(self) -> int:
         return len(self._agents)
 
 
+class Login(Protocol):
+    @property
+    def account_name(self) -> str | None: ...
+
+    def session_ended(self, reason: str, message: str | None = None) -> None: ...
+
+
 class EngineerLogins:
     """Engineers logged in over SSH on this node."""
 
     def __init__(self) -> None:
-        self._edges: set[EngineerEdge] = set()
+        self._edges: set[Login] = set()
 
-    def add(self, edge: EngineerEdge) -> None:
+    def add(self, edge: Login) -> None:
         self._edges.add(edge)
 
-    def discard(self, edge: EngineerEdge) -> None:
+    def discard(self, edge: Login) -> None:
         self._edges.discard(edge)
 
     def end_account(self, account: str, message: str = DISABLED_MESSAGE) -> int:

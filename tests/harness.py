@@ -14,8 +14,8 @@ import asyncssh
 
 from broker.app import Broker
 from broker.config import Settings
+from broker.keys import fingerprint_of
 from broker.store import queries as q
-from broker.transport.keys import fingerprint_of
 
 SSH = "/usr/bin/ssh"
 TIMEOUT = 20.0

@@ -35,12 +35,13 @@ from typing import Any
 from sqlalchemy import select
 
 from broker.errors import Invalid
-from broker.evidence import chain, sshsig
+from broker.evidence import sshsig
 from broker.evidence.checkpoints import Checkpointer
 from broker.evidence.facts import event_dict, ticket_facts
 from broker.evidence.recordings import resolve
 from broker.evidence.signing import Signer
 from broker.evidence.verify import recordings_in_chain
+from broker.store import chain
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AuditCheckpoint, AuditEvent, utcnow

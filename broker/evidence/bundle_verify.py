@@ -2,7 +2,7 @@
 
 What an outside auditor re-implements, in this order: the manifest's SSHSIG by a key they trust
 (``ssh-keygen -Y verify -n assist-broker-bundle``); every file against the manifest; the chain
-from the first event's ``prev_hash`` (broker.evidence.chain); the checkpoints' signatures and
+from the first event's ``prev_hash`` (broker.store.chain); the checkpoints' signatures and
 their own chain; a checkpoint signing exactly the last event; the ticket's events all there in
 full from its creation on; each recording against its ``recording.closed`` event.
 

@@ -19,10 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.background import every
 from broker.errors import BrokerError
-from broker.evidence import chain, sshsig
+from broker.evidence import sshsig
 from broker.evidence.ckptlog import CheckpointLog, Signed
 from broker.evidence.signing import Signer
 from broker.evidence.verify import Checkpoint, as_chain_event, check_checkpoints, walk
+from broker.store import chain
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AuditCheckpoint, AuditEvent, utcnow

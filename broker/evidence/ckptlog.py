@@ -23,7 +23,7 @@ LOG_FILE = "audit_checkpoints.log"
 
 @dataclass(frozen=True)
 class Signed:
-    """A v2 checkpoint as signed (see broker.evidence.chain)."""
+    """A v2 checkpoint as signed (see broker.store.chain)."""
 
     seq: int
     hash: str

@@ -19,7 +19,7 @@ import aiohttp
 import structlog
 
 from broker.evidence.ckptlog import CheckpointLog
-from broker.transport.keys import write_private
+from broker.keys import write_private
 
 log = structlog.get_logger(__name__)
 

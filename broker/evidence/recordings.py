@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker.errors import NotFound
-from broker.evidence import chain
+from broker.store import chain
 from broker.store.models import AuditEvent, Channel
 
 

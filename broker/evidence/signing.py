@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from broker.evidence import sshsig
-from broker.evidence.chain import checkpoint_message
-from broker.transport.keys import ensure_data_dir, write_private
+from broker.keys import ensure_data_dir, write_private
+from broker.store.chain import checkpoint_message
 
 KEY_FILE = "audit_ed25519_key"
 

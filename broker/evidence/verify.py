@@ -2,7 +2,7 @@
 checkpoint log outside the database, the unsigned tail, and every recording.
 
 The pure functions here (:func:`walk`, :func:`check_checkpoints`, :func:`check_log`,
-:func:`tail_problem`) are what an outside auditor re-implements (see broker.evidence.chain for
+:func:`tail_problem`) are what an outside auditor re-implements (see broker.store.chain for
 the encoding); :func:`verify_store` applies them to the database and the data dir. The same
 checks run in the broker before it signs a new checkpoint (broker.evidence.checkpoints), so that
 forged history is an alarm, never a new signature.
@@ -23,12 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
 from sqlalchemy.exc import StatementError
 
-from broker.evidence import chain, sshsig
+from broker.evidence import sshsig
 from broker.evidence.ckptlog import CheckpointLog, Signed
 from broker.evidence.signing import valid
+from broker.keys import load_seal_key
+from broker.store import chain
 from broker.store.db import Store
 from broker.store.models import AuditCheckpoint, AuditEvent, utcnow
-from broker.transport.keys import load_seal_key
 
 #: the longest an event may stay without a signed checkpoint before ``audit verify`` fails
 DEFAULT_WINDOW = 60.0

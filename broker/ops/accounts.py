@@ -10,12 +10,12 @@ from typing import Any
 from broker import credentials as access
 from broker import fields
 from broker.errors import Invalid, NotFound
+from broker.keys import fingerprint_of
 from broker.ops.base import ADMIN, EVERYONE, Actor, operation
 from broker.ops.control import Control
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import Account, ApiToken, utcnow
-from broker.transport.keys import fingerprint_of
 
 
 def public_keys(lines: list[str], where: str = "ssh_keys") -> list[tuple[str, str, str | None]]:

@@ -18,6 +18,7 @@ from broker.session.model import LiveSession
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AdminRequest, utcnow
+from broker.transport.agent_ssh import AgentEdge
 from broker.tunnels import EngineerLogins, TunnelRegistry
 
 NO_BROKER = (
@@ -39,7 +40,7 @@ class LiveControl:
         self,
         store: Store,
         manager: SessionManager,
-        tunnels: TunnelRegistry,
+        tunnels: TunnelRegistry[AgentEdge],
         engineers: EngineerLogins,
     ) -> None:
         self.store = store

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncssh
 import structlog
@@ -20,10 +20,27 @@ from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 from assist_protocol.scope import ChannelRequest, decide
 from broker.errors import BrokerError, Denied
 from broker.events import ChannelOpened, ChannelRef, FileOperation
+from broker.relay.ports import Engineer
 from broker.relay.sftp_proxy import SFTPProxy
+from broker.sinks.dispatch import Dispatcher
 
 if TYPE_CHECKING:
-    from broker.relay.pump import RelaySession
+    from broker.session.lifetime import Lifetime
+
+
+class Host(Protocol):
+    """The engineer's session channel that carries SFTP or scp (broker.relay.pump)."""
+
+    edge: Engineer
+    dispatcher: Dispatcher
+    kind: str
+    command: str | None
+    ref: ChannelRef | None
+    lifetime: Lifetime | None
+    reason: str | None
+
+    def stop(self, message: str) -> None: ...
+
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +66,7 @@ def scp_mode(command: str) -> str | None:
 class FilesChannel:
     """Runs asyncssh's stream session for SFTP/scp on the relay's channel."""
 
-    def __init__(self, relay: RelaySession, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+    def __init__(self, relay: Host, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.relay = relay
         self.chan = chan
         self.proxy: SFTPProxy | None = None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 import asyncssh
 import structlog
@@ -15,10 +14,7 @@ import structlog
 from assist_protocol.scope import ChannelRequest, decide
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef
-
-if TYPE_CHECKING:
-    from broker.relay.pump import RelaySession
-    from broker.transport.engineer_ssh import EngineerEdge
+from broker.relay.ports import Engineer, Watched
 
 log = structlog.get_logger(__name__)
 
@@ -27,10 +23,10 @@ MAX_BEHIND = 1024 * 1024
 
 
 class ObserverSession(asyncssh.SSHServerSession[bytes]):
-    def __init__(self, edge: EngineerEdge) -> None:
+    def __init__(self, edge: Engineer) -> None:
         self.edge = edge
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
-        self.driver: RelaySession | None = None
+        self.driver: Watched | None = None
         self.ref: ChannelRef | None = None
         self.bytes_out = 0
         self.reason = "engineer"
@@ -113,6 +109,9 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
     def driver_ended(self) -> None:
         self.reason = "driver_ended"
         self.stop("The shell you were watching has ended.", status=0)
+
+    def is_open_shell(self) -> bool:
+        return False  # it watches one; it is none
 
     def end(self, message: str, reason: str) -> None:
         self.reason = reason

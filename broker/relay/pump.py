@@ -22,11 +22,10 @@ from assist_protocol.scope import ChannelRequest, decide, split_env
 from broker.errors import BrokerError, Denied, SinkFailed
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
 from broker.relay.files import FilesChannel, scp_mode
+from broker.relay.ports import Engineer, Observer
 
 if TYPE_CHECKING:
-    from broker.relay.observe import ObserverSession
     from broker.session.lifetime import Lifetime
-    from broker.transport.engineer_ssh import EngineerEdge
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +44,7 @@ UPSTREAM_LOST = (
 class RelaySession(asyncssh.SSHServerSession[bytes]):
     """The engineer's ``session`` channel (shell or exec), relayed to the helper."""
 
-    def __init__(self, edge: EngineerEdge) -> None:
+    def __init__(self, edge: Engineer) -> None:
         self.edge = edge
         self.dispatcher = edge.ctx.dispatcher
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
@@ -75,7 +74,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         #: the session's timers: engineer input counts as activity
         self.lifetime: Lifetime | None = None
         #: engineers watching this shell (``T-1+watch``)
-        self.observers: set[ObserverSession] = set()
+        self.observers: set[Observer] = set()
 
     @property
     def started(self) -> float:

@@ -22,10 +22,10 @@ from assist_protocol.flow import ReadGate
 from assist_protocol.scope import ChannelRequest, decide
 from broker.errors import BrokerError
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef
+from broker.relay.ports import Engineer
 
 if TYPE_CHECKING:
     from broker.session.lifetime import Lifetime
-    from broker.transport.engineer_ssh import EngineerEdge
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +35,7 @@ def _refused(message: str) -> asyncssh.ChannelOpenError:
 
 
 async def open_forward(
-    edge: EngineerEdge, host: str, port: int, orig_host: str, orig_port: int
+    edge: Engineer, host: str, port: int, orig_host: str, orig_port: int
 ) -> TcpRelay:
     """Check the scope, open the customer's side, then accept the engineer's channel."""
     detail: dict[str, object] = {"host": host[:255], "port": port}
@@ -75,7 +75,7 @@ async def open_forward(
 class TcpRelay(asyncssh.SSHTCPSession[bytes]):
     """The engineer's end of one forwarded connection."""
 
-    def __init__(self, edge: EngineerEdge, ref: ChannelRef) -> None:
+    def __init__(self, edge: Engineer, ref: ChannelRef) -> None:
         self.edge = edge
         self.ref = ref
         self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
@@ -162,6 +162,9 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
         if self.chan is not None:
             self.chan.close()
         self.finish("closed")
+
+    def is_open_shell(self) -> bool:
+        return False
 
     def end(self, message: str, reason: str) -> None:
         """The session ended under this forward."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from broker.events import ChannelClosed, ChannelOpened, ChannelRefused, Event, FileOperation
-from broker.relay.dispatch import DataEvent
+from broker.sinks.dispatch import DataEvent
 from broker.store import queries as q
 from broker.store.db import Store
 

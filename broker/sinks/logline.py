@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 
 from broker.events import ChannelClosed, ChannelRefused, Event
-from broker.relay.dispatch import DataEvent
+from broker.sinks.dispatch import DataEvent
 
 log = structlog.get_logger("broker.channel")
 

@@ -54,7 +54,7 @@ from typing import Any
 import structlog
 
 from broker.events import ChannelClosed, ChannelOpened, Event, Input, Output, Resized
-from broker.relay.dispatch import DataEvent
+from broker.sinks.dispatch import DataEvent
 from broker.store import queries as q
 from broker.store.db import Store
 

@@ -176,7 +176,7 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(100))
     action: Mapped[str] = mapped_column(String(60))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    #: see broker.evidence.chain: hash = SHA-256(prev_hash + SHA-256(canonical event))
+    #: see broker.store.chain: hash = SHA-256(prev_hash + SHA-256(canonical event))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64), unique=True)
     #: HMAC-SHA256 of ``hash`` under the data dir's seal key: only a writer holding the key
@@ -186,7 +186,7 @@ class AuditEvent(Base):
 
 class AuditCheckpoint(Base):
     """The chain head at ``seq``, signed by the broker's Ed25519 audit key (see
-    broker.evidence.chain): v2 rows hold the signed ``message`` (naming the checkpoint before,
+    broker.store.chain): v2 rows hold the signed ``message`` (naming the checkpoint before,
     by its ``digest``) and its SSHSIG; v1 rows, from older databases, a raw ``signature``."""
 
     __tablename__ = "audit_checkpoint"

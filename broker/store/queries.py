@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from broker import fields, vocabulary
 from broker.errors import AuditLost, Invalid, NotFound
-from broker.evidence import chain
+from broker.store import chain
 from broker.store.models import (
     Account,
     AccountKey,

@@ -11,12 +11,12 @@ import structlog
 
 from assist_protocol.constants import CIPHERS
 from broker.config import Settings
+from broker.keys import BrokerKeys
 from broker.metrics import Metrics
-from broker.relay.dispatch import Dispatcher
 from broker.session.manager import SessionManager
 from broker.session.ratelimit import Attempt, RateLimiter
+from broker.sinks.dispatch import Dispatcher
 from broker.store.db import Store
-from broker.transport.keys import BrokerKeys
 from broker.transport.links import LinkWaiters
 from broker.tunnels import EngineerLogins
 

@@ -7,14 +7,14 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import asyncssh
 import structlog
 
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelRef, ChannelRefused
-from broker.relay.pump import RelaySession
+from broker.relay.ports import Relay, Watched
 from broker.session.model import END_MESSAGES, LiveSession, State
 from broker.store import queries as q
 from broker.transport.context import Context
@@ -23,12 +23,6 @@ from broker.tunnels import DISABLED_MESSAGE
 if TYPE_CHECKING:
     from broker.transport.agent_ssh import AgentEdge
     from broker.transport.joins import Attendance
-
-
-class Relay(Protocol):
-    """A relayed channel (session or forward) that ends when its session ends."""
-
-    def end(self, message: str, reason: str) -> None: ...
 
 
 log = structlog.get_logger(__name__)
@@ -191,7 +185,7 @@ class EngineerEdge:
             self._unregister = live.on_end(self.session_ended)
             return self._nested
 
-    def find_shell(self, live: LiveSession) -> RelaySession | None:
+    def find_shell(self, live: LiveSession) -> Watched | None:
         """The most recent open PTY shell on ``live`` (what an observer watches)."""
         agent = self._find_agent(live)
         if agent is None or agent.attendance is None:
@@ -200,7 +194,7 @@ class EngineerEdge:
             relay
             for edge in agent.attendance.engineers
             for relay in edge.relays
-            if isinstance(relay, RelaySession) and relay.is_open_shell()
+            if relay.is_open_shell() and isinstance(relay, Watched)
         ]
         return max(shells, key=lambda r: r.started, default=None)
 
@@ -229,9 +223,7 @@ class EngineerEdge:
             self._log.error("refusal_not_audited", kind=kind)
 
     def open_shells(self) -> int:
-        return sum(
-            1 for relay in self.relays if isinstance(relay, RelaySession) and relay.is_open_shell()
-        )
+        return sum(1 for relay in self.relays if relay.is_open_shell())
 
     def session_ended(self, reason: str, message: str | None = None) -> None:
         """The session ended, or this engineer was removed from it: tell them, hang up."""

@@ -10,17 +10,33 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 
 from assist_protocol import messages as msg
 from broker.errors import Denied
+from broker.relay.ports import Relay
 from broker.session.manager import SessionManager
 from broker.session.model import LiveSession
 
-if TYPE_CHECKING:
-    from broker.transport.engineer_ssh import EngineerEdge
+
+class Member(Protocol):
+    """An engineer's login as the customer's attendance list sees it."""
+
+    @property
+    def account_name(self) -> str | None: ...
+
+    @property
+    def account_display(self) -> str | None: ...
+
+    @property
+    def relays(self) -> set[Relay]: ...
+
+    def open_shells(self) -> int: ...
+
+    def session_ended(self, reason: str, message: str | None = None) -> None: ...
+
 
 log = structlog.get_logger(__name__)
 
@@ -41,12 +57,12 @@ class Attendance:
         self.manager = manager
         self.send = send
         self.join_timeout = join_timeout
-        self.engineers: set[EngineerEdge] = set()
+        self.engineers: set[Member] = set()
         #: open questions; ``None`` as the answer: the customer can no longer answer
         self._questions: dict[int, asyncio.Future[tuple[bool, bool] | None]] = {}
         self._ids = itertools.count(1)
 
-    async def admit(self, edge: EngineerEdge, what: str) -> None:
+    async def admit(self, edge: Member, what: str) -> None:
         """Let ``edge`` in, asking the customer if needed; :class:`Denied` if not."""
         name, display = edge.account_name or "?", edge.account_display or "?"
         refusal = self.live.join_refusal(name)
@@ -97,7 +113,7 @@ class Attendance:
         if answer is not None and not answer.done():
             answer.set_result((message.allow, message.always))
 
-    def left(self, edge: EngineerEdge) -> None:
+    def left(self, edge: Member) -> None:
         self.engineers.discard(edge)
 
     def who(self) -> list[msg.Person]:

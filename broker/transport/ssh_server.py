@@ -29,7 +29,7 @@ FORWARDING_REFUSED = "Port forwarding is only for engineers, within the customer
 
 
 class BrokerSSHServer(asyncssh.SSHServer):
-    def __init__(self, ctx: Context, tunnels: TunnelRegistry) -> None:
+    def __init__(self, ctx: Context, tunnels: TunnelRegistry[AgentEdge]) -> None:
         self.ctx = ctx
         self.tunnels = tunnels
         self.conn: asyncssh.SSHServerConnection | None = None
@@ -209,7 +209,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
         return False
 
 
-async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry) -> SharedListener:
+async def start_ssh_server(ctx: Context, tunnels: TunnelRegistry[AgentEdge]) -> SharedListener:
     """Listen on ``settings.ssh_host:ssh_port`` (port 0 picks a free port)."""
     settings = ctx.settings
     options = asyncssh.SSHServerConnectionOptions(

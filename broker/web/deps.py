@@ -16,6 +16,7 @@ from broker.session.consent import ConsentCodes
 from broker.session.manager import SessionManager
 from broker.session.ratelimit import RateLimiter
 from broker.store.db import Store
+from broker.transport.agent_ssh import AgentEdge
 from broker.tunnels import EngineerLogins, TunnelRegistry
 
 
@@ -24,7 +25,7 @@ class Deps:
     settings: Settings
     store: Store
     manager: SessionManager
-    tunnels: TunnelRegistry
+    tunnels: TunnelRegistry[AgentEdge]
     #: engineers' SSH logins on this node (disabling an account ends them)
     engineers: EngineerLogins
     #: live sessions and logins, acted on in this process

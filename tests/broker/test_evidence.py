@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select, text, update
 
-from broker.evidence import chain
 from broker.evidence.checkpoints import ChainBroken, Checkpointer
 from broker.evidence.ckptlog import LOG_FILE, TAIL, CheckpointLog, Signed
 from broker.evidence.signing import Signer
 from broker.evidence.verify import verify_store
+from broker.keys import load_seal_key
+from broker.store import chain
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AuditCheckpoint, AuditEvent, utcnow
-from broker.transport.keys import load_seal_key
 
 
 async def _events(store: Store, n: int) -> None:

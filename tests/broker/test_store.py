@@ -162,7 +162,7 @@ async def test_session_ends_once(store: Store) -> None:
 async def test_accounts_and_keys(store: Store) -> None:
     import asyncssh
 
-    from broker.transport.keys import fingerprint_of
+    from broker.keys import fingerprint_of
 
     line = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     fp = fingerprint_of(line)

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
-from broker.evidence import chain, sshsig
+from broker.evidence import sshsig
 from broker.evidence.signing import Signer
+from broker.store import chain
 from tests.e2e.test_handoff import cli
 from tests.harness import BrokerHarness
 

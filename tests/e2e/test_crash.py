@@ -14,10 +14,10 @@ import asyncssh
 
 from broker.evidence.signing import Signer
 from broker.evidence.verify import verify_store
+from broker.keys import fingerprint_of, load_code_key
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.transport.keys import fingerprint_of, load_code_key
 from tests.harness import SSH, BrokerHarness, HelperProc, helper_env, start_helper
 
 

@@ -16,11 +16,11 @@ import pytest
 from aiohttp import web
 from sqlalchemy import delete, func, select, text, update
 
-from broker.evidence import chain
 from broker.evidence.checkpoints import ChainBroken
 from broker.evidence.ckptlog import CheckpointLog
 from broker.evidence.signing import Signer
 from broker.evidence.sshsig import BUNDLE_NAMESPACE
+from broker.store import chain
 from broker.store import queries as q
 from broker.store.models import AuditCheckpoint, AuditEvent
 from tests.e2e.test_cli_flow import run

@@ -12,9 +12,9 @@ from pathlib import Path
 import asyncssh
 
 from bench.tunnels import issue_codes
+from broker.keys import fingerprint_of
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.transport.keys import fingerprint_of
 
 
 @dataclass

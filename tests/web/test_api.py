@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from broker.evidence import chain
+from broker.store import chain
 from broker.store.models import AuditEvent, Channel
 from tests.harness import BrokerHarness
 

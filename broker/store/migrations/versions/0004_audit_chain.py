@@ -10,7 +10,7 @@ import datetime as dt
 import sqlalchemy as sa
 from alembic import op
 
-from broker.evidence.chain import GENESIS, canonical, digest, link
+from broker.store.chain import GENESIS, canonical, digest, link
 
 revision = "0004"
 down_revision = "0003"

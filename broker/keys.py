@@ -70,7 +70,7 @@ SEAL_FILE = "audit_seal.key"
 
 
 def load_seal_key(data_dir: Path, *, create: bool = True) -> bytes | None:
-    """The secret that seals audit events (see broker.evidence.chain); ``None`` when it does
+    """The secret that seals audit events (see broker.store.chain); ``None`` when it does
     not exist and ``create`` is false (verifying a store this data dir never wrote to)."""
     path = data_dir / SEAL_FILE
     if not create and not path.exists():

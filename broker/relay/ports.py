@@ -1,0 +1,98 @@
+"""What a relayed channel needs from the world around it, as interfaces.
+
+Data flows one way, transport -> session -> relay -> sinks -> store: the SSH edge (broker.
+transport) creates relays and hands them its engineer login; a relay only moves bytes and calls
+back through these few methods. Declaring them here, instead of importing the edge's class,
+keeps the relay package from depending on the transport package (that import made the one
+cycle of the code base).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import asyncssh
+
+from broker.errors import BrokerError
+from broker.events import ChannelRef
+from broker.session.model import LiveSession
+from broker.sinks.dispatch import Dispatcher
+
+
+class Relay(Protocol):
+    """A relayed channel (shell, exec, file transfer, forward, watch) of an engineer login."""
+
+    def end(self, message: str, reason: str) -> None:
+        """The session ended under this channel (or the engineer was removed)."""
+
+    def is_open_shell(self) -> bool:
+        """An open PTY shell (what a drop parks, and an observer can watch)."""
+
+
+class Observer(Protocol):
+    def feed(self, data: bytes) -> None: ...
+
+    def driver_ended(self) -> None: ...
+
+
+@runtime_checkable
+class Watched(Protocol):
+    """An open shell that observers follow."""
+
+    @property
+    def ref(self) -> ChannelRef | None: ...
+
+    @property
+    def started(self) -> float: ...
+
+    @property
+    def observers(self) -> set[Observer]: ...
+
+
+class Context(Protocol):
+    @property
+    def dispatcher(self) -> Dispatcher: ...
+
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        name: str | None = None,
+        log_context: Mapping[str, str] | None = None,
+    ) -> asyncio.Task[Any]: ...
+
+
+class Engineer(Protocol):
+    """The engineer's login a relayed channel belongs to."""
+
+    @property
+    def ctx(self) -> Context: ...
+
+    @property
+    def ticket(self) -> str: ...
+
+    @property
+    def account_name(self) -> str | None: ...
+
+    @property
+    def log_context(self) -> dict[str, str]: ...
+
+    @property
+    def relays(self) -> set[Relay]: ...
+
+    def relay_closed(self, relay: Relay) -> None: ...
+
+    def ref(self, live: LiveSession | None, kind: str) -> ChannelRef: ...
+
+    async def find_live(self) -> LiveSession: ...
+
+    async def nested(self, live: LiveSession, what: str) -> asyncssh.SSHClientConnection: ...
+
+    def find_shell(self, live: LiveSession) -> Watched | None: ...
+
+    async def refuse(self, kind: str, reason: str, **detail: object) -> None: ...
+
+    def refuse_soon(self, kind: str, reason: str, **detail: object) -> None: ...
+
+    async def audit_refusal(self, kind: str, exc: BrokerError, **detail: object) -> None: ...
