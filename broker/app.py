@@ -122,7 +122,7 @@ class Broker:
         self.checkpointer = Checkpointer(
             self.store, signer, on_alarm=lambda _problem: metrics.audit_alarms.inc()
         )
-        manager = SessionManager(self.store, codes, self.checkpointer.sign_quietly)
+        manager = SessionManager(self.store, codes, self.checkpointer.sign_quietly, self.settings)
         metrics.watch(lambda: len(manager.live()), lambda: len(self.tunnels))
         self.ctx = Context(
             self.settings,

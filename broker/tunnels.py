@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Generic, Protocol, TypeVar
 
-from broker.session.model import LiveSession
+from broker.session.live import LiveSession
 
 A = TypeVar("A")
 

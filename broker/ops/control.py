@@ -13,8 +13,10 @@ from typing import Any, Protocol
 from sqlalchemy import update
 
 from broker.errors import BrokerError, Invalid, NotFound
+from broker.session.core.commands import Record
+from broker.session.core.events import HandOver, Person
+from broker.session.live import LiveSession
 from broker.session.manager import SessionManager
-from broker.session.model import LiveSession
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AdminRequest, utcnow
@@ -78,26 +80,11 @@ class LiveControl:
             raise Invalid(f"{to} is not an active engineer account")
         if not allowed:
             raise Invalid(f"{live.ticket_key} is not assigned to {to}")
-        previous = sorted(live.approved | {live.redemption.engineer_name})
-        live.hand_over(account.name)
-        removed: list[str] = []
-        agent = self.tunnels.find(live)
-        if agent is not None and agent.attendance is not None:
-            for engineer in {e.account_name for e in agent.attendance.engineers}:
-                if engineer and engineer != account.name:
-                    await agent.attendance.remove(engineer, reason="handoff")
-                    removed.append(engineer)
-            agent.notify(
-                f"The session was handed over to {account.display_name}; "
-                "they will ask you before joining."
-            )
-        await self.manager.record(
-            live,
-            "session.handoff",
-            actor,
-            {"to": account.name, "previous": previous, "disconnected": sorted(removed)},
-        )
-        return {"session": live.id, "to": account.name, "disconnected": sorted(removed)}
+        person = Person(account.name, account.display_name)
+        commands = await live.step(HandOver(person, actor))
+        (record,) = [c for c in commands if isinstance(c, Record) and c.action == "session.handoff"]
+        removed = sorted(record.details["disconnected"])
+        return {"session": live.id, "to": account.name, "disconnected": removed}
 
 
 class ViaBroker:

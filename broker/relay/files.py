@@ -8,8 +8,8 @@ Both are served by asyncssh's SFTP and scp server code on the broker, backed by
 from __future__ import annotations
 
 import shlex
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import asyncssh
 import structlog
@@ -17,15 +17,12 @@ from asyncssh.scp import run_scp_server
 from asyncssh.sftp import run_sftp_server
 from asyncssh.stream import SSHReader, SSHServerStreamSession, SSHWriter
 
-from assist_protocol.scope import ChannelRequest, decide
-from broker.errors import BrokerError, Denied
+from assist_protocol.scope import ChannelRequest
+from broker.errors import BrokerError
 from broker.events import ChannelOpened, ChannelRef, FileOperation
 from broker.relay.ports import Engineer
 from broker.relay.sftp_proxy import SFTPProxy
 from broker.sinks.dispatch import Dispatcher
-
-if TYPE_CHECKING:
-    from broker.session.lifetime import Lifetime
 
 
 class Host(Protocol):
@@ -36,7 +33,8 @@ class Host(Protocol):
     kind: str
     command: str | None
     ref: ChannelRef | None
-    lifetime: Lifetime | None
+    channel: int | None
+    activity: Callable[[], None]
     reason: str | None
 
     def stop(self, message: str) -> None: ...
@@ -122,18 +120,15 @@ class FilesChannel:
         mode = scp_mode(command) if command else None
         detail: dict[str, Any] = {"command": command} if command else {"subsystem": "sftp"}
         try:
-            live = await edge.find_live()
-            assert live.granted is not None
             request = ChannelRequest("sftp", write=mode != "download")
             if relay.kind == "sftp":  # sftp may only read; the proxy refuses changes then
                 request = ChannelRequest("sftp", write=False)
-            decision = decide(live.granted, request)
-            if not decision:
-                await edge.refuse(relay.kind, decision.reason, **detail)
-                raise Denied(f"Refused: {decision.reason}.", code="refused")
-            nested = await edge.nested(live, "file transfer")
+            live, admitted = await edge.admit(relay.kind, request, "file transfer", detail, relay)
+            relay.channel = admitted.channel
+            assert live.granted is not None
+            nested = await edge.nested(live)
             relay.ref = edge.ref(live, relay.kind)
-            relay.lifetime = live.lifetime
+            relay.activity = live.touch
             await relay.dispatcher.emit(ChannelOpened(relay.ref, detail))
             client = await nested.start_sftp_client()
         except BrokerError as exc:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import asyncssh
 import structlog
 
-from assist_protocol.scope import ChannelRequest, decide
+from assist_protocol.scope import ChannelRequest
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef
 from broker.relay.ports import Engineer, Watched
@@ -28,6 +28,8 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         self.chan: asyncssh.SSHServerChannel[bytes] | None = None
         self.driver: Watched | None = None
         self.ref: ChannelRef | None = None
+        #: the channel's number in its session, once admitted
+        self.channel: int | None = None
         self.bytes_out = 0
         self.reason = "engineer"
         self._began = time.monotonic()
@@ -62,18 +64,14 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         try:
             if self.chan is not None and self.chan.get_command() is not None:
                 raise Denied("A watch connection only shows the open shell; it runs nothing.")
-            live = await edge.find_live()
-            assert live.granted is not None
-            decision = decide(live.granted, ChannelRequest("observe"))
-            if not decision:
-                await edge.refuse("observe", decision.reason)
-                raise Denied(f"Refused: {decision.reason}.", code="refused")
-            driver = edge.find_shell(live)
-            if driver is None or driver.ref is None:
+            live, admitted = await edge.admit("observe", ChannelRequest("observe"), "", {}, self)
+            self.channel = admitted.channel
+            watched = live.channel(admitted.watched) if admitted.watched is not None else None
+            if not isinstance(watched, Watched) or watched.ref is None:
                 raise NotFound(f"No shell is open on {edge.ticket} to watch yet.")
-            await edge.nested(live, f"watch {driver.ref.engineer_name}'s shell")
+            driver, driving = watched, watched.ref
             self.ref = edge.ref(live, "observe")
-            detail = {"driver": driver.ref.engineer_name, "driver_channel": driver.ref.key}
+            detail = {"driver": driving.engineer_name, "driver_channel": driving.key}
             await edge.ctx.dispatcher.emit(ChannelOpened(self.ref, detail))
         except BrokerError as exc:
             self.reason = exc.code
@@ -85,7 +83,7 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         self.driver = driver
         driver.observers.add(self)
         self.chan.write_stderr(
-            f"\r\n[Watching {driver.ref.engineer_name}'s shell on {edge.ticket}. "
+            f"\r\n[Watching {driving.engineer_name}'s shell on {edge.ticket}. "
             "Your keys are ignored.]\r\n".encode()
         )
 
@@ -109,9 +107,6 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
     def driver_ended(self) -> None:
         self.reason = "driver_ended"
         self.stop("The shell you were watching has ended.", status=0)
-
-    def is_open_shell(self) -> bool:
-        return False  # it watches one; it is none
 
     def end(self, message: str, reason: str) -> None:
         self.reason = reason

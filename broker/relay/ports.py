@@ -15,20 +15,23 @@ from typing import Any, Protocol, runtime_checkable
 
 import asyncssh
 
+from assist_protocol.scope import ChannelRequest
 from broker.errors import BrokerError
 from broker.events import ChannelRef
-from broker.session.model import LiveSession
+from broker.session.core.commands import Admit
+from broker.session.live import LiveSession
 from broker.sinks.dispatch import Dispatcher
 
 
 class Relay(Protocol):
     """A relayed channel (shell, exec, file transfer, forward, watch) of an engineer login."""
 
+    @property
+    def channel(self) -> int | None:
+        """The channel's number in its session, once admitted."""
+
     def end(self, message: str, reason: str) -> None:
         """The session ended under this channel (or the engineer was removed)."""
-
-    def is_open_shell(self) -> bool:
-        """An open PTY shell (what a drop parks, and an observer can watch)."""
 
 
 class Observer(Protocol):
@@ -85,11 +88,12 @@ class Engineer(Protocol):
 
     def ref(self, live: LiveSession | None, kind: str) -> ChannelRef: ...
 
-    async def find_live(self) -> LiveSession: ...
+    async def admit(
+        self, kind: str, request: ChannelRequest, what: str, detail: dict[str, Any], relay: object
+    ) -> tuple[LiveSession, Admit]:
+        """The session lets this channel open, or the error the engineer reads is raised."""
 
-    async def nested(self, live: LiveSession, what: str) -> asyncssh.SSHClientConnection: ...
-
-    def find_shell(self, live: LiveSession) -> Watched | None: ...
+    async def nested(self, live: LiveSession) -> asyncssh.SSHClientConnection: ...
 
     async def refuse(self, kind: str, reason: str, **detail: object) -> None: ...
 

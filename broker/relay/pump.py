@@ -11,21 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import asyncssh
 import structlog
 
 from assist_protocol.flow import ReadGate
-from assist_protocol.scope import ChannelRequest, decide, split_env
-from broker.errors import BrokerError, Denied, SinkFailed
+from assist_protocol.scope import ChannelRequest, split_env
+from broker.errors import BrokerError, SinkFailed
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
 from broker.relay.files import FilesChannel, scp_mode
 from broker.relay.ports import Engineer, Observer
-
-if TYPE_CHECKING:
-    from broker.session.lifetime import Lifetime
 
 log = structlog.get_logger(__name__)
 
@@ -71,22 +68,16 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.engineer_gate = ReadGate()
         #: set for sftp and scp: asyncssh's SFTP/scp server then handles the channel
         self.files: FilesChannel | None = None
-        #: the session's timers: engineer input counts as activity
-        self.lifetime: Lifetime | None = None
+        #: the channel's number in its session, once admitted
+        self.channel: int | None = None
+        #: engineer input is activity: the session's idle timeout starts again
+        self.activity: Callable[[], None] = lambda: None
         #: engineers watching this shell (``T-1+watch``)
         self.observers: set[Observer] = set()
 
     @property
     def started(self) -> float:
         return self._began
-
-    def is_open_shell(self) -> bool:
-        return (
-            self.kind == "shell"
-            and self.term_type is not None
-            and (self.upstream is not None or self._lost_timer is not None)
-            and self.chan is not None
-        )
 
     # --- requests from the engineer --------------------------------------------------------
 
@@ -143,22 +134,15 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             reason = "only TERM, LANG and LC_* may be passed on"
             await self.edge.refuse("env", reason, names=refused_env)
         try:
-            live = await self.edge.find_live()
-            assert live.granted is not None
-            decision = decide(live.granted, request)
-            if not decision:
-                await self.edge.refuse(self.kind, decision.reason, **detail)
-                raise Denied(f"Refused: {decision.reason}.", code="refused")
             what = "shell" if self.command is None else f"command: {self.command[:80]}"
-            nested = await self.edge.nested(live, what)
-            name = self.edge.account_name or ""
-            if self.kind == "shell" and request.pty and live.cut_shells[name] > 0:
-                live.cut_shells[name] -= 1  # the helper gives this engineer their shell back
+            live, admitted = await self.edge.admit(self.kind, request, what, detail, self)
+            self.channel = admitted.channel
+            nested = await self.edge.nested(live)
+            if admitted.reattach:  # the helper gives this engineer their shell back
                 detail["reattach"] = True
             self.ref = self.edge.ref(live, self.kind)
-            self.lifetime = live.lifetime
-            host = live.customer_host
-            detail["customer_host"] = f"{host.get('user', '?')}@{host.get('hostname', '?')}"
+            self.activity = live.touch
+            detail["customer_host"] = admitted.customer_host
             await self.dispatcher.emit(ChannelOpened(self.ref, detail))
             self.upstream, _ = await nested.create_session(
                 lambda: Upstream(self),
@@ -201,8 +185,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.engineer_gate.resume()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.lifetime is not None:
-            self.lifetime.touch()
+        self.activity()
         if self.files is not None:
             self.files.stream.data_received(data, datatype)
             return

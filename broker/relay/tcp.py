@@ -13,19 +13,16 @@ first, and ``ssh -W`` hung).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import asyncssh
 import structlog
 
 from assist_protocol.flow import ReadGate
-from assist_protocol.scope import ChannelRequest, decide
+from assist_protocol.scope import ChannelRequest
 from broker.errors import BrokerError
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef
 from broker.relay.ports import Engineer
-
-if TYPE_CHECKING:
-    from broker.session.lifetime import Lifetime
 
 log = structlog.get_logger(__name__)
 
@@ -39,22 +36,19 @@ async def open_forward(
 ) -> TcpRelay:
     """Check the scope, open the customer's side, then accept the engineer's channel."""
     detail: dict[str, object] = {"host": host[:255], "port": port}
+    request = ChannelRequest("forward", host=host, port=port)
+    relay = TcpRelay(edge)
     try:
-        live = await edge.find_live()
-    except BrokerError as exc:
-        await edge.audit_refusal("forward", exc, **detail)
-        raise _refused(exc.message) from None
-    assert live.granted is not None
-    decision = decide(live.granted, ChannelRequest("forward", host=host, port=port))
-    if not decision:
-        await edge.refuse("forward", decision.reason, **detail)
-        raise _refused(f"Refused: {decision.reason}.")
-    try:
-        nested = await edge.nested(live, f"port {port} on {host}")
-        relay = TcpRelay(edge, edge.ref(live, "forward"))
-        relay.lifetime = live.lifetime
+        live, admitted = await edge.admit(
+            "forward", request, f"port {port} on {host}", detail, relay
+        )
+        relay.channel = admitted.channel
+        nested = await edge.nested(live)
+        relay.ref = edge.ref(live, "forward")
+        relay.activity = live.touch
         await edge.ctx.dispatcher.emit(ChannelOpened(relay.ref, detail))
     except BrokerError as exc:
+        edge.relay_closed(relay)  # (if the session had let it open)
         await edge.audit_refusal("forward", exc, **detail)
         raise _refused(exc.message) from None
     edge.relays.add(relay)
@@ -75,9 +69,11 @@ async def open_forward(
 class TcpRelay(asyncssh.SSHTCPSession[bytes]):
     """The engineer's end of one forwarded connection."""
 
-    def __init__(self, edge: Engineer, ref: ChannelRef) -> None:
+    def __init__(self, edge: Engineer) -> None:
         self.edge = edge
-        self.ref = ref
+        self.ref: ChannelRef | None = None
+        #: the channel's number in its session, once admitted
+        self.channel: int | None = None
         self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
         self.upstream: asyncssh.SSHTCPChannel[bytes] | None = None
         self.bytes_in = 0
@@ -90,7 +86,8 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
         self._upstream_gone = False
         self._began = time.monotonic()
         self._finished = False
-        self.lifetime: Lifetime | None = None
+        #: engineer traffic is activity: the session's idle timeout starts again
+        self.activity: Callable[[], None] = lambda: None
 
     def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:
         self.chan = chan
@@ -104,8 +101,7 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
             chan.close()
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        if self.lifetime is not None:
-            self.lifetime.touch()
+        self.activity()
         self.bytes_in += len(data)
         if self.upstream is not None:
             self.upstream.write(data)
@@ -163,9 +159,6 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
             self.chan.close()
         self.finish("closed")
 
-    def is_open_shell(self) -> bool:
-        return False
-
     def end(self, message: str, reason: str) -> None:
         """The session ended under this forward."""
         if self.upstream is not None:
@@ -179,6 +172,8 @@ class TcpRelay(asyncssh.SSHTCPSession[bytes]):
             return
         self._finished = True
         self.edge.relay_closed(self)
+        if self.ref is None:
+            return
         took = round((time.monotonic() - self._began) * 1000)
         event = ChannelClosed(self.ref, reason, self.bytes_in, self.bytes_out, duration_ms=took)
         self.edge.ctx.spawn(self._emit(event), "forward-closed", self.edge.log_context)

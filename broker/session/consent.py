@@ -13,12 +13,12 @@ import hmac
 import math
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from assist_protocol.scope import Scope
 from broker.errors import CodeRejected, Invalid, NotFound
+from broker.session.core.facts import Redemption
 from broker.session.ratelimit import Attempt, Limited, RateLimiter
 from broker.store import queries as q
 from broker.store.db import Store
@@ -78,22 +78,6 @@ class CodeHasher:
 
 
 # --- issuing and redeeming against the store -----------------------------------------------
-
-
-@dataclass(frozen=True)
-class Redemption:
-    """What a successful redemption created: the session and the facts the customer is shown."""
-
-    session_id: str
-    code_id: int
-    ticket_id: int
-    ticket_key: str
-    ticket_title: str
-    severity: int
-    engineer_id: int
-    engineer_name: str
-    engineer_display: str
-    scope: str
 
 
 class ConsentCodes:

@@ -23,8 +23,8 @@ from typing import Any
 
 import structlog
 
+from broker.session.live import LiveSession
 from broker.session.manager import SessionManager
-from broker.session.model import LiveSession
 from broker.session.receipt import receipt_text
 from broker.store import queries as q
 from broker.store.db import Store

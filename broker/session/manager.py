@@ -5,14 +5,19 @@ The in-memory maps are a cache of live connections on this node; the store is th
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 
 import structlog
 
+from broker.config import Settings
 from broker.errors import CodeRejected
 from broker.session.consent import MESSAGES, ConsentCodes, rate_limited_message
-from broker.session.model import LiveSession, State
+from broker.session.core.commands import Accept, Record, Reject
+from broker.session.core.events import EndRequested, ResumeTried
+from broker.session.core.facts import Policy
+from broker.session.core.lifetime import Limits
+from broker.session.core.session import SessionCore
+from broker.session.live import HelperPort, LiveSession, new_id
 from broker.session.ratelimit import Attempt, Limited
 from broker.store import queries as q
 from broker.store.db import Store
@@ -27,15 +32,29 @@ class SessionManager:
         store: Store,
         codes: ConsentCodes,
         after_end: Callable[[], Awaitable[object]] | None = None,
+        settings: Settings | None = None,
     ) -> None:
         self.store = store
         self.codes = codes
+        self.settings = settings or Settings()
         #: runs after a session's end is recorded (the broker signs a checkpoint there)
         self.after_end = after_end
         #: called with a session's id as it ends (sinks forget what they kept for it)
         self.ended_hooks: list[Callable[[str], None]] = []
         self._by_ticket: dict[int, LiveSession] = {}
         self._by_key: dict[str, LiveSession] = {}
+
+    def policy(self, severity: int) -> Policy:
+        """What a session on a ticket of ``severity`` runs under."""
+        settings = self.settings
+        limits = Limits.for_severity(
+            severity,
+            normal=settings.session_max,
+            severe=settings.session_max_severe,
+            idle=settings.session_idle,
+            warn_before=settings.session_warn_before,
+        )
+        return Policy(limits, grace=settings.session_grace, helper_link=settings.helper_link)
 
     # --- lookups ---------------------------------------------------------------------------
 
@@ -54,12 +73,19 @@ class SessionManager:
 
     # --- the life of a session -------------------------------------------------------------
 
-    async def redeem(self, code: str, source: str) -> LiveSession:
-        """Redeem a customer's code and register the pending session for its ticket."""
+    async def redeem(
+        self, code: str, source: str, conn: int | None = None, helper: HelperPort | None = None
+    ) -> LiveSession:
+        """Redeem a customer's code and register the pending session for its ticket, with
+        helper connection ``conn`` (``helper``) as the one it listens to."""
         redemption = await self.codes.redeem(code, source, busy=self._busy)
-        live = LiveSession(redemption)
+        conn = new_id() if conn is None else conn
+        live = LiveSession(SessionCore(redemption, self.policy(redemption.severity), conn), self)
+        if helper is not None:
+            live.attach_helper(conn, helper)
         if self._busy(redemption.ticket_id):
             # Another code for the same ticket won between our check and now.
+            live.core.end("busy")  # no helper to tell: it reads the refusal
             await self._record_end(live, "busy")
             raise CodeRejected(MESSAGES["busy"], code="busy")
         self._by_ticket[redemption.ticket_id] = live
@@ -70,57 +96,9 @@ class SessionManager:
     def _busy(self, ticket_id: int) -> bool:
         return ticket_id in self._by_ticket
 
-    async def consented(
-        self, live: LiveSession, granted: str | None, host_key: str, host: dict[str, str]
-    ) -> None:
-        scope = live.consent(granted, host_key)
-        live.customer_host = dict(host)
-        async with self.store.begin(urgent=True) as db:
-            await q.update_session(
-                db, live.id, state=State.ACTIVE.value, granted_scope=str(scope), customer_host=host
-            )
-            await q.append_audit(
-                db,
-                action="session.consented",
-                actor="customer",
-                ticket_id=live.redemption.ticket_id,
-                session_id=live.id,
-                details={
-                    "requested_scope": live.redemption.scope,
-                    "granted_scope": str(scope),
-                    "customer_host": host,
-                    "helper_host_key": host_key,
-                    "helper_link": live.helper_link,
-                },
-            )
-
-    async def declined(self, live: LiveSession) -> None:
-        async with self.store.begin() as db:
-            await q.append_audit(
-                db,
-                action="session.declined",
-                actor="customer",
-                ticket_id=live.redemption.ticket_id,
-                session_id=live.id,
-                details={"requested_scope": live.redemption.scope},
-            )
-        await self.end(live, "declined")
-
-    async def record(
-        self, live: LiveSession, action: str, actor: str, details: dict[str, object]
-    ) -> None:
-        """An audit event about a live session (joins, removals, handoffs)."""
-        async with self.store.begin() as db:
-            await q.append_audit(
-                db,
-                action=action,
-                actor=actor,
-                ticket_id=live.redemption.ticket_id,
-                session_id=live.id,
-                details=details,
-            )
-
-    async def resume(self, token: str, source: str) -> LiveSession:
+    async def resume(
+        self, token: str, source: str, conn: int, helper: HelperPort | None = None
+    ) -> LiveSession:
         """A helper back after a network drop, with the token it got at consent (never the
         code again). Wrong tokens count against ``source`` like wrong codes; every try is
         audited, with why a refused one was refused (never the token)."""
@@ -134,25 +112,31 @@ class SessionManager:
             except Limited as exc:  # counted for one summary event per window
                 raise CodeRejected(rate_limited_message(exc.wait), code="rate_limited") from None
         try:
-            return await self._resume(live, secret, source, attempt)
+            return await self._resume(live, secret, source, conn, helper, attempt)
         finally:
             if attempt is not None:
                 attempt.settle()
 
     async def _resume(
-        self, live: LiveSession | None, secret: str, source: str, attempt: Attempt | None
+        self,
+        live: LiveSession | None,
+        secret: str,
+        source: str,
+        conn: int,
+        helper: HelperPort | None,
+        attempt: Attempt | None,
     ) -> LiveSession:
-        reason = None
-        if live is None:
-            reason = "no_live_session"
-        elif not live.resume_allowed(secret[:128]):
-            reason = "wrong_token"
-        if reason is None and live is not None:
-            if attempt is not None:
-                attempt.succeeded()
-            live.resumed_with(secret[:128])
-            live.drop()  # the old connection may not have been noticed dead yet
-            return live
+        reason = "no_live_session"
+        if live is not None:
+            if helper is not None:
+                live.attach_helper(conn, helper)
+            verdict = await live.ask(ResumeTried(conn, new_id(), secret, source))
+            if isinstance(verdict, Accept):
+                if attempt is not None:
+                    attempt.succeeded()
+                return live
+            reason = verdict.reason if isinstance(verdict, Reject) else "refused"
+            live.detach_helper(conn)
         async with self.store.begin() as db:
             await q.append_audit(
                 db,
@@ -164,65 +148,37 @@ class SessionManager:
             )
         raise CodeRejected(MESSAGES["resume_refused"], code="resume_refused")
 
-    async def dropped(self, live: LiveSession, grace: float) -> None:
-        """The helper's connection dropped: record the gap, then wait ``grace`` seconds for
-        it to come back before ending the session for ``network``. One wait runs at a time;
-        it also sees a drop that comes right after the helper was back (a flapping network),
-        which may happen before it has even woken up, so each drop gets its own grace."""
-        live.drop()
-        if live.in_grace:
-            return  # the wait that runs sees this drop too
-        live.in_grace = True
-        recorded: float | None = None
-        failed: Exception | None = None
-        try:
-            while live.state is not State.ENDED and (since := live.dropped_at) is not None:
-                if since != recorded:
-                    recorded = since
-                    log.info("session_disconnected", session=live.id, grace=grace)
-                    try:
-                        await self.record(
-                            live, "session.disconnected", "broker", {"grace_seconds": grace}
-                        )
-                    except Exception as exc:  # the store may be down: wait all the same,
-                        failed = failed or exc  # and say so once the wait is over
-                left = since + grace - time.monotonic()
-                if left > 0:
-                    await live.back_or_over(left)
-                elif live.dropped_at == since:
-                    await self.end(live, "network")
-        finally:
-            live.in_grace = False
-        if failed is not None:
-            raise failed
+    # --- the runner's keeper: the session's record --------------------------------------------
 
-    async def started(self, live: LiveSession) -> None:
-        """The helper's forward is up: engineers can now reach the customer."""
-        live.forwarded = True
-        if live.dropped_at is not None:  # back after a drop
-            gap = live.gap()
-            await self.record(live, "session.resumed", "customer", {"gap_seconds": round(gap, 3)})
-            live.dropped_at = None
-            live.confirm_token()
-            live.connected.set()
-            log.info("session_resumed", session=live.id, gap=round(gap, 3))
-            return
-        live.connected.set()
-        async with self.store.begin(urgent=True) as db:
-            await q.update_session(db, live.id, started_at=utcnow())
+    async def write(self, live: LiveSession, record: Record) -> None:
+        """An audit event the session's core decided on, with its row's changes."""
+        async with self.store.begin(urgent=record.urgent) as db:
+            if record.session or record.started:
+                changes = dict(record.session or {})
+                if record.started:
+                    changes["started_at"] = utcnow()
+                await q.update_session(db, live.id, **changes)
             await q.append_audit(
                 db,
-                action="session.started",
-                actor="customer",
+                action=record.action,
+                actor=record.actor,
                 ticket_id=live.redemption.ticket_id,
                 session_id=live.id,
-                details={"granted_scope": str(live.granted)},
+                details=dict(record.details),
             )
 
+    async def record(
+        self, live: LiveSession, action: str, actor: str, details: dict[str, object]
+    ) -> None:
+        """An audit event about a live session, from outside its core."""
+        await self.write(live, Record(action, actor, details))
+
     async def end(self, live: LiveSession, reason: str) -> None:
-        """End a session once, for ``reason``; engineers are told, the store records it."""
-        if not live.end(reason):
-            return
+        """End a session once, for ``reason``: engineers are told, the store records it."""
+        await live.step(EndRequested(reason))
+
+    async def finish(self, live: LiveSession, reason: str) -> None:
+        """The session ended: let go of it here, record the end, sign."""
         for hook in self.ended_hooks:
             hook(live.id)
         if self._by_ticket.get(live.redemption.ticket_id) is live:
@@ -238,7 +194,6 @@ class SessionManager:
         await self._record_end(live, reason)
 
     async def _record_end(self, live: LiveSession, reason: str) -> None:
-        live.end(reason)
         try:
             async with self.store.begin() as db:
                 if await q.end_session(db, live.id, reason):

@@ -7,28 +7,28 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncssh
 import structlog
 
+from assist_protocol.scope import ChannelRequest
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelRef, ChannelRefused
-from broker.relay.ports import Relay, Watched
-from broker.session.model import END_MESSAGES, LiveSession, State
+from broker.relay.ports import Relay
+from broker.session.core.commands import Admit, Refuse
+from broker.session.core.events import ChannelClosed, ChannelRequested, LoginLeft, Person
+from broker.session.core.facts import State, end_message
+from broker.session.live import LiveSession, new_id, refusal_error
 from broker.store import queries as q
 from broker.transport.context import Context
 from broker.tunnels import DISABLED_MESSAGE
 
 if TYPE_CHECKING:
     from broker.transport.agent_ssh import AgentEdge
-    from broker.transport.joins import Attendance
 
 
 log = structlog.get_logger(__name__)
-
-#: how long a new channel waits for a dropped helper to come back
-RECONNECT_WAIT = 30.0
 
 UNKNOWN_KEY = (
     "assist-broker: the key {fp} is not registered to an engineer account.\n"
@@ -64,8 +64,9 @@ class EngineerEdge:
         self._nested: asyncssh.SSHClientConnection | None = None
         self._nested_for: LiveSession | None = None
         self._nested_lock = asyncio.Lock()
-        self._unregister: Callable[[], None] | None = None
-        self._attendance: Attendance | None = None
+        #: this login, as the session's core knows it, and the session it asked to work on
+        self.login_id = new_id()
+        self._live: LiveSession | None = None
         #: set once this login was removed from (or outlived) its session
         self.removed = False
         self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
@@ -107,8 +108,29 @@ class EngineerEdge:
             kind=kind,
         )
 
-    async def find_live(self) -> LiveSession:
-        """The ticket's live, consented session, or a :class:`BrokerError` saying why not."""
+    async def admit(
+        self, kind: str, request: ChannelRequest, what: str, detail: dict[str, Any], relay: object
+    ) -> tuple[LiveSession, Admit]:
+        """Ask the ticket's live session to let ``relay`` open (``what`` tells the customer
+        for what, if they are asked): the one door every channel kind goes through. A
+        refusal raises the error the engineer reads; a refusal by the scope is audited here."""
+        live = await self._find_live()
+        await self._authorize()
+        assert self.account_name is not None
+        self._live = live
+        live.attach_login(self.login_id, self)
+        person = Person(self.account_name, self.account_display or self.account_name)
+        verdict = await live.ask(ChannelRequested(new_id(), self.login_id, person, request, what))
+        if isinstance(verdict, Refuse):
+            if verdict.error == "refused":
+                await self.refuse(kind, verdict.reason or verdict.message, **detail)
+            raise refusal_error(verdict)
+        assert isinstance(verdict, Admit)
+        live.bind_channel(verdict.channel, relay)
+        return live, verdict
+
+    async def _find_live(self) -> LiveSession:
+        """The ticket's live session, or a :class:`BrokerError` saying why not."""
         if self.bad_mode is not None:
             raise Denied(
                 f"Unknown mode '+{self.bad_mode}': use {self.ticket}@broker to work, or "
@@ -125,24 +147,7 @@ class EngineerEdge:
                 f"No customer is connected for {self.ticket}. "
                 f"Issue a code with: assist-broker code issue {self.ticket}"
             )
-        await self._authorize()
-        if live.dropped_at is not None:
-            await self._wait_for_customer(live)
-        if live.state is State.PENDING or not live.forwarded:
-            raise Denied(
-                f"The customer for {self.ticket} has not given consent yet. Try again shortly."
-            )
         return live
-
-    async def _wait_for_customer(self, live: LiveSession) -> None:
-        """The customer's helper dropped and may come back: wait a little for it."""
-        if not await live.back_or_over(RECONNECT_WAIT):
-            raise Denied(
-                f"The connection to the customer for {self.ticket} dropped and is not back yet. "
-                "Try again in a moment."
-            )
-        if live.state is State.ENDED:
-            raise NotFound(f"No customer is connected for {self.ticket}.")
 
     async def _authorize(self) -> None:
         """A ticket with assignees is open to them only."""
@@ -160,20 +165,18 @@ class EngineerEdge:
             f"An admin can add you: assist-broker ticket assign {self.ticket} ..."
         )
 
-    async def nested(self, live: LiveSession, what: str) -> asyncssh.SSHClientConnection:
-        """This login's nested connection to the customer's helper, opened on first use, after
-        the customer let this engineer in (``what`` tells them for what)."""
+    async def nested(self, live: LiveSession) -> asyncssh.SSHClientConnection:
+        """This login's connection to the customer's helper, opened on first use (after the
+        session admitted a channel of this login)."""
         async with self._nested_lock:
             if self.removed:
                 raise Denied(f"You are no longer part of the session on {self.ticket}.")
             if self._nested is not None and self._nested_for is live:
                 return self._nested
             agent = self._find_agent(live)
-            if agent is None or agent.attendance is None:
+            if agent is None:
                 raise NotFound(f"No customer is connected for {self.ticket}.")
             assert self.account_name is not None
-            await agent.attendance.admit(self, what)
-            self._attendance = agent.attendance
             try:
                 self._nested = await agent.open_nested(self.account_name)
             except (OSError, asyncssh.Error) as exc:
@@ -182,21 +185,7 @@ class EngineerEdge:
                     "The customer's computer could not be reached; the helper may have stopped."
                 ) from exc
             self._nested_for = live
-            self._unregister = live.on_end(self.session_ended)
             return self._nested
-
-    def find_shell(self, live: LiveSession) -> Watched | None:
-        """The most recent open PTY shell on ``live`` (what an observer watches)."""
-        agent = self._find_agent(live)
-        if agent is None or agent.attendance is None:
-            return None
-        shells = [
-            relay
-            for edge in agent.attendance.engineers
-            for relay in edge.relays
-            if relay.is_open_shell() and isinstance(relay, Watched)
-        ]
-        return max(shells, key=lambda r: r.started, default=None)
 
     async def refuse(self, kind: str, reason: str, **detail: object) -> None:
         """Audit a refused request (a forward, an unknown subsystem ...)."""
@@ -222,14 +211,11 @@ class EngineerEdge:
         except BrokerError:
             self._log.error("refusal_not_audited", kind=kind)
 
-    def open_shells(self) -> int:
-        return sum(1 for relay in self.relays if relay.is_open_shell())
-
     def session_ended(self, reason: str, message: str | None = None) -> None:
         """The session ended, or this engineer was removed from it: tell them, hang up."""
         # No new channel may ride on the old approval in the moments before the hang-up.
         self.removed = True
-        message = message or END_MESSAGES.get(reason, END_MESSAGES["error"])
+        message = message or end_message(reason)
         for relay in list(self.relays):
             relay.end(message, reason)
         if self._nested is not None:  # after the relays told the engineer why
@@ -243,12 +229,12 @@ class EngineerEdge:
 
     def relay_closed(self, relay: Relay) -> None:
         self.relays.discard(relay)
+        if relay.channel is not None and self._live is not None:
+            self._live.step_soon(ChannelClosed(relay.channel))
 
     def connection_lost(self) -> None:
-        if self._attendance is not None:
-            self._attendance.left(self)
-        if self._unregister is not None:
-            self._unregister()
+        if self._live is not None:
+            self._live.step_soon(LoginLeft(self.login_id))
         if self._nested is not None:
             self._nested.close()
         if self.account_id is None and self.rejected_keys:

@@ -72,7 +72,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
             return True  # the same user again: keep the edge and what it has seen
         self.username = username
         if username == AGENT_USER:
-            self.agent = AgentEdge(self.conn, self.ctx, self.peer, self.tunnels.find)
+            self.agent = AgentEdge(self.conn, self.ctx, self.peer)
         else:
             self.engineer = EngineerEdge(
                 self.conn, self.ctx, self.peer, username[:64], self.tunnels.find

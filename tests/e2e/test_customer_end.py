@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from agent_client import consent_ui as ui
-from broker.session.model import END_MESSAGES
+from broker.session.core.facts import END_MESSAGES
 from tests.harness import BrokerHarness, HelperProc
 
 

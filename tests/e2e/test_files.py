@@ -263,12 +263,13 @@ async def test_helper_enforces_file_scope_when_the_broker_does_not(
 ) -> None:
     """With the broker's checks switched off, the helper itself refuses what is not granted."""
     from assist_protocol.scope import Decision
-    from broker.relay import files, sftp_proxy
+    from broker.relay import sftp_proxy
+    from broker.session.core import door
 
     async def no_check(self: object, op: str, path: bytes) -> None:
         return None
 
-    monkeypatch.setattr(files, "decide", lambda scope, request: Decision(True, "bypassed"))
+    monkeypatch.setattr(door, "decide", lambda scope, request: Decision(True, "bypassed"))
     monkeypatch.setattr(sftp_proxy.SFTPProxy, "_deny_if_read_only", no_check)
     local, remote = places
     (local / "new.txt").write_text("engineer file\n")

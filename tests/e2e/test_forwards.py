@@ -101,10 +101,9 @@ async def test_helper_refuses_what_a_faulty_broker_lets_through(
 ) -> None:
     """With the broker's own check switched off, the helper still refuses a port not granted."""
     from assist_protocol.scope import Decision
-    from broker.relay import pump, tcp
+    from broker.session.core import door
 
-    monkeypatch.setattr(tcp, "decide", lambda scope, request: Decision(True, "test: bypassed"))
-    monkeypatch.setattr(pump, "decide", lambda scope, request: Decision(True, "test: bypassed"))
+    monkeypatch.setattr(door, "decide", lambda scope, request: Decision(True, "test: bypassed"))
     ticket = await harness.ticket()
     key = await harness.engineer()
     helper = await harness.connected_helper(ticket, scope="shell")

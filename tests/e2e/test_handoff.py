@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from agent_client import consent_ui as ui
-from broker.session.model import END_MESSAGES
+from broker.session.core.facts import END_MESSAGES
 from tests.harness import BrokerHarness, Result
 
 

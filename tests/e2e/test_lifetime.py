@@ -6,29 +6,8 @@ import asyncio
 from pathlib import Path
 
 from agent_client import consent_ui as ui
-from broker.session.lifetime import Lifetime, Limits
-from broker.session.model import END_MESSAGES
+from broker.session.core.facts import END_MESSAGES
 from tests.harness import BrokerHarness
-
-
-def test_lifetime_decides_what_is_due_without_io() -> None:
-    now = [100.0]
-    life = Lifetime(Limits(max_duration=60, idle=20, warn_before=10), clock=lambda: now[0])
-    assert life.due() == (None, 20.0)  # idle comes first
-    now[0] = 115.0
-    life.touch()
-    assert life.due()[0] is None
-    now[0] = 151.0
-    life.touch()
-    assert life.due()[0] == "warn" and life.due()[0] is None  # warned once
-    now[0] = 160.0
-    life.touch()
-    assert life.due()[0] == "timeout"
-    now[0], life.last_activity = 150.0, 100.0
-    assert life.due()[0] == "idle"
-    severe = Limits.for_severity(1, normal=10, severe=99, idle=1, warn_before=1)
-    assert severe.max_duration == 99
-    assert Limits.for_severity(3, normal=10, severe=99, idle=1, warn_before=1).max_duration == 10
 
 
 async def test_time_limit_warns_then_ends_the_session(tmp_path: Path) -> None:
