@@ -160,9 +160,23 @@ class LiveSession:
     # --- events in ---------------------------------------------------------------------------
 
     async def step(self, event: e.Event) -> list[c.Command]:
-        """Hand ``event`` to the core and carry out what it says; returns the commands."""
+        """Hand ``event`` to the core and carry out what it says; returns the commands.
+
+        A step runs to its end even when its caller is cancelled (a helper's login cut short,
+        say): the core has already moved on, and half the commands would leave it ahead of
+        what was done."""
+        task = asyncio.ensure_future(self._step(event))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return await asyncio.shield(task)
+
+    async def _step(self, event: e.Event) -> list[c.Command]:
         async with self._lock:
-            commands = self.core.handle(event, self._clock())
+            try:
+                commands = self.core.handle(event, self._clock())
+            except Exception:
+                self._schedule(self.core.next_wake())  # whatever went wrong, time goes on
+                raise
             try:
                 await self._run(commands)
             finally:
@@ -170,8 +184,14 @@ class LiveSession:
             return commands
 
     def step_soon(self, event: e.Event) -> None:
-        """:meth:`step`, from a hook that cannot wait."""
-        self._spawn(self.step(event))
+        """:meth:`step`, from a hook that cannot wait (a failure is logged)."""
+        self._spawn(self._logged(event))
+
+    async def _logged(self, event: e.Event) -> None:
+        try:
+            await self.step(event)
+        except Exception as exc:
+            log.warning("session_step_failed", session=self.id, error=repr(exc))
 
     async def ask(
         self, event: e.ChannelRequested | e.ForwardRequested | e.ResumeTried
@@ -185,14 +205,6 @@ class LiveSession:
             return await verdict
         finally:
             self._verdicts.pop(event.request, None)
-
-    async def admit(self, event: e.ChannelRequested) -> c.Admit:
-        """:meth:`ask` for a channel; a refusal raises the error the engineer reads."""
-        verdict = await self.ask(event)
-        if isinstance(verdict, c.Refuse):
-            raise refusal_error(verdict)
-        assert isinstance(verdict, c.Admit)
-        return verdict
 
     def _forget(self, event: e.Event) -> None:
         if isinstance(event, e.HelperLost):
@@ -213,12 +225,30 @@ class LiveSession:
         for index, command in enumerate(commands):
             try:
                 await self._do(command)
-            except BaseException as exc:
-                # What waits for a verdict this step would have given learns why it never came.
-                for later in commands[index + 1 :]:
-                    if isinstance(later, c.Verdict):
-                        self._fail(later.request, exc)
+            except Exception as exc:
+                await self._failed(commands[index + 1 :], exc)
                 raise
+
+    async def _failed(self, rest: list[c.Command], exc: Exception) -> None:
+        """A command failed (an audit row the store did not take): what it records must not
+        happen, and the session must not go on unaudited. What waits for a verdict learns
+        why it never came; the session ends (``store_unavailable``); the commands that let
+        people go are still carried out, each on its own."""
+        log.error("session_command_failed", session=self.id, error=repr(exc))
+        for later in rest:
+            if isinstance(later, c.Verdict):
+                self._fail(later.request, exc)
+        closing = (c.Disconnect, c.HangUp, c.Goodbye, c.Ended)
+        commands: list[c.Command] = [cmd for cmd in rest if isinstance(cmd, closing)]
+        commands += self.core.handle(e.EndRequested("store_unavailable"), self._clock())
+        for command in commands:
+            try:
+                if isinstance(command, c.Wake):
+                    self._schedule(command.at)
+                else:
+                    await self._do(command)
+            except Exception as again:
+                log.error("session_command_failed", session=self.id, error=repr(again))
 
     async def _do(self, command: c.Command) -> None:
         if isinstance(command, c.Send):
@@ -276,6 +306,5 @@ class LiveSession:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.warning("session_step_failed", session=self.id, error=repr(exc))
+        if not task.cancelled():
+            task.exception()  # seen: its caller, if it still waits, gets it too

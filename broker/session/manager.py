@@ -43,6 +43,8 @@ class SessionManager:
         self.ended_hooks: list[Callable[[str], None]] = []
         self._by_ticket: dict[int, LiveSession] = {}
         self._by_key: dict[str, LiveSession] = {}
+        #: sessions whose end could not be recorded when they ended (the store failed)
+        self.unrecorded: list[tuple[LiveSession, str]] = []
 
     def policy(self, severity: int) -> Policy:
         """What a session on a ticket of ``severity`` runs under."""
@@ -184,7 +186,11 @@ class SessionManager:
         if self._by_ticket.get(live.redemption.ticket_id) is live:
             del self._by_ticket[live.redemption.ticket_id]
             self._by_key.pop(live.ticket_key.upper(), None)
-        await self._record_end(live, reason)
+        try:
+            await self._record_end(live, reason)
+        except Exception:
+            self.unrecorded.append((live, reason))  # the watchdog writes it once it can
+            raise
         log.info("session_ended", session=live.id, ticket=live.ticket_key, reason=reason)
         if self.after_end is not None:
             await self.after_end()
@@ -192,6 +198,13 @@ class SessionManager:
     async def record_end(self, live: LiveSession, reason: str) -> None:
         """Record an end that could not be written when it happened (the store was down)."""
         await self._record_end(live, reason)
+
+    async def record_unrecorded(self) -> None:
+        """Record the ends that failed to be written (the store is back)."""
+        while self.unrecorded:
+            live, reason = self.unrecorded[0]
+            await self._record_end(live, reason)
+            self.unrecorded.pop(0)
 
     async def _record_end(self, live: LiveSession, reason: str) -> None:
         try:

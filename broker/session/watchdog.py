@@ -50,6 +50,11 @@ class StoreWatchdog:
         self._failures = 0
         if self._outage is not None:
             await self._recovered()
+        if self.manager.unrecorded:
+            try:
+                await self.manager.record_unrecorded()
+            except Exception as exc:  # not yet: the next look tries again
+                log.warning("session_end_not_recorded_yet", error=repr(exc))
 
     async def _probe(self) -> None:
         async with self.store.begin() as db:  # a write transaction: writable, not just up

@@ -49,6 +49,9 @@ class AgentEdge:
         #: this connection, as the session's core knows it
         self.conn_id = new_id()
         self.live: LiveSession | None = None
+        #: the session this connection tries to resume (its login may be cut off before the
+        #: answer, after the session took it as its helper)
+        self._resuming: str | None = None
         self.control: ControlSession | None = None
         self.links = HelperLinks(ctx, conn, self.send)
         self.tried = False
@@ -79,6 +82,7 @@ class AgentEdge:
         try:
             if answer.startswith(RESUME_PREFIX):
                 token = answer[len(RESUME_PREFIX) :]
+                self._resuming = token.partition(".")[0][:64]
                 self.live = await manager.resume(token, self.peer, self.conn_id, self)
             else:
                 self.live = await manager.redeem(answer, self.peer, self.conn_id, self)
@@ -114,12 +118,15 @@ class AgentEdge:
                 self.ctx.links.failed(message.nonce, message.reason)
                 continue
             try:
-                await live.step(self._event(message))
-            except asyncio.CancelledError:
-                raise
-            except (ValueError, KeyError, TypeError) as exc:
+                event = self._event(message)
+            except ValueError as exc:  # a key that is none, a message out of place
                 self._log.warning("control_message_refused", type=message.TYPE, error=str(exc))
                 self.send(msg.Error(str(exc)))
+                continue
+            try:
+                await live.step(event)
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 self._log.exception("control_failed")
                 await self._end("error")
@@ -253,10 +260,15 @@ class AgentEdge:
             self._log.exception("audit_write_failed", action="engineer.auth_failed")
 
     def _lost(self) -> None:
+        """The control channel or the whole connection is gone (a control channel cut off
+        for flooding leaves the connection up: it serves no purpose any more)."""
         self.links.close(lost=True)
+        self.conn.close()
         # Let the worker finish what it is doing (recording a decline, an end), then stop.
         self._messages.put_nowait(None)
         live = self.live
+        if live is None and self._resuming is not None:
+            live = self.ctx.manager.find_id(self._resuming)
         if live is None or live.state is State.ENDED:
             return
         if live.core.helper == self.conn_id and live.forwarded:

@@ -67,6 +67,9 @@ class EngineerEdge:
         #: this login, as the session's core knows it, and the session it asked to work on
         self.login_id = new_id()
         self._live: LiveSession | None = None
+        #: relays waiting for the session's verdict, and those of them closed meanwhile
+        self._admitting: set[object] = set()
+        self._closed_early: set[object] = set()
         #: set once this login was removed from (or outlived) its session
         self.removed = False
         self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
@@ -120,12 +123,22 @@ class EngineerEdge:
         self._live = live
         live.attach_login(self.login_id, self)
         person = Person(self.account_name, self.account_display or self.account_name)
-        verdict = await live.ask(ChannelRequested(new_id(), self.login_id, person, request, what))
+        self._admitting.add(relay)
+        try:
+            event = ChannelRequested(new_id(), self.login_id, person, request, what)
+            verdict = await live.ask(event)
+        finally:
+            self._admitting.discard(relay)
+            closed = relay in self._closed_early
+            self._closed_early.discard(relay)
         if isinstance(verdict, Refuse):
             if verdict.error == "refused":
                 await self.refuse(kind, verdict.reason or verdict.message, **detail)
             raise refusal_error(verdict)
         assert isinstance(verdict, Admit)
+        if closed:  # the engineer closed it while it waited (for the customer, say)
+            live.step_soon(ChannelClosed(verdict.channel))
+            raise Denied("The channel was closed before it opened.", code="closed")
         live.bind_channel(verdict.channel, relay)
         return live, verdict
 
@@ -204,7 +217,7 @@ class EngineerEdge:
 
     async def audit_refusal(self, kind: str, exc: BrokerError, **detail: object) -> None:
         """Audit a refusal that was not audited where it was decided."""
-        if exc.code in ("refused", "audit_failed"):
+        if exc.code in ("refused", "audit_failed", "closed"):
             return
         try:
             await self.refuse(kind, exc.message, **detail)
@@ -229,6 +242,8 @@ class EngineerEdge:
 
     def relay_closed(self, relay: Relay) -> None:
         self.relays.discard(relay)
+        if relay in self._admitting:
+            self._closed_early.add(relay)
         if relay.channel is not None and self._live is not None:
             self._live.step_soon(ChannelClosed(relay.channel))
 

@@ -524,6 +524,32 @@ def test_a_drop_right_after_a_return_gets_its_own_grace() -> None:
     assert play.at(2110) >> Tick() << c.Ended("network")
 
 
+def test_a_session_that_dropped_before_it_started_starts_when_the_helper_is_back() -> None:
+    """Consented, then the connection died unnoticed before the forward came up: the helper
+    resumes and brings it up; the session starts then, with its time limits."""
+    play = Playbook(new_core())
+    assert (
+        play >> Consented(HELPER, None, KEY) << record("session.consented") << sent(msg.Consented)
+    )
+    assert (
+        play.at(1005)
+        >> ResumeTried(2, 5, "secret1", "x")
+        << record("session.disconnected")
+        << c.HangUp(HELPER)
+        << record("session.resume_accepted", gap_seconds=0.0)
+        << c.Accept(5)
+    )
+    assert (
+        play.at(1010)
+        >> ForwardRequested(2, 6, FORWARD_HOST, FORWARD_PORT)
+        << record("session.resumed", gap_seconds=5.0)
+        << (lambda cmd: isinstance(cmd, c.Record) and cmd.started)
+        << sent(msg.Limits, seconds_left=7200)
+        << c.Accept(6)
+    )
+    assert play.core.lifetime is not None and play.core.next_wake() == 1010 + 3000
+
+
 def test_lost_before_consent_ends_for_network_with_a_goodbye() -> None:
     play = Playbook(new_core())
     assert play >> HelperLost(HELPER) << c.Goodbye(HELPER, "network") << c.Ended("network")
@@ -542,6 +568,7 @@ def test_the_end_answers_everyone_who_waits() -> None:
     assert (
         play
         >> EndRequested("sink_failed")
+        << record("session.join_unanswered", engineer="bob", why="the session ended")
         << refused(2, "has ended")
         << c.Disconnect(10, "sink_failed")
         << c.Goodbye(HELPER, "sink_failed")

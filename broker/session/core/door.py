@@ -307,6 +307,9 @@ class Door:
                 commands.append(self._not_connected(request))
             ended_message = f"The session on {self.ticket} has ended."
             for question in self.questions.values():
+                why = "the session ended"
+                details = {"engineer": question.engineer.name, "what": question.what, "why": why}
+                commands.append(c.Record("session.join_unanswered", "broker", details))
                 commands += [c.Refuse(r.request, ended_message) for r in question.requests]
             self.waiting.clear()
             self.questions.clear()

@@ -101,7 +101,7 @@ class SessionCore:
         """What to do about ``event`` at ``now``; ends with a :class:`~commands.Wake` when
         the next moment that matters has moved."""
         commands = self._handlers[type(event)](event, now)
-        wake = self._next_wake()
+        wake = self.next_wake()
         if wake != self._wake or isinstance(event, e.Tick):  # a tick spends the last wake
             self._wake = wake
             commands.append(c.Wake(wake))
@@ -121,7 +121,8 @@ class SessionCore:
         """A message for the helper, if one is connected."""
         return [] if self.helper is None else [c.Send(self.helper, message)]
 
-    def _next_wake(self) -> float | None:
+    def next_wake(self) -> float | None:
+        """The next moment that matters (a deadline, a limit), if any."""
         if self.state is State.ENDED:
             return None
         moments = self.door.deadlines()
@@ -236,10 +237,16 @@ class SessionCore:
             commands: list[c.Command] = [
                 c.Record("session.resumed", "customer", {"gap_seconds": round(gap, 3)})
             ]
-            if self.lifetime is not None:
+            if self.lifetime is None:  # it dropped after the consent, before it ever started
+                commands += self._start(now)
+            else:
                 commands += self.send(self.lifetime.limits_message(now))
             commands += self.door.helper_back(now)
             return [*commands, c.Accept(event.request)]
+        return [*self._start(now), c.Accept(event.request)]
+
+    def _start(self, now: float) -> list[c.Command]:
+        """Engineers can reach the customer from now on; the time limits start."""
         started = c.Record(
             "session.started",
             "customer",
@@ -248,7 +255,7 @@ class SessionCore:
             urgent=True,
         )
         self.lifetime = Lifetime(self.policy.limits, now)
-        return [started, *self.send(self.lifetime.limits_message(now)), c.Accept(event.request)]
+        return [started, *self.send(self.lifetime.limits_message(now))]
 
     def _forward_closed(self, event: e.ForwardClosed, now: float) -> list[c.Command]:
         if event.conn == self.helper and self.state is State.ACTIVE:
