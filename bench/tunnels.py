@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncssh
 
-from broker.keys import load_code_key
+from broker.keys import load_code_key, load_seal_key
 from broker.session.consent import CodeHasher, ConsentCodes
 from broker.store import queries as q
 from broker.store.db import Store
@@ -23,6 +23,8 @@ async def issue_codes(
     store: Store, data_dir: Path, count: int, engineer: str, scope: str = "shell"
 ) -> list[tuple[str, str]]:
     """``count`` (ticket, code) pairs: one ticket each (a ticket has one live session)."""
+    # the bench stands in for an admin's command line: its events are sealed as theirs are
+    store.seal_key = store.seal_key or load_seal_key(data_dir)
     codes = ConsentCodes(store, CodeHasher(load_code_key(data_dir)))
     async with store.begin() as db:
         keys = [

@@ -45,6 +45,10 @@ from broker.web.helper_download import build_helper
 
 log = structlog.get_logger(__name__)
 
+#: how long a stopping broker waits for channels to close and their rows to be written (a
+#: channel whose client does not answer is hung up on 2 s after its session ended)
+STOP_GRACE = 10.0
+
 
 @dataclass
 class Listening:
@@ -278,8 +282,9 @@ class Broker:
         if self._http is not None:
             await self._http.cleanup()
             self._http = None
-        if self.ctx is not None and self.ctx.tasks:
-            _, late = await asyncio.wait(list(self.ctx.tasks), timeout=5)
+        if self.ctx is not None:
+            # every channel closed and its recording hashed before the store closes
+            late = await self.ctx.drain(timeout=STOP_GRACE)
             for task in late:  # nothing may run on after the store is closed
                 task.cancel()
             if late:

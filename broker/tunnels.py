@@ -3,6 +3,7 @@ by account (so that disabling an account ends its connections at once)."""
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Generic, Protocol, TypeVar
 
 from broker.session.live import LiveSession
@@ -38,6 +39,9 @@ class Login(Protocol):
 
     def session_ended(self, reason: str, message: str | None = None) -> None: ...
 
+    @property
+    def relays(self) -> Set[object]: ...
+
 
 class EngineerLogins:
     """Engineers logged in over SSH on this node."""
@@ -58,6 +62,10 @@ class EngineerLogins:
             self._edges.discard(edge)
             edge.session_ended("account_disabled", message)
         return len(ended)
+
+    def relaying(self) -> int:
+        """Channels still open on these logins (a session's end closes them a moment later)."""
+        return sum(len(edge.relays) for edge in self._edges)
 
     def __len__(self) -> int:
         return len(self._edges)

@@ -71,5 +71,23 @@ class Context:
         task.add_done_callback(self.tasks.discard)
         return task
 
+    async def drain(self, timeout: float) -> set[asyncio.Task[Any]]:
+        """Wait until every relayed channel has closed and what the background ran for it
+        (its audit and recording rows) has ended; return what still runs at ``timeout``.
+
+        A channel closes a moment after its session ended (the engineer's client answers, or
+        the broker hangs up on it), so the tasks are looked at again until none are left."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.tasks or self.engineers.relaying():
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            if self.tasks:
+                await asyncio.wait(set(self.tasks), timeout=left)
+            else:  # a channel's close is on its way; nothing to wait on but time
+                await asyncio.sleep(min(0.05, left))
+        return set(self.tasks)
+
 
 __all__ = ["CIPHERS", "Context"]

@@ -29,6 +29,8 @@ class Served:
     @classmethod
     async def start(cls, folder: Path, *flags: str) -> Served:
         data_dir = folder / "var"
+        # the broker's log, kept beside the test's files for the failure report
+        log = (folder / "broker.log").open("wb")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -42,10 +44,11 @@ class Served:
             "127.0.0.1:0",
             *flags,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=log,
             # hundreds of customers and engineers, all from 127.0.0.1 and all at once
             env={**os.environ, "ASSIST_SSH_UNAUTH_PER_ADDRESS": "1000"},
         )
+        log.close()  # the child holds its own copy
         assert proc.stdout is not None
         banner = (await asyncio.wait_for(proc.stdout.readuntil(b"Press Ctrl-C"), 60)).decode()
         port = int(banner.split("listening for SSH on 127.0.0.1:")[1].split()[0])
