@@ -94,6 +94,7 @@ def ensure_asyncssh(argv: list[str]) -> None:
     except ImportError:
         pass
     else:
+        os.environ.pop(AGAIN, None)  # not for the shells the helper starts
         return
     venv = data_dir() / "venv"
     if os.environ.get(AGAIN):

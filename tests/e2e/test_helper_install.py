@@ -184,6 +184,8 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
     assert b"Traceback" not in first.output and first.output.count(b"Setting up") == 1
     venv = home / ".local" / "share" / "assist-helper" / "venv"
     assert list(venv.glob("lib/python3*/site-packages/asyncssh/__init__.py"))
+    # made without pip (Debian ships ensurepip apart, in python3-venv), so nothing asked for it
+    assert not list(venv.glob("lib/python3*/site-packages/pip"))
     ready = (venv / READY).stat().st_mtime_ns
     assert _stamps() == before  # nothing of the system, nor of the tester's home, changed
 
