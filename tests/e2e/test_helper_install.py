@@ -7,10 +7,12 @@ to do, without a traceback. Nothing is written outside the throwaway folders."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,6 +143,15 @@ def _the_line(harness: BrokerHarness) -> str:
     return line.strip()
 
 
+def _close(terminal: PtyDriver) -> None:
+    """Close the terminal and end what still runs on it: the shell and the helper it started
+    (the shell leads its own process group)."""
+    if terminal.proc is not None:  # the helper may outlive the shell
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(terminal.proc.pid, signal.SIGKILL)
+    terminal.close()
+
+
 def _stamps() -> dict[Path, int | None]:
     return {path: path.stat().st_mtime_ns if path.exists() else None for path in WATCHED}
 
@@ -180,7 +191,7 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
         first.type(b"q")
         assert await first.wait(30) == 0
     finally:
-        first.close()
+        _close(first)
     assert b"Traceback" not in first.output and first.output.count(b"Setting up") == 1
     venv = home / ".local" / "share" / "assist-helper" / "venv"
     assert list(venv.glob("lib/python3*/site-packages/asyncssh/__init__.py"))
@@ -197,7 +208,7 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
         await again.expect(rb"No consent code was given")
         assert await again.wait(30) == EXIT_REFUSED
     finally:
-        again.close()
+        _close(again)
     assert b"Setting up" not in again.output
     assert (venv / READY).stat().st_mtime_ns == ready
     assert _stamps() == before
