@@ -13,11 +13,11 @@ import sys
 import traceback
 from collections.abc import Sequence
 from importlib import resources
-from pathlib import Path
 
 from agent_client.connect import EXIT_REFUSED, Helper, Options
 from agent_client.consent_ui import NEED_FINGERPRINT
 from agent_client.console import Console
+from agent_client.places import log_path
 
 ROOT_REFUSED = (
     "The helper is running as root, the administrator account. Through it, the engineer would\n"
@@ -65,13 +65,6 @@ def _defaults() -> dict[str, str]:
 
 
 DEFAULTS = _defaults()
-
-
-def log_path() -> Path:
-    folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    folder = folder / "assist-helper"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "helper.log"
 
 
 def build_parser() -> argparse.ArgumentParser:

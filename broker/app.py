@@ -41,7 +41,7 @@ from broker.tunnels import TunnelRegistry
 from broker.web.app import create_app
 from broker.web.capped import CappedSite, ConnectionCaps
 from broker.web.deps import Deps
-from broker.web.helper_download import build_helper
+from broker.web.helper_download import HelperDownload
 
 log = structlog.get_logger(__name__)
 
@@ -172,7 +172,7 @@ class Broker:
         ssh_name = self._server.sockets[0].getsockname()
         host = self.settings.advertised_host
         address = f"[{host}]:{ssh_name[1]}" if ":" in host else f"{host}:{ssh_name[1]}"
-        helper_app = build_helper(address, self.keys.host_fingerprint)
+        helper_app = HelperDownload(address, self.keys.host_fingerprint)
         deps = Deps(
             settings=self.settings,
             store=self.store,

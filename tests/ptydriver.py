@@ -11,6 +11,7 @@ import signal
 import struct
 import termios
 from collections.abc import Sequence
+from typing import Any
 
 
 def _ctty() -> None:  # runs in the child
@@ -26,12 +27,16 @@ class PtyDriver:
         self._changed = asyncio.Event()
         self._eof = False
 
-    async def start(self, argv: Sequence[str], cols: int = 80, rows: int = 24) -> None:
+    async def start(
+        self, argv: Sequence[str], cols: int = 80, rows: int = 24, **popen: Any
+    ) -> None:
+        """Run ``argv`` on the terminal (``popen``: more of subprocess's arguments, such as
+        ``env``, ``cwd`` or ``user``)."""
         master, slave = pty.openpty()
         self.master = master
         self.resize(cols, rows, signal_child=False)
         self.proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_ctty
+            *argv, stdin=slave, stdout=slave, stderr=slave, preexec_fn=_ctty, **popen
         )
         os.close(slave)
         os.set_blocking(master, False)

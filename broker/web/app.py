@@ -13,6 +13,7 @@ from broker.web import api_accounts, api_evidence, api_sessions, api_tickets, ui
 from broker.web.api import PREFIX, Api
 from broker.web.auth import authenticate, body_in_time, security_headers
 from broker.web.deps import DEPS, Deps
+from broker.web.helper_download import FILE_NAME
 
 APIS = (api_tickets.api, api_sessions.api, api_evidence.api, api_accounts.api)
 
@@ -57,9 +58,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def helper(request: web.Request) -> web.Response:
     return web.Response(
-        body=request.app[DEPS].helper_app,
+        body=await request.app[DEPS].helper_app.body(),
         content_type="application/octet-stream",
-        headers={"Content-Disposition": 'attachment; filename="helper"'},
+        headers={"Content-Disposition": f'attachment; filename="{FILE_NAME}"'},
     )
 
 

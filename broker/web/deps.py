@@ -18,6 +18,7 @@ from broker.session.ratelimit import RateLimiter
 from broker.store.db import Store
 from broker.transport.agent_ssh import AgentEdge
 from broker.tunnels import EngineerLogins, TunnelRegistry
+from broker.web.helper_download import HelperDownload
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class Deps:
     logins: RateLimiter
     #: argon2 checks in worker threads, a few at a time
     passwords: PasswordChecker
-    helper_app: bytes
+    #: the one-file helper served at /helper
+    helper_app: HelperDownload
     #: the helper's address as customers use it (HOST:PORT) and the broker's fingerprint
     broker_address: str
     fingerprint: str

@@ -71,6 +71,8 @@ async def _readme_flow(
     port = int(re.search(r"listening for SSH on 127\.0\.0\.1:(\d+)", banner).group(1))
     fingerprint = re.search(r"host key fingerprint: (SHA256:\S+)", banner).group(1)
     assert f"assist-helper connect --broker 127.0.0.1:{port} --fingerprint {fingerprint}" in banner
+    web = re.search(r"Web UI and API for auditors: (http://127\.0\.0\.1:\d+)/", banner).group(1)
+    assert f"curl -fsSLo assist-helper.pyz {web}/helper && python3 assist-helper.pyz" in banner
     data = tmp_path / "var"
     names = {p.name for p in data.iterdir() if not p.name.startswith("broker.db")}
     keys = {

@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 import zipfile
+from importlib.metadata import version
 
 import aiohttp
 
@@ -35,7 +36,9 @@ async def test_downloaded_helper_connects_with_only_the_code(harness: BrokerHarn
         assert not [n for n in names if n.startswith("broker/")]  # the helper needs none of it
         assert not any(n.startswith(("broker/store", "broker/transport")) for n in names)
         defaults = app.read("agent_client/defaults.json").decode()
+        assert "_pip/pip/__init__.py" in names  # the pip it sets itself up with, if need be
     assert f"127.0.0.1:{harness.port}" in defaults and harness.fingerprint in defaults
+    assert f'"requires": ["asyncssh=={version("asyncssh")}"]' in defaults
 
     venv = harness.tmp / "customer-venv"
     await _run(sys.executable, "-m", "venv", str(venv))

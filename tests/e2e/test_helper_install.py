@@ -1,0 +1,241 @@
+"""The customer's one line, as the broker prints it, on the machine's own /usr/bin/python3 (PEP 668
+in force, no asyncssh): in a throwaway home, as an unprivileged user, with pip allowed only a
+local folder of wheels. It sets the helper up once in the home, reaches the consent prompt on a
+real terminal and lets an engineer in; a second run reuses the setup; a failed install says what
+to do, without a traceback. Nothing is written outside the throwaway folders."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_client.bootstrap import EXIT_SETUP, READY
+from agent_client.connect import EXIT_REFUSED
+from broker.app import Listening
+from broker.serve import banner
+from broker.web.helper_download import requirements
+from tests.e2e.test_files import sftp
+from tests.harness import BrokerHarness
+from tests.ptydriver import PtyDriver
+
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+WHEELS_CACHE = Path.home() / ".cache" / "assist-broker-test-wheels"
+#: what a customer's setup must not change (and the tester's own home, which is not the customer's)
+WATCHED = (
+    Path("/usr/lib/python3/dist-packages"),
+    Path("/usr/local/lib"),
+    Path("/usr/local/bin"),
+    Path("/usr/lib/python3.11"),
+    Path.home() / ".local" / "share" / "assist-helper",
+    Path.home() / ".local" / "state" / "assist-helper",
+)
+SETUP_SECONDS = 120.0  # a fresh venv and five wheels from a local folder: a few seconds here
+
+
+def _system_python_version() -> str:
+    done = subprocess.run(
+        [str(SYSTEM_PYTHON), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        check=True,
+    )
+    return done.stdout.decode().strip()
+
+
+@pytest.fixture(scope="session")
+def helper_wheels() -> Path:
+    """The wheels the helper installs, for the machine's python3, fetched once from the package
+    index (an install step, like pip install in CI) and kept across runs."""
+    if not SYSTEM_PYTHON.exists():
+        pytest.skip("no /usr/bin/python3 on this machine: the customer's python3 is what is tested")
+    version = _system_python_version()
+    pins = requirements()
+    folder = WHEELS_CACHE / f"py{version}-{'-'.join(pins)}"
+    WHEELS_CACHE.mkdir(parents=True, exist_ok=True)
+    with (WHEELS_CACHE / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # xdist workers share the cache
+        if not list(folder.glob("asyncssh-*.whl")):
+            partial = Path(tempfile.mkdtemp(dir=WHEELS_CACHE))
+            fetch = ["download", "--quiet", "--only-binary", ":all:", "--python-version", version]
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", *fetch, "--dest", str(partial), *pins],
+                capture_output=True,
+                timeout=600,
+                check=False,
+            )
+            if done.returncode != 0:
+                shutil.rmtree(partial)
+                said = (done.stderr or done.stdout).decode(errors="replace").strip()
+                pytest.skip(f"the package index is unreachable for {pins}: {said[-300:]}")
+            shutil.rmtree(folder, ignore_errors=True)
+            partial.rename(folder)
+    return folder
+
+
+@pytest.fixture
+def customer() -> Iterator[Path]:
+    """A throwaway folder for the customer: ``home``, ``tmp`` (their TMPDIR), ``wheels``."""
+    if not SYSTEM_PYTHON.exists():
+        pytest.skip("no /usr/bin/python3 on this machine: the customer's python3 is what is tested")
+    if not shutil.which("curl"):
+        pytest.skip("no curl on this machine: the customer's line downloads with curl")
+    root = Path(tempfile.mkdtemp(prefix="assist-customer-"))
+    root.chmod(0o755)
+    for name in ("home", "tmp", "wheels"):
+        (root / name).mkdir()
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _account() -> dict[str, Any]:
+    """Run the customer's line as an unprivileged user when the tests run as root (so any write
+    to the system would fail outright, and the helper needs no --allow-root)."""
+    if os.geteuid() != 0:
+        return {}
+    nobody = pwd.getpwnam("nobody")
+    return {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+
+
+def _hand_over(root: Path) -> None:
+    account = _account()
+    if not account:
+        return
+    for folder, dirs, files in os.walk(root):
+        for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            os.chown(name, account["user"], account["group"])
+
+
+def _env(root: Path, wheels: Path) -> dict[str, str]:
+    """A customer's environment from scratch: none of the test venv (no VIRTUAL_ENV, no .venv
+    on PATH), pip limited to a local folder (and none of this machine's pip.conf mirrors)."""
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(root / "home"),
+        "TMPDIR": str(root / "tmp"),
+        "LANG": "C.UTF-8",
+        "TERM": "xterm",
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(wheels),
+        "PIP_CONFIG_FILE": os.devnull,
+    }
+
+
+def _the_line(harness: BrokerHarness) -> str:
+    """The customer's line exactly as ``assist-broker serve`` prints it for this broker."""
+    listening = Listening(
+        "127.0.0.1", harness.port, harness.fingerprint, "127.0.0.1", harness.http_port
+    )
+    lines = banner(harness.settings, listening, "http").splitlines()
+    line = lines[lines.index(next(x for x in lines if x.startswith("A customer runs"))) + 1]
+    assert f"http://127.0.0.1:{harness.http_port}/helper" in line
+    return line.strip()
+
+
+def _close(terminal: PtyDriver) -> None:
+    """Close the terminal and end what still runs on it: the shell and the helper it started
+    (the shell leads its own process group)."""
+    if terminal.proc is not None:  # the helper may outlive the shell
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(terminal.proc.pid, signal.SIGKILL)
+    terminal.close()
+
+
+def _stamps() -> dict[Path, int | None]:
+    return {path: path.stat().st_mtime_ns if path.exists() else None for path in WATCHED}
+
+
+async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
+    harness: BrokerHarness, helper_wheels: Path, customer: Path
+) -> None:
+    shutil.copytree(helper_wheels, customer / "wheels", dirs_exist_ok=True)
+    home = customer / "home"
+    (home / "note.txt").write_text("from the customer's home\n")
+    _hand_over(customer)
+    env, account = _env(customer, customer / "wheels"), _account()
+    lacks = subprocess.run(
+        [str(SYSTEM_PYTHON), "-c", "import asyncssh"], env=env, capture_output=True, check=False
+    )
+    if lacks.returncode == 0:
+        pytest.skip("/usr/bin/python3 has asyncssh already: there is nothing to set up")
+    line = _the_line(harness)
+    before = _stamps()
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    code = await harness.code(ticket, scope="sftp")  # (nobody's login shell is nologin)
+
+    first = PtyDriver()
+    try:
+        await first.start(["/bin/sh", "-c", line], env=env, cwd=home, **account)
+        await first.expect(rb"Setting up the helper in [^\r\n]*/home/\.local/share/assist-helper ")
+        await first.expect(rb"Consent code \(the engineer gave it to you", timeout=SETUP_SECONDS)
+        first.type(code.encode() + b"\n")
+        await first.expect(rb"Allow\? \[y/N\] ")
+        first.type(b"y\n")
+        await first.expect(rb"Press q")
+        fetched = harness.tmp / "note.txt"
+        got = await sftp(harness, key, ticket, f"get {home}/note.txt {fetched}\n")
+        assert got.status == 0, got.stderr
+        assert fetched.read_text() == "from the customer's home\n"
+        first.type(b"q")
+        assert await first.wait(30) == 0
+    finally:
+        _close(first)
+    assert b"Traceback" not in first.output and first.output.count(b"Setting up") == 1
+    venv = home / ".local" / "share" / "assist-helper" / "venv"
+    assert list(venv.glob("lib/python3*/site-packages/asyncssh/__init__.py"))
+    # made without pip (Debian ships ensurepip apart, in python3-venv), so nothing asked for it
+    assert not list(venv.glob("lib/python3*/site-packages/pip"))
+    ready = (venv / READY).stat().st_mtime_ns
+    assert _stamps() == before  # nothing of the system, nor of the tester's home, changed
+
+    again = PtyDriver()  # the same line once more: no setup, straight to the question
+    try:
+        await again.start(["/bin/sh", "-c", line], env=env, cwd=home, **account)
+        await again.expect(rb"Consent code \(the engineer gave it to you")
+        again.type(b"\x04")  # the customer gives up: Ctrl-D
+        await again.expect(rb"No consent code was given")
+        assert await again.wait(30) == EXIT_REFUSED
+    finally:
+        _close(again)
+    assert b"Setting up" not in again.output
+    assert (venv / READY).stat().st_mtime_ns == ready
+    assert _stamps() == before
+
+
+async def test_a_failed_setup_says_what_to_do(harness: BrokerHarness, customer: Path) -> None:
+    """No package to be had (an empty folder instead of the index): a plain message, a non-zero
+    exit, no traceback, and no half-made environment left for the next run to trip on."""
+    _hand_over(customer)
+    before = _stamps()
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        _the_line(harness),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_env(customer, customer / "wheels"),
+        cwd=customer / "home",
+        **_account(),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), SETUP_SECONDS)
+    text = out.decode(errors="replace")
+    assert proc.returncode == EXIT_SETUP, text
+    assert "Traceback" not in text
+    assert "Could not install the helper's one dependency, asyncssh==" in text
+    assert "pip said: ERROR: No matching distribution found for asyncssh==" in text
+    assert "Check that this computer can reach https://pypi.org" in text
+    assert not (customer / "home" / ".local" / "share" / "assist-helper" / "venv").exists()
+    assert _stamps() == before
