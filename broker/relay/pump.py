@@ -18,6 +18,7 @@ import asyncssh
 import structlog
 
 from assist_protocol.flow import ReadGate
+from assist_protocol.safetext import visible
 from assist_protocol.scope import ChannelRequest, split_env
 from broker.errors import BrokerError, SinkFailed
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
@@ -62,6 +63,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.exit_signal: tuple[str, bool, str, str] | None = None
         self.reason: str | None = None
         self._finished = False
+        self._started = False
+        #: what the engineer reads of a refused request, said once the channel has started
+        self.refused: str | None = None
         self._began = time.monotonic()
         #: pauses the helper's output while the engineer's side is full, and the reverse
         self.upstream_gate = ReadGate()
@@ -108,19 +112,38 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.kind = "sftp"
             self.files = FilesChannel(self, self.chan)
             return True
-        reason = f"the subsystem {subsystem!r} is not available"
+        reason = f"the subsystem '{visible(subsystem, 100)}' is not available"
+        # Taken, then ended with why: on a failed request stock ssh races its own generic
+        # "subsystem request failed" against (and often drops) a line written before it.
+        self.refused = self.edge.refused_text(reason)
         self.edge.ctx.spawn(
             self.edge.refuse("subsystem", reason, subsystem=subsystem[:100]),
             None,
             self.edge.log_context,
         )
-        return False
+        return True
 
     def session_started(self) -> None:
+        self._started = True
+        if self.refused is not None:
+            self.reason = "refused"
+            self.stop(self.refused)
+            return
         if self.files is not None:
             self.files.start()
             return
+        for line in self.edge.untold():  # refusals with no text of their own (-R)
+            self.notice(line)
         self.edge.ctx.spawn(self._open(), "relay-open", self.edge.log_context)
+
+    def notice(self, text: str) -> bool:
+        """A line from the broker on this shell's or command's stderr."""
+        if self.chan is None or not self._started or self.files is not None:
+            return False
+        newline = "\r\n" if self.term_type is not None else "\n"
+        with contextlib.suppress(BrokenPipeError):
+            self.chan.write_stderr(f"{text}{newline}".encode())
+        return True
 
     async def _open(self) -> None:
         request = ChannelRequest(self.kind, pty=self.term_type is not None)
