@@ -61,6 +61,9 @@ class Watched(Protocol):
     @property
     def observers(self) -> set[Observer]: ...
 
+    def replay(self) -> bytes:
+        """Bytes that draw the shell's screen as it is now (recorded output only)."""
+
 
 class Context(Protocol):
     @property

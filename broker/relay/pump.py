@@ -24,6 +24,7 @@ from broker.errors import BrokerError, SinkFailed
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
 from broker.relay.files import FilesChannel, scp_mode
 from broker.relay.ports import Engineer, Observer
+from broker.relay.screen import ScreenTail
 
 log = structlog.get_logger(__name__)
 
@@ -76,12 +77,17 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.channel: int | None = None
         #: engineer input is activity: the session's idle timeout starts again
         self.activity: Callable[[], None] = lambda: None
-        #: engineers watching this shell (``T-1+watch``)
+        #: engineers watching this shell (``T-1+watch``), and its screen for those who join
         self.observers: set[Observer] = set()
+        self.screen: ScreenTail | None = None
 
     @property
     def started(self) -> float:
         return self._began
+
+    def replay(self) -> bytes:
+        """What this shell's terminal shows now, for a watcher who joins (may be empty)."""
+        return self.screen.replay() if self.screen is not None else b""
 
     # --- requests from the engineer --------------------------------------------------------
 
@@ -166,6 +172,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.ref = self.edge.ref(live, self.kind)
             self.activity = live.touch
             detail["customer_host"] = admitted.customer_host
+            watchable = live.granted is not None and "observe" in live.granted.items
+            if watchable and request.pty and self.kind == "shell" and self.dispatcher.wants_data:
+                self.screen = ScreenTail()  # fed only what the recorder was handed
             await self.dispatcher.emit(ChannelOpened(self.ref, detail))
             self.upstream, _ = await nested.create_session(
                 lambda: Upstream(self),
@@ -287,6 +296,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             except SinkFailed as exc:
                 self.end(exc.message, "sink_failed")
                 return
+            if self.screen is not None:
+                self.screen.feed(data)
         if self.chan is not None:
             self.chan.write(data, datatype)
         for observer in list(self.observers):
