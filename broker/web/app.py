@@ -11,7 +11,7 @@ from aiohttp import web
 
 from broker.web import api_accounts, api_evidence, api_sessions, api_tickets, ui
 from broker.web.api import PREFIX, Api
-from broker.web.auth import authenticate, body_in_time, security_headers
+from broker.web.auth import MAX_REQUEST, authenticate, body_in_time, security_headers
 from broker.web.deps import DEPS, Deps
 
 APIS = (api_tickets.api, api_sessions.api, api_evidence.api, api_accounts.api)
@@ -69,7 +69,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 def create_app(deps: Deps) -> web.Application:
     app = web.Application(
-        middlewares=[security_headers, body_in_time, authenticate], client_max_size=1024**2
+        middlewares=[security_headers, body_in_time, authenticate], client_max_size=MAX_REQUEST
     )
     app[DEPS] = deps
     operations = all_operations()
