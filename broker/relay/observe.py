@@ -38,6 +38,8 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         self.reason = "engineer"
         self._began = time.monotonic()
         self._finished = False
+        #: what the engineer reads of a refused request, said once the channel has started
+        self.refused: str | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -55,12 +57,16 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         return True  # refused with a message once started
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        self.edge.refuse_soon(
-            "subsystem", "a watch connection only watches a shell", subsystem=subsystem[:100]
-        )
-        return False
+        reason = "a watch connection only watches a shell"
+        self.edge.refuse_soon("subsystem", reason, subsystem=subsystem[:100])
+        self.refused = self.edge.refused_text(reason)  # said once started (see relay.pump)
+        return True
 
     def session_started(self) -> None:
+        if self.refused is not None:
+            self.reason = "refused"
+            self.stop(self.refused)
+            return
         self.edge.ctx.spawn(self._attach(), "observe", self.edge.log_context)
 
     async def _attach(self) -> None:

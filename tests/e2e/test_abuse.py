@@ -197,7 +197,10 @@ async def test_unix_socket_forwards_and_watch_subsystems_are_audited(
         forward.kill()
         await forward.wait()
     watch = await harness.ssh(key, f"{ticket}+watch", "sftp", options=("-s",))
-    assert watch.status != 0
+    assert watch.status == 255
+    assert watch.stderr.startswith(
+        b"\r\nRefused: a watch connection only watches a shell (granted: shell,exec,observe).\r\n"
+    )
     await harness.wait_audit(ticket, "channel.refused", kind="subsystem")
 
 
