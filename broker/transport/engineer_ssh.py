@@ -226,7 +226,8 @@ class EngineerEdge:
         for relay in self.relays:
             if isinstance(relay, Notified) and relay.notice(text):
                 return
-        self._untold.append(text)
+        if len(self._untold) < 10 and text not in self._untold:  # a client may ask forever
+            self._untold.append(text)
 
     def untold(self) -> list[str]:
         lines, self._untold = self._untold, []
