@@ -1,6 +1,8 @@
 """Observers: ``ssh -t T-1+watch@broker`` shows a live, read-only copy of an open PTY shell on
-the ticket's session (``observe`` must be in the consent). Keys are discarded; the shell's size
-follows its driver. An observer that cannot keep up is dropped rather than slowing the driver.
+the ticket's session (``observe`` must be in the consent). A watcher first gets the shell's
+screen as it is now (:mod:`broker.relay.screen`), then its output as it comes. Keys are
+discarded, except Ctrl-D and Ctrl-C, which leave; the shell's size follows its driver. An
+observer that cannot keep up is dropped rather than slowing the driver.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ log = structlog.get_logger(__name__)
 
 #: an observer further behind than this is dropped
 MAX_BEHIND = 1024 * 1024
+#: the keys that leave a watch: Ctrl-C, Ctrl-D (and ssh's own ``~.``)
+LEAVE_KEYS = frozenset(b"\x03\x04")
 
 
 class ObserverSession(asyncssh.SSHServerSession[bytes]):
@@ -34,6 +38,8 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         self.reason = "engineer"
         self._began = time.monotonic()
         self._finished = False
+        #: what the engineer reads of a refused request, said once the channel has started
+        self.refused: str | None = None
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -51,12 +57,16 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         return True  # refused with a message once started
 
     def subsystem_requested(self, subsystem: str) -> bool:
-        self.edge.refuse_soon(
-            "subsystem", "a watch connection only watches a shell", subsystem=subsystem[:100]
-        )
-        return False
+        reason = "a watch connection only watches a shell"
+        self.edge.refuse_soon("subsystem", reason, subsystem=subsystem[:100])
+        self.refused = self.edge.refused_text(reason)  # said once started (see relay.pump)
+        return True
 
     def session_started(self) -> None:
+        if self.refused is not None:
+            self.reason = "refused"
+            self.stop(self.refused)
+            return
         self.edge.ctx.spawn(self._attach(), "observe", self.edge.log_context)
 
     async def _attach(self) -> None:
@@ -81,11 +91,21 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         if self.chan is None:
             return
         self.driver = driver
+        self.chan.write(driver.replay())  # the screen now, then what comes (no await between)
         driver.observers.add(self)
         self.chan.write_stderr(
-            f"\r\n[Watching {driving.engineer_name}'s shell on {edge.ticket}. "
-            "Your keys are ignored.]\r\n".encode()
+            f"\r\n[Watching {driving.engineer_name}'s shell on {edge.ticket}, read-only. "
+            "Ctrl-D or Ctrl-C leaves.]\r\n".encode()
         )
+        for line in edge.untold():
+            self.notice(line)
+
+    def notice(self, text: str) -> bool:
+        """A line from the broker on this watch's stderr."""
+        if self.chan is None or self.driver is None:
+            return False
+        self.chan.write_stderr(f"\r\n{text}\r\n".encode())
+        return True
 
     def feed(self, data: bytes) -> None:
         """Output of the watched shell."""
@@ -99,7 +119,10 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         self.chan.write(data)
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        """Observers cannot type: input is discarded."""
+        """Observers cannot type: input is discarded; Ctrl-D or Ctrl-C leaves."""
+        if self.driver is not None and not LEAVE_KEYS.isdisjoint(data):
+            self.reason = "left"
+            self.stop("You stopped watching.", status=0)
 
     def eof_received(self) -> bool:
         return True  # the end of an observer's input changes nothing

@@ -34,6 +34,14 @@ class Relay(Protocol):
         """The session ended under this channel (or the engineer was removed)."""
 
 
+@runtime_checkable
+class Notified(Protocol):
+    """A relay that can show the engineer a line (on its session channel's stderr)."""
+
+    def notice(self, text: str) -> bool:
+        """Show ``text`` now; False when this channel cannot (not started, closed)."""
+
+
 class Observer(Protocol):
     def feed(self, data: bytes) -> None: ...
 
@@ -52,6 +60,9 @@ class Watched(Protocol):
 
     @property
     def observers(self) -> set[Observer]: ...
+
+    def replay(self) -> bytes:
+        """Bytes that draw the shell's screen as it is now (recorded output only)."""
 
 
 class Context(Protocol):
@@ -98,5 +109,14 @@ class Engineer(Protocol):
     async def refuse(self, kind: str, reason: str, **detail: object) -> None: ...
 
     def refuse_soon(self, kind: str, reason: str, **detail: object) -> None: ...
+
+    def refused_text(self, reason: str) -> str:
+        """What the engineer reads of a refusal: the reason and the granted scope."""
+
+    def tell(self, text: str) -> None:
+        """Show the engineer ``text`` on a session channel: one open now, or the next."""
+
+    def untold(self) -> list[str]:
+        """The lines :meth:`tell` could not show yet (taken: each is shown once)."""
 
     async def audit_refusal(self, kind: str, exc: BrokerError, **detail: object) -> None: ...

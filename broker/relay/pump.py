@@ -18,11 +18,13 @@ import asyncssh
 import structlog
 
 from assist_protocol.flow import ReadGate
+from assist_protocol.safetext import visible
 from assist_protocol.scope import ChannelRequest, split_env
 from broker.errors import BrokerError, SinkFailed
 from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Output, Resized
 from broker.relay.files import FilesChannel, scp_mode
 from broker.relay.ports import Engineer, Observer
+from broker.relay.screen import ScreenTail
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +64,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.exit_signal: tuple[str, bool, str, str] | None = None
         self.reason: str | None = None
         self._finished = False
+        self._started = False
+        #: what the engineer reads of a refused request, said once the channel has started
+        self.refused: str | None = None
         self._began = time.monotonic()
         #: pauses the helper's output while the engineer's side is full, and the reverse
         self.upstream_gate = ReadGate()
@@ -72,12 +77,17 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         self.channel: int | None = None
         #: engineer input is activity: the session's idle timeout starts again
         self.activity: Callable[[], None] = lambda: None
-        #: engineers watching this shell (``T-1+watch``)
+        #: engineers watching this shell (``T-1+watch``), and its screen for those who join
         self.observers: set[Observer] = set()
+        self.screen: ScreenTail | None = None
 
     @property
     def started(self) -> float:
         return self._began
+
+    def replay(self) -> bytes:
+        """What this shell's terminal shows now, for a watcher who joins (may be empty)."""
+        return self.screen.replay() if self.screen is not None else b""
 
     # --- requests from the engineer --------------------------------------------------------
 
@@ -108,19 +118,38 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.kind = "sftp"
             self.files = FilesChannel(self, self.chan)
             return True
-        reason = f"the subsystem {subsystem!r} is not available"
+        reason = f"the subsystem '{visible(subsystem, 100)}' is not available"
+        # Taken, then ended with why: on a failed request stock ssh races its own generic
+        # "subsystem request failed" against (and often drops) a line written before it.
+        self.refused = self.edge.refused_text(reason)
         self.edge.ctx.spawn(
             self.edge.refuse("subsystem", reason, subsystem=subsystem[:100]),
             None,
             self.edge.log_context,
         )
-        return False
+        return True
 
     def session_started(self) -> None:
+        self._started = True
+        if self.refused is not None:
+            self.reason = "refused"
+            self.stop(self.refused)
+            return
         if self.files is not None:
             self.files.start()
             return
+        for line in self.edge.untold():  # refusals with no text of their own (-R)
+            self.notice(line)
         self.edge.ctx.spawn(self._open(), "relay-open", self.edge.log_context)
+
+    def notice(self, text: str) -> bool:
+        """A line from the broker on this shell's or command's stderr."""
+        if self.chan is None or not self._started or self.files is not None:
+            return False
+        newline = "\r\n" if self.term_type is not None else "\n"
+        with contextlib.suppress(BrokenPipeError):
+            self.chan.write_stderr(f"{text}{newline}".encode())
+        return True
 
     async def _open(self) -> None:
         request = ChannelRequest(self.kind, pty=self.term_type is not None)
@@ -143,6 +172,9 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             self.ref = self.edge.ref(live, self.kind)
             self.activity = live.touch
             detail["customer_host"] = admitted.customer_host
+            watchable = live.granted is not None and "observe" in live.granted.items
+            if watchable and request.pty and self.kind == "shell" and self.dispatcher.wants_data:
+                self.screen = ScreenTail()  # fed only what the recorder was handed
             await self.dispatcher.emit(ChannelOpened(self.ref, detail))
             self.upstream, _ = await nested.create_session(
                 lambda: Upstream(self),
@@ -264,6 +296,8 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             except SinkFailed as exc:
                 self.end(exc.message, "sink_failed")
                 return
+            if self.screen is not None:
+                self.screen.feed(data)
         if self.chan is not None:
             self.chan.write(data, datatype)
         for observer in list(self.observers):

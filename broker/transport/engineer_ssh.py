@@ -15,7 +15,7 @@ import structlog
 from assist_protocol.scope import ChannelRequest
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelRef, ChannelRefused
-from broker.relay.ports import Relay
+from broker.relay.ports import Notified, Relay
 from broker.session.core.commands import Admit, Refuse
 from broker.session.core.events import ChannelClosed, ChannelRequested, LoginLeft, Person
 from broker.session.core.facts import State, end_message
@@ -72,6 +72,8 @@ class EngineerEdge:
         self._closed_early: set[object] = set()
         #: set once this login was removed from (or outlived) its session
         self.removed = False
+        #: lines for the engineer that no session channel has shown yet
+        self._untold: list[str] = []
         self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
         self._log = log.bind(**self.log_context)
 
@@ -210,6 +212,26 @@ class EngineerEdge:
             ref = replace(ref, ticket_id=ticket.id if ticket else 0)
         extra = {"user": f"{self.ticket}+{self.bad_mode}"} if self.bad_mode else {}
         await self.ctx.dispatcher.emit(ChannelRefused(ref, reason, {**extra, **detail}))
+
+    def refused_text(self, reason: str) -> str:
+        """The line "Refused: REASON (granted: SCOPE)." (the README's refusal table)."""
+        live = self.ctx.manager.find(self.ticket)
+        granted = live.granted if live is not None else None
+        return f"Refused: {reason} (granted: {granted})." if granted else f"Refused: {reason}."
+
+    def tell(self, text: str) -> None:
+        """Show the engineer ``text`` on the stderr of a session channel of this login: one
+        open now, else the next that starts. For refusals whose SSH reply carries no text
+        (a global request such as ``-R``): stock OpenSSH shows only a generic warning."""
+        for relay in self.relays:
+            if isinstance(relay, Notified) and relay.notice(text):
+                return
+        if len(self._untold) < 10 and text not in self._untold:  # a client may ask forever
+            self._untold.append(text)
+
+    def untold(self) -> list[str]:
+        lines, self._untold = self._untold, []
+        return lines
 
     def refuse_soon(self, kind: str, reason: str, **detail: object) -> None:
         """:meth:`refuse`, from a hook that cannot wait (asyncssh's synchronous ones)."""

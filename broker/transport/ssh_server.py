@@ -166,11 +166,11 @@ class BrokerSSHServer(asyncssh.SSHServer):
         if self.agent is not None:
             return await self.agent.server_requested(listen_host, listen_port)
         if self.engineer is not None:
+            reason = "remote forwarding (-R) is never allowed"
+            # The reply to a global request carries no text: say why on the session's stderr.
+            self.engineer.tell(self.engineer.refused_text(reason))
             await self.engineer.refuse(
-                "remote-forward",
-                "remote forwarding (-R) is never allowed",
-                host=listen_host[:100],
-                port=listen_port,
+                "remote-forward", reason, host=listen_host[:100], port=listen_port
             )
         return False
 
@@ -201,11 +201,9 @@ class BrokerSSHServer(asyncssh.SSHServer):
     def unix_server_requested(self, listen_path: str) -> bool:
         """``ssh -R /path:...``: never allowed, and audited like every refusal."""
         if self.engineer is not None:
-            self.engineer.refuse_soon(
-                "unix-remote-forward",
-                "remote forwarding of a Unix socket is never allowed",
-                path=listen_path[:255],
-            )
+            reason = "remote forwarding of a Unix socket is never allowed"
+            self.engineer.tell(self.engineer.refused_text(reason))
+            self.engineer.refuse_soon("unix-remote-forward", reason, path=listen_path[:255])
         return False
 
 

@@ -112,6 +112,8 @@ class Operation:
     response: Mapping[str, Any]
     produces: str
     tag: str
+    #: the status of a success: 200, or 201 for what the call creates
+    status: int = 200
 
 
 class Api:
@@ -130,6 +132,7 @@ class Api:
         body: Mapping[str, Any] | None = None,
         response: Mapping[str, Any] | None = None,
         produces: str = "application/json",
+        status: int = 200,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.operations.append(
@@ -144,6 +147,7 @@ class Api:
                     response or {"type": "object"},
                     produces,
                     tag,
+                    status,
                 )
             )
             return handler
@@ -173,8 +177,8 @@ class Api:
                     for p in op.params
                 ],
                 "responses": {
-                    "200": {
-                        "description": "OK",
+                    str(op.status): {
+                        "description": "Created" if op.status == 201 else "OK",
                         "content": {op.produces: {"schema": dict(op.response)}},
                     },
                     **{
@@ -183,12 +187,18 @@ class Api:
                     },
                     "403": {"$ref": "#/components/responses/Forbidden"},
                     "404": {"$ref": "#/components/responses/NotFound"},
+                    "409": {"$ref": "#/components/responses/Conflict"},
                 },
             }
             if op.produces != "application/json":
-                entry["responses"]["206"] = {"description": "Part of the content (Range)"}
+                entry["responses"]["206"] = {
+                    "description": "Part of the content (Range)",
+                    "content": {op.produces: {"schema": dict(op.response)}},
+                }
                 entry["responses"]["416"] = {"$ref": "#/components/responses/Invalid"}
             if op.body is not None:
+                entry["responses"]["408"] = {"$ref": "#/components/responses/TooSlow"}
+                entry["responses"]["413"] = {"$ref": "#/components/responses/TooLarge"}
                 entry["requestBody"] = {
                     "required": True,
                     "content": {"application/json": {"schema": dict(op.body)}},
@@ -202,6 +212,9 @@ class Api:
                 ("Unauthorized", "No valid token or login"),
                 ("Forbidden", "The account's role does not allow this"),
                 ("NotFound", "No such thing"),
+                ("Conflict", "The state of things does not allow it (such as a broken chain)"),
+                ("TooSlow", "The request's body did not arrive in time"),
+                ("TooLarge", "The request's body is too large"),
             )
         }
         return {

@@ -13,7 +13,7 @@ from broker.store import queries as q
 from broker.store.models import Account
 from broker.web.api import MAX_INT, Api, Call, Param
 from broker.web.auth import COOKIE
-from broker.web.schemas import ROLES_ALL, list_of
+from broker.web.schemas import ROLES_ALL, list_of, with_properties
 
 api = Api()
 
@@ -41,7 +41,12 @@ TOKEN = {
 
 
 @api.op(
-    "GET", "/me", summary="The account asking", roles=ROLES_ALL, tag="accounts", response=ACCOUNT
+    "GET",
+    "/me",
+    summary="The account asking, and how it logged in (token or login)",
+    roles=ROLES_ALL,
+    tag="accounts",
+    response=with_properties(ACCOUNT, via={"type": "string"}),
 )
 async def me(call: Call) -> web.Response:
     async with call.deps.store.read() as db:
@@ -77,7 +82,8 @@ async def list_tokens(call: Call) -> web.Response:
             "expires_days": {"type": "integer", "minimum": 1, "maximum": 366},
         },
     },
-    response=TOKEN,
+    response=with_properties(TOKEN, token={"type": "string"}),
+    status=201,
 )
 async def create_token(call: Call) -> web.Response:
     days = call.body.get("expires_days", 90)
@@ -141,6 +147,7 @@ async def list_accounts(call: Call) -> web.Response:
         },
     },
     response=ACCOUNT,
+    status=201,
 )
 async def create_account(call: Call) -> web.Response:
     body = call.body

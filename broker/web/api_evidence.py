@@ -16,7 +16,7 @@ from broker.evidence.verify import verify_store
 from broker.ops import shapes
 from broker.store import listing
 from broker.store import queries as q
-from broker.web.api import MAX_INT, Api, Call, Param
+from broker.web.api import MAX_INT, Api, ApiError, Call, Param
 from broker.web.api_tickets import CURSOR, KEY, cursor_int, viewer, visible_ticket
 from broker.web.schemas import EVENT, READERS, ROLES_ALL, page_of
 
@@ -88,6 +88,7 @@ async def get_recording(call: Call) -> web.StreamResponse:
     ranges = call.request.headers.get("Range")
     if ranges is not None:
         details["range"] = ranges[:100]
+        _satisfiable(call.request, path.stat().st_size)
     async with deps.store.begin() as db:
         await call.audit(
             db, "recording.viewed", details, ticket_id=ref.ticket_id, session_id=ref.session_id
@@ -100,6 +101,17 @@ async def get_recording(call: Call) -> web.StreamResponse:
             "Cache-Control": "no-store",
         },
     )
+
+
+def _satisfiable(request: web.Request, size: int) -> None:
+    """A 416 as the document declares it (JSON, and nothing read or audited), where
+    aiohttp's file answer would send one of its own, typed as a recording but empty."""
+    try:
+        start = request.http_range.start
+    except ValueError:
+        raise ApiError(416, "The Range header is not valid (bytes=FIRST-LAST).") from None
+    if start is not None and start >= size:
+        raise ApiError(416, f"The range starts past the recording's end ({size} bytes).")
 
 
 VERIFY = {

@@ -18,6 +18,7 @@ from broker.web.schemas import (
     SESSION_STATES,
     list_of,
     page_of,
+    with_properties,
 )
 
 api = Api()
@@ -77,7 +78,7 @@ async def list_sessions(call: Call) -> web.Response:
     roles=ROLES_ALL,
     tag="sessions",
     params=(SESSION_ID,),
-    response=SESSION,
+    response=with_properties(SESSION, reviews={"type": "array", "items": REVIEW}),
 )
 async def show_session(call: Call) -> web.Response:
     session, ticket = await visible_session(call, call.params["id"])
@@ -113,7 +114,10 @@ async def list_channels(call: Call) -> web.Response:
     roles=ops.sessions.end.roles,
     tag="sessions",
     params=(SESSION_ID,),
-    response={"type": "object", "properties": {"session": {"type": "string"}}},
+    response={
+        "type": "object",
+        "properties": {"session": {"type": "string"}, "ended": {"type": "boolean"}},
+    },
 )
 async def end_session(call: Call) -> web.Response:
     # in this process: the broker ends it itself (the command line asks it through the store)
@@ -138,6 +142,7 @@ async def end_session(call: Call) -> web.Response:
         },
     },
     response=REVIEW,
+    status=201,
 )
 async def review_session(call: Call) -> web.Response:
     status, note = call.body["status"], str(call.body.get("note") or "")

@@ -94,6 +94,7 @@ NEW_TICKET = {
     tag="tickets",
     body=NEW_TICKET,
     response=TICKET,
+    status=201,
 )
 async def create_ticket(call: Call) -> web.Response:
     body = call.body
@@ -171,6 +172,7 @@ CODE = {
         },
     },
     response=CODE,
+    status=201,
 )
 async def issue_code(call: Call) -> web.Response:
     deps = call.deps

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from broker.web import api_accounts, api_evidence, api_sessions, api_tickets, ui
 from broker.web.api import PREFIX, Api
-from broker.web.auth import authenticate, body_in_time, security_headers
+from broker.web.auth import MAX_REQUEST, authenticate, body_in_time, security_headers
 from broker.web.deps import DEPS, Deps
 from broker.web.helper_download import FILE_NAME
 
@@ -70,7 +70,7 @@ async def openapi(request: web.Request) -> web.Response:
 
 def create_app(deps: Deps) -> web.Application:
     app = web.Application(
-        middlewares=[security_headers, body_in_time, authenticate], client_max_size=1024**2
+        middlewares=[security_headers, body_in_time, authenticate], client_max_size=MAX_REQUEST
     )
     app[DEPS] = deps
     operations = all_operations()

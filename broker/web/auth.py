@@ -23,6 +23,10 @@ CSP = (
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: the largest request body the HTTP server reads (aiohttp's client_max_size)
+MAX_REQUEST = 1024**2
+
+
 def _json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message, "status": status}, status=status)
 
@@ -80,6 +84,8 @@ async def body_in_time(request: web.Request, handler: Handler) -> web.StreamResp
             response = _json_error(408, "The request's body did not arrive in time.")
             response.force_close()
             return response
+        except web.HTTPRequestEntityTooLarge:  # over client_max_size: said in JSON
+            return _json_error(413, f"The request's body may be at most {MAX_REQUEST} bytes.")
     return await handler(request)
 
 

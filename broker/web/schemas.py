@@ -17,6 +17,7 @@ STR = {"type": "string"}
 OPT_STR = {"type": "string", "nullable": True}
 OPT_TIME = {"type": "string", "format": "date-time", "nullable": True}
 INT = {"type": "integer"}
+OPT_INT = {"type": "integer", "nullable": True}
 OBJ = {"type": "object"}
 
 TICKET = {
@@ -57,10 +58,16 @@ CHANNEL = {
         "engineer": STR,
         "kind": STR,
         "detail": OBJ,
+        "opened_at": OPT_TIME,
+        "closed_at": OPT_TIME,
         "bytes_in": INT,
         "bytes_out": INT,
+        "exit_status": OPT_INT,
+        "exit_signal": OPT_STR,
+        "close_reason": OPT_STR,
         "recording": {"type": "boolean"},
         "recording_sha256": OPT_STR,
+        "recording_size": OPT_INT,
     },
 }
 EVENT = {
@@ -69,7 +76,7 @@ EVENT = {
         "seq": INT,
         "time": OPT_TIME,
         "ticket": OPT_STR,
-        "ticket_id": {"type": "integer", "nullable": True},
+        "ticket_id": OPT_INT,
         "session": OPT_STR,
         "actor": STR,
         "action": STR,
@@ -77,6 +84,11 @@ EVENT = {
         "hash": STR,
     },
 }
+
+
+def with_properties(schema: dict[str, Any], **more: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` (an object) with more properties: an answer that adds to a shape."""
+    return {**schema, "properties": {**schema["properties"], **more}}
 
 
 def page_of(item: dict[str, Any]) -> dict[str, Any]:

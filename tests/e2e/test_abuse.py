@@ -23,6 +23,7 @@ from broker.store.models import Session
 from tests.e2e.test_codes import _redeem_in_process
 from tests.e2e.test_handoff import cli
 from tests.harness import BrokerHarness
+from tests.web.openapi_check import checked_session
 
 
 async def test_thirty_concurrent_wrong_codes_are_five_evaluations(tmp_path: Path) -> None:
@@ -115,9 +116,8 @@ async def test_disabling_an_engineer_ends_their_ssh_at_once(harness: BrokerHarne
     await harness.connected_helper(ticket)
     running = asyncio.ensure_future(harness.ssh(key, ticket, "echo started; sleep 60"))
     await harness.wait_audit(ticket, "channel.opened")
-    import aiohttp
 
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {admin}"}) as http:
+    async with checked_session(headers={"Authorization": f"Bearer {admin}"}) as http:
         url = f"{harness.base_url}/api/v1/accounts/alice"
         async with http.patch(url, json={"disabled": True}) as response:
             assert response.status == 200
@@ -197,7 +197,10 @@ async def test_unix_socket_forwards_and_watch_subsystems_are_audited(
         forward.kill()
         await forward.wait()
     watch = await harness.ssh(key, f"{ticket}+watch", "sftp", options=("-s",))
-    assert watch.status != 0
+    assert watch.status == 255
+    assert watch.stderr.startswith(
+        b"\r\nRefused: a watch connection only watches a shell (granted: shell,exec,observe).\r\n"
+    )
     await harness.wait_audit(ticket, "channel.refused", kind="subsystem")
 
 

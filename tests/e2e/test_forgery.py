@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 from sqlalchemy import update
 
@@ -19,6 +18,7 @@ from broker.vocabulary import Action, declare
 from tests.e2e.test_handoff import cli
 from tests.harness import BrokerHarness, helper_argv, helper_env
 from tests.ptydriver import PtyDriver
+from tests.web.openapi_check import checked_session
 
 #: clear the screen, go home, and paint a question the audit will not record
 FORGED = "\x1b[2J\x1b[HBob asks only to look at one log file. Allow? [y/N] \x1b[8m"
@@ -117,7 +117,7 @@ async def test_control_characters_are_refused_where_typed(harness: BrokerHarness
     assert titles == ["Mail queue stuck"]
 
     token = await harness.token("root-admin", "admin")
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+    async with checked_session(headers={"Authorization": f"Bearer {token}"}) as http:
         for path, body, field in (
             ("/api/v1/tickets", {"title": FORGED, "severity": 2}, "body.title"),
             (
@@ -147,7 +147,7 @@ async def test_admin_terminal_shows_escapes_in_every_listing(harness: BrokerHarn
         await db.execute(
             update(Session).values(customer_host={"hostname": "pc\x1b[2J", "user": "u", "os": "x"})
         )
-    async with aiohttp.ClientSession() as http:
+    async with checked_session() as http:
         async with http.post(
             harness.base_url + "/login",
             data={"name": "root\x1b]0;owned\x07", "password": "wrong password!"},

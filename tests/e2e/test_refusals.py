@@ -125,7 +125,31 @@ async def test_unknown_subsystem_is_refused(harness: BrokerHarness) -> None:
     await harness.connected_helper(ticket)
     result = await harness.ssh(key, ticket, "netconf", options=("-s",))
     assert result.status == 255
+    # the broker's why, then OpenSSH's own generic line
+    assert result.stderr.startswith(
+        b"Refused: the subsystem 'netconf' is not available (granted: shell,exec).\n"
+    )
     await harness.wait_audit(ticket, "channel.refused", kind="subsystem", subsystem="netconf")
+
+    hostile = await harness.ssh(key, ticket, "net\x1b[2Jconf", options=("-s",))
+    assert b"the subsystem 'net\\x1b[2Jconf' is not available" in hostile.stderr
+
+
+async def test_remote_forward_is_refused_with_why_on_the_session(harness: BrokerHarness) -> None:
+    """A global request's reply carries no text: the why goes to the session's stderr."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    result = await harness.ssh(
+        key, ticket, "echo still-works", options=("-o", "LogLevel=INFO", "-R", "0:localhost:22")
+    )
+    assert result.status == 0 and result.stdout == b"still-works\n"
+    assert (
+        b"Refused: remote forwarding (-R) is never allowed (granted: shell,exec).\n"
+        in result.stderr
+    )
+    assert b"Warning: remote port forwarding failed for listen port 0" in result.stderr
+    await harness.wait_audit(ticket, "channel.refused", kind="remote-forward")
 
 
 class _CodeClient(asyncssh.SSHClient):

@@ -16,6 +16,7 @@ import pytest
 from broker import credentials as access
 from broker.store import queries as q
 from tests.harness import BrokerHarness
+from tests.web.openapi_check import checked_session
 
 PASSWORD = "correct horse battery staple"
 
@@ -23,7 +24,7 @@ PASSWORD = "correct horse battery staple"
 def _session(source: str = "127.0.0.1") -> aiohttp.ClientSession:
     """A client whose connections come from ``source`` (any address of 127.0.0.0/8)."""
     connector = aiohttp.TCPConnector(local_addr=(source, 0), force_close=True)
-    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
+    return checked_session(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
 async def _login(http: aiohttp.ClientSession, base: str, name: str, password: str) -> int:

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from broker.store import chain
 from broker.store.models import AuditEvent, Channel
 from tests.harness import BrokerHarness
+from tests.web.openapi_check import checked_session
 
 
 @dataclass
@@ -46,7 +47,7 @@ async def clients(harness: BrokerHarness) -> AsyncIterator[dict[str, Client]]:
         "admin": await harness.token("root-admin", "admin"),
         "nobody": None,
     }
-    async with aiohttp.ClientSession() as http:
+    async with checked_session() as http:  # every answer checked against the document
         yield {role: Client(http, harness.base_url, t) for role, t in tokens.items()}
 
 
@@ -266,6 +267,10 @@ async def test_recording_range_verify_and_bundle_are_audited(
         "GET", f"/api/v1/recordings/{channel['id']}", headers={"Range": "bytes=1-"}
     )
     assert status == 206 and tail == whole[1:]
+    status, _ = await auditor.call(
+        "GET", f"/api/v1/recordings/{channel['id']}", headers={"Range": "bytes=99999999-"}
+    )
+    assert status == 416  # (checked against the document like every answer)
     viewed = [d for a, d in await harness.audit(ticket) if a == "recording.viewed"]
     assert viewed == [  # every read that returns recording bytes, ranges included
         {"channel_id": channel["id"], "how": "http"},
@@ -319,3 +324,14 @@ async def test_recording_is_read_only_where_the_chain_says(
         status, body = await auditor.call("GET", f"/api/v1/recordings/{channel.id}")
         assert status == 404 and "outside the recordings folder" in body["error"], body
     assert (await harness.ssh(key, ticket, "true")).status == 0  # the session goes on
+
+
+async def test_answers_the_api_gives_on_its_own_are_declared_too(
+    harness: BrokerHarness, clients: dict[str, Client]
+) -> None:
+    """Errors that come from the frame rather than a handler (each checked against the
+    document by the clients' session): a body too large, a range past the end."""
+    engineer = clients["engineer"]
+    big = io.BytesIO(b"{" * (2 * 1024**2))
+    status, error = await engineer.call("POST", "/api/v1/tickets", data=big)
+    assert status in (400, 413), error

@@ -8,6 +8,7 @@ import re
 import aiohttp
 
 from tests.harness import BrokerHarness
+from tests.web.openapi_check import checked_session
 
 PASSWORD = "correct horse battery staple"
 
@@ -15,7 +16,7 @@ PASSWORD = "correct horse battery staple"
 async def test_login_cookie_and_csrf(harness: BrokerHarness) -> None:
     await harness.token("audrey", "auditor", password=PASSWORD)
     jar = aiohttp.CookieJar(unsafe=True)  # the broker is on an IP address
-    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+    async with checked_session(cookie_jar=jar) as http:
         form = {"name": "audrey", "password": PASSWORD, "next": "//evil.example/x"}
         async with http.post(
             f"{harness.base_url}/login", data=form, allow_redirects=False
@@ -57,7 +58,7 @@ async def test_wrong_passwords_are_limited_per_address_and_audited(
 ) -> None:
     await harness.token("audrey", "auditor", password=PASSWORD)
     statuses = []
-    async with aiohttp.ClientSession() as http:
+    async with checked_session() as http:
         for _ in range(6):
             form = {"name": "audrey", "password": "not it at all"}
             async with http.post(f"{harness.base_url}/login", data=form) as response:

@@ -1,5 +1,5 @@
 """The OpenAPI document matches the routes, and schemathesis, fuzzing the API from that
-document with real tokens, finds no server error."""
+document with real tokens, finds no server error and no answer the document does not declare."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from broker.web.app import all_operations
 from tests.harness import BrokerHarness
+from tests.web.openapi_check import document as checked_document
 
 
 async def test_openapi_document_matches_the_routes(harness: BrokerHarness) -> None:
@@ -25,6 +26,8 @@ async def test_openapi_document_matches_the_routes(harness: BrokerHarness) -> No
     ):
         assert response.status == 200
         document = await response.json()
+    # the document every API test checks its answers against (tests/web/openapi_check.py)
+    assert document == {**checked_document(), "info": document["info"]}
     documented = {
         (method.upper(), path) for path, ops in document["paths"].items() for method in ops
     }
@@ -54,6 +57,14 @@ SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent
 )
 
 
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+)
+
+
 async def schemathesis(url: str, token: str, *selection: str) -> str:
     assert SCHEMATHESIS is not None
     # Its own folder: schemathesis keeps a cache of past crashes (.schemathesis/) in the
@@ -69,7 +80,8 @@ async def _schemathesis(folder: str, url: str, token: str, *selection: str) -> s
         "run",
         url,
         "--checks",
-        "not_a_server_error",
+        # and the document matches every answer: its status, content type and body
+        ",".join(CHECKS),
         "--max-examples",
         "15",
         "--phases",

@@ -12,11 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.test_handoff import cli
 from tests.harness import BrokerHarness
+from tests.web.openapi_check import checked_session
 
 
 async def scrape(harness: BrokerHarness) -> dict[str, float]:
     async with (
-        aiohttp.ClientSession() as http,
+        checked_session() as http,
         http.get(f"{harness.base_url}/metrics") as response,
     ):
         assert response.status == 200
@@ -40,7 +41,7 @@ async def test_metrics_count_what_happened(harness: BrokerHarness) -> None:
     bad = await harness.helper("000-000-000")
     assert await bad.finish() == 2
     async with (
-        aiohttp.ClientSession() as http,
+        checked_session() as http,
         http.get(
             f"{harness.base_url}/api/v1/me", headers={"Authorization": "Bearer abt_wrong"}
         ) as response,
@@ -77,7 +78,7 @@ async def test_https_with_a_certificate_from_the_command_line(tmp_path: Path) ->
     ).start()
     try:
         trust = ssl.create_default_context(cafile=paths["certificate"])
-        async with aiohttp.ClientSession() as http:
+        async with checked_session() as http:
             url = f"https://127.0.0.1:{harness.http_port}/healthz"
             async with http.get(url, ssl=trust) as response:
                 assert response.status == 200
@@ -97,7 +98,7 @@ async def test_api_tokens_from_the_command_line(harness: BrokerHarness) -> None:
     made = await cli(harness, "token", "create", "audrey", "--expires", "1d", "--json")
     assert made.status == 0, made.stderr
     token = json.loads(made.stdout)
-    async with aiohttp.ClientSession() as http:
+    async with checked_session() as http:
         headers = {"Authorization": f"Bearer {token['token']}"}
         async with http.get(f"{harness.base_url}/api/v1/me", headers=headers) as response:
             assert response.status == 200 and (await response.json())["name"] == "audrey"
