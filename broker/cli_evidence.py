@@ -157,7 +157,7 @@ async def cmd_recording_play(args: argparse.Namespace, settings: Settings, store
 async def cmd_recording_export(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     path = await _recording(store, settings, args.channel, "export")
     Path(args.out).write_bytes(path.read_bytes())  # noqa: ASYNC240 - one local file
-    return f"Wrote {args.out}."
+    return {"channel": args.channel, "out": args.out}
 
 
 async def cmd_audit_prune(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
@@ -171,3 +171,13 @@ async def cmd_audit_prune(args: argparse.Namespace, settings: Settings, store: S
         "dry_run": args.dry_run,
         "summary": f"{verb} {len(pruned)} recordings past retention; their hashes stay.",
     }
+
+
+HANDLERS = {
+    ("audit", "pubkey"): cmd_audit_pubkey,
+    ("audit", "verify"): cmd_audit_verify,
+    ("audit", "export"): cmd_audit_export,
+    ("audit", "prune"): cmd_audit_prune,
+    ("recording", "play"): cmd_recording_play,
+    ("recording", "export"): cmd_recording_export,
+}

@@ -11,8 +11,10 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncssh
+if TYPE_CHECKING:  # asyncssh is imported where it is used: the command line mostly needs none
+    import asyncssh
 
 
 def ensure_data_dir(data_dir: Path) -> None:
@@ -33,6 +35,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _ssh_key(path: Path) -> asyncssh.SSHKey:
+    import asyncssh
+
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment=f"assist-broker {path.name}")
         write_private(path, key.export_private_key())
@@ -87,6 +91,8 @@ def load_code_key(data_dir: Path) -> bytes:
 
 def fingerprint_of(public_key_line: str) -> tuple[str, str, str | None]:
     """Validate an OpenSSH public key line -> ``(fingerprint, normalized line, comment)``."""
+    import asyncssh
+
     key = asyncssh.import_public_key(public_key_line.strip())
     comment = key.get_comment()
     line = key.export_public_key("openssh").decode().strip()

@@ -186,4 +186,44 @@ def human(command: str, action: str | None, result: Any) -> str:
         case ("audit", "show"):
             rows = [{**r, "details": _details(r["details"])} for r in result]
             return _table(rows, ["seq", "time", "ticket", "actor", "action", "details"])
-    return json.dumps(result, indent=2, default=str)
+        case ("db", "upgrade"):
+            return f"The database {result['database']} is {result['status']}."
+        case ("token", "list"):
+            return _table(result, ["id", "label", "expires_at", "revoked", "last_used_at"])
+        case ("token", "revoke"):
+            return f"API token {result['id']} is revoked."
+        case ("code", "list"):
+            columns = ["id", "ticket", "engineer", "scope", "state", "issued_at", "expires_at"]
+            return _table(result, columns)
+        case ("code", "revoke"):
+            return f"Consent code {result['id']} is {result['state']}: it can no longer be used."
+        case ("ticket", "status") | ("ticket", "close"):
+            return f"{result['key']} is {result['status']}."
+        case ("session", "show"):
+            return _session(result)
+        case ("recording", "export"):
+            return f"Wrote {result['out']}."
+    return _plain(result)
+
+
+def _session(s: dict[str, Any]) -> str:
+    head = [
+        f"Session {s['id']}  {s['ticket']}  {s['state']}  engineer: {s['engineer'] or '-'}",
+        f"scope: {s['granted_scope'] or '-'} (asked: {s['requested_scope']})",
+        f"started: {_cell('started_at', s['started_at'])}  ended: "
+        f"{_cell('ended_at', s['ended_at']) or '-'}  reason: {s['end_reason'] or '-'}",
+        f"reviews: {', '.join(r['status'] for r in s['reviews']) or 'none'}",
+        "",
+    ]
+    columns = ["id", "kind", "engineer", "opened_at", "bytes_in", "bytes_out", "close_reason"]
+    return "\n".join(head) + _table(s["channels"], columns)
+
+
+def _plain(result: Any) -> str:
+    """Any other result as text: a dict as ``key: value`` lines, a list as a table (never
+    JSON: that is what ``--json`` is for)."""
+    if isinstance(result, dict):
+        return "\n".join(f"{k}: {_cell(k, v)}" for k, v in result.items())
+    if isinstance(result, list) and all(isinstance(r, dict) for r in result):
+        return _table(result, list(result[0]) if result else [])
+    return str(result)

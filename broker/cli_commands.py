@@ -1,0 +1,245 @@
+"""The commands' work: each turns its arguments into an operation (broker.ops) or a read of
+the store, and returns a plain result (text in broker.render, JSON with ``--json``). Loaded by
+broker.cli only once a command runs: this is where the database and SSH libraries come in."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from broker import ops, render
+from broker.config import Settings, parse_duration
+from broker.errors import Invalid
+from broker.keys import ensure_data_dir, load_code_key, load_seal_key
+from broker.ops import COMMAND_LINE, shapes
+from broker.ops.control import ViaBroker
+from broker.session.consent import CodeHasher, ConsentCodes
+from broker.store import queries as q
+from broker.store.db import Store
+
+Handler = Callable[[argparse.Namespace, Settings, Store], Awaitable[Any]]
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+async def cmd_db_upgrade(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return {"database": render.safe_url(settings.db_url), "status": "up to date"}
+
+
+async def cmd_ticket_create(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    ticket = await ops.tickets.create(
+        store,
+        COMMAND_LINE,
+        title=args.title,
+        severity=args.severity,
+        customer_email=args.customer_email,
+        customer_name=args.customer_name,
+        key=args.key,
+    )
+    return shapes.ticket(ticket)
+
+
+async def cmd_ticket_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        return [shapes.ticket(t) for t in await q.list_tickets(db)]
+
+
+async def cmd_ticket_assign(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return await ops.tickets.assign(store, COMMAND_LINE, args.ticket, list(args.engineers))
+
+
+async def cmd_ticket_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return await ops.tickets.show(store, COMMAND_LINE, args.ticket)
+
+
+async def cmd_account_add(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    lines: list[str] = []
+    for path in args.ssh_key:
+        try:
+            text = Path(path).read_text()  # noqa: ASYNC240 - a small local file, read once
+        except OSError as exc:
+            raise Invalid(f"cannot read the key file {path}: {exc.strerror}") from None
+        lines += text.splitlines()
+        ops.accounts.public_keys(text.splitlines(), where=path)  # name the file that is wrong
+    if args.role == "engineer" and not args.ssh_key:
+        raise Invalid("an engineer needs at least one --ssh-key to log in")
+    account, keys = await ops.accounts.add(
+        store,
+        COMMAND_LINE,
+        name=args.name,
+        role=args.role,
+        display_name=args.display_name,
+        ssh_keys=lines,
+    )
+    return {**shapes.account(account, len(keys)), "keys": keys}
+
+
+async def cmd_account_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        return [shapes.account(a, n) for a, n in await q.list_accounts(db)]
+
+
+async def cmd_code_issue(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    ttl = parse_duration(args.ttl, what="--ttl") if args.ttl else settings.code_ttl
+    codes = ConsentCodes(store, CodeHasher(load_code_key(settings.data_dir)))
+    try:
+        code, row, scope = await ops.codes.issue(
+            store,
+            COMMAND_LINE,
+            codes,
+            args.ticket,
+            engineer=args.engineer,
+            scope=args.scope or settings.default_scope,
+            ttl=ttl,
+        )
+    except Invalid as exc:  # name the flag the scope came from
+        raise Invalid(exc.message.replace("scope: ", "--scope: ", 1)) from None
+    return {
+        "code": code,
+        "ticket": args.ticket.upper(),
+        "scope": str(scope),
+        "scope_text": scope.describe(),
+        "expires_at": row.expires_at.isoformat(timespec="seconds"),
+        "consent_id": row.id,
+    }
+
+
+async def cmd_session_list(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        ticket = await q.get_ticket(db, args.ticket) if args.ticket else None
+        names = await q.names_by_id(db)
+        tickets = {t.id: t.key for t in await q.list_tickets(db)}
+        return [
+            shapes.session(s, tickets[s.ticket_id], names.get(s.engineer_id))
+            for s in await q.list_sessions(db, ticket)
+        ]
+
+
+async def cmd_session_end(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return await ops.sessions.end(store, COMMAND_LINE, ViaBroker(store), args.session)
+
+
+async def cmd_session_handoff(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    return await ops.sessions.handoff(store, COMMAND_LINE, ViaBroker(store), args.session, args.to)
+
+
+async def cmd_audit_show(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        ticket = await q.get_ticket(db, args.ticket) if args.ticket else None
+        tickets = {t.id: t.key for t in await q.list_tickets(db)}
+        return [
+            shapes.event(e, tickets.get(e.ticket_id) if e.ticket_id else None)
+            for e in await q.list_audit(db, ticket)
+        ]
+
+
+async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
+    async with store.read() as db:
+        ticket = await q.get_ticket(db, args.ticket)
+    return render.ssh_config(ticket.key, settings, args.identity)
+
+
+HANDLERS: dict[tuple[str, str | None], Handler] = {
+    ("db", "upgrade"): cmd_db_upgrade,
+    ("ticket", "create"): cmd_ticket_create,
+    ("ticket", "list"): cmd_ticket_list,
+    ("ticket", "show"): cmd_ticket_show,
+    ("ticket", "assign"): cmd_ticket_assign,
+    ("account", "add"): cmd_account_add,
+    ("account", "list"): cmd_account_list,
+    ("code", "issue"): cmd_code_issue,
+    ("session", "list"): cmd_session_list,
+    ("session", "end"): cmd_session_end,
+    ("session", "handoff"): cmd_session_handoff,
+    ("audit", "show"): cmd_audit_show,
+    ("ssh-config", None): cmd_ssh_config,
+}
+
+#: commands whose handlers live in another module (its ``HANDLERS``), imported only when one
+#: of them runs: the evidence commands load the signing and SSH libraries, the web ones argon2
+ELSEWHERE: dict[tuple[str, str | None], str] = {
+    **dict.fromkeys(
+        [
+            ("audit", "pubkey"),
+            ("audit", "verify"),
+            ("audit", "export"),
+            ("audit", "prune"),
+            ("recording", "play"),
+            ("recording", "export"),
+        ],
+        "broker.cli_evidence",
+    ),
+    **dict.fromkeys(
+        [
+            ("account", "password"),
+            ("account", "disable"),
+            ("account", "enable"),
+            ("token", "create"),
+            ("token", "list"),
+            ("token", "revoke"),
+            ("certs", None),
+        ],
+        "broker.cli_web",
+    ),
+    **dict.fromkeys(
+        [
+            ("ticket", "status"),
+            ("ticket", "close"),
+            ("code", "list"),
+            ("code", "revoke"),
+            ("session", "show"),
+        ],
+        "broker.cli_verbs",
+    ),
+}
+
+
+def handler(command: tuple[str, str | None]) -> Handler:
+    if command in HANDLERS:
+        return HANDLERS[command]
+    found: Handler = importlib.import_module(ELSEWHERE[command]).HANDLERS[command]
+    return found
+
+
+#: commands that write no audit event (the others sign the chain head when they are done)
+READ_ONLY = {
+    ("db", "upgrade"),
+    ("ticket", "list"),
+    ("ticket", "show"),
+    ("account", "list"),
+    ("session", "list"),
+    ("audit", "show"),
+    ("audit", "pubkey"),
+    ("audit", "verify"),
+    ("token", "list"),
+    ("ssh-config", None),
+    ("certs", None),
+    ("code", "list"),
+    ("session", "show"),
+}
+
+
+async def run(args: argparse.Namespace, settings: Settings) -> Any:
+    """Run the command ``args`` names against the data dir and database of ``settings``."""
+    ensure_data_dir(settings.data_dir)
+    store = Store(settings.db_url)
+    store.seal_key = load_seal_key(settings.data_dir)
+    command = (args.command, getattr(args, "action", None))
+    try:
+        await store.upgrade()
+        try:
+            return await handler(command)(args, settings, store)
+        finally:
+            if command not in READ_ONLY:
+                # What this command wrote is signed now, not when a broker next looks: the
+                # head is always signed, with or without a broker running.
+                from broker.evidence.checkpoints import Checkpointer
+                from broker.evidence.signing import Signer
+
+                await Checkpointer(store, Signer.load(settings.data_dir)).sign_quietly()
+    finally:
+        await store.close()
