@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from broker import ops, render
+from broker import listening, ops, render
 from broker.config import Settings, parse_duration
-from broker.errors import Invalid
-from broker.keys import ensure_data_dir, load_code_key, load_seal_key
+from broker.errors import Invalid, NotFound
+from broker.keys import ensure_data_dir, host_public_key, load_code_key, load_seal_key
 from broker.ops import COMMAND_LINE, shapes
 from broker.ops.control import ViaBroker
 from broker.session.consent import CodeHasher, ConsentCodes
@@ -140,7 +140,37 @@ async def cmd_audit_show(args: argparse.Namespace, settings: Settings, store: St
 async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     async with store.read() as db:
         ticket = await q.get_ticket(db, args.ticket)
-    return render.ssh_config(ticket.key, settings, args.identity)
+    running = listening.read(settings.data_dir)
+    host, port = (
+        (running.host, running.port) if running else (settings.advertised_host, settings.ssh_port)
+    )
+    if port == 0:
+        raise NotFound(
+            "No broker is running with this data dir, and the settings leave its SSH port to "
+            "chance (port 0): start `assist-broker serve` first."
+        )
+    host_key = host_public_key(settings.data_dir)
+    if host_key is None:
+        raise NotFound(
+            f"{settings.data_dir} holds no host key yet: start `assist-broker serve` once first."
+        )
+    line = render.known_hosts_line(host_key)
+    known_hosts = args.known_hosts or DEFAULT_KNOWN_HOSTS
+    if args.known_hosts:
+        Path(args.known_hosts).expanduser().write_text(line + "\n")  # noqa: ASYNC240 - small
+    return {
+        "ticket": ticket.key,
+        "host": host,
+        "port": port,
+        "known_hosts_file": known_hosts,
+        "known_hosts_written": bool(args.known_hosts),
+        "known_hosts_line": line,
+        "config": render.ssh_config(ticket.key, host, port, args.identity, known_hosts),
+    }
+
+
+#: where the block looks for the broker's host key when --known-hosts names no file
+DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts.assist-broker"
 
 
 HANDLERS: dict[tuple[str, str | None], Handler] = {

@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     sshconf = leaf(sub, "ssh-config", "an ssh_config block for a ticket, pinning the host key")
     sshconf.add_argument("ticket", help="the ticket's key, e.g. T-1")
     sshconf.add_argument("--identity", help="the engineer's private key file")
+    sshconf.add_argument(
+        "--known-hosts",
+        help="write the broker's host key line to this file, which the block names "
+        "(default: the block names ~/.ssh/known_hosts.assist-broker, and the line is printed)",
+    )
     return parser
 
 

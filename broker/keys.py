@@ -97,3 +97,13 @@ def fingerprint_of(public_key_line: str) -> tuple[str, str, str | None]:
     comment = key.get_comment()
     line = key.export_public_key("openssh").decode().strip()
     return str(key.get_fingerprint("sha256")), line, comment
+
+
+def host_public_key(data_dir: Path) -> str | None:
+    """The broker's host key as an OpenSSH public key line (``None``: never created)."""
+    import asyncssh
+
+    path = data_dir / "ssh_host_ed25519_key"
+    if not path.exists():
+        return None
+    return asyncssh.read_private_key(path).export_public_key().decode().strip()
