@@ -146,11 +146,18 @@ async def _recording(store: Store, settings: Settings, channel_id: int, how: str
 async def cmd_recording_play(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     path = await _recording(store, settings, args.channel, "play")
 
+    output: list[str] = []
+
     def write(text: str) -> None:
+        if args.json:  # the output goes into the JSON, not onto the terminal
+            output.append(text)
+            return
         sys.stdout.write(text)
         sys.stdout.flush()
 
     played = await play(path, write, speed=args.speed, idle=args.idle)
+    if args.json:
+        return {"channel": args.channel, "played": played, "output": "".join(output)}
     return {"channel": args.channel, "played": played, "_quiet": True}
 
 
