@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -253,12 +254,26 @@ READ_ONLY = {
 }
 
 
+#: commands that only read what is there: on a data dir that does not exist, they refuse
+ONLY_READ = READ_ONLY - {("db", "upgrade"), ("certs", None), ("audit", "pubkey")}
+
+
 async def run(args: argparse.Namespace, settings: Settings) -> Any:
     """Run the command ``args`` names against the data dir and database of ``settings``."""
+    command = (args.command, getattr(args, "action", None))
+    if not settings.data_dir.exists():
+        if command in ONLY_READ:  # a wrong directory must not turn into a second, empty store
+            raise NotFound(
+                f"There is no data dir {settings.data_dir.resolve()}. Give the broker's with "
+                "--data-dir (or ASSIST_DATA_DIR)."
+            )
+        print(
+            f"assist-broker: created a new data dir {settings.data_dir.resolve()}",
+            file=sys.stderr,
+        )
     ensure_data_dir(settings.data_dir)
     store = Store(settings.db_url)
     store.seal_key = load_seal_key(settings.data_dir)
-    command = (args.command, getattr(args, "action", None))
     try:
         await store.upgrade()
         try:

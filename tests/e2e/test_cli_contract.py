@@ -120,3 +120,16 @@ def test_an_unusable_data_dir_exits_3(tmp_path: Path) -> None:
     no_traceback(done)
     assert done.returncode == 3, done
     assert done.stderr.startswith("assist-broker: cannot use ")
+
+
+def test_a_read_on_a_missing_data_dir_refuses_and_a_write_says_it_created_one(
+    tmp_path: Path,
+) -> None:
+    listed = cli("ticket", "list", cwd=tmp_path)
+    assert listed.returncode == 1 and "There is no data dir" in listed.stderr, listed
+    assert not (tmp_path / "var").exists()
+    made = cli("ticket", "create", "--title", "x", "--severity", "3", cwd=tmp_path)
+    assert made.returncode == 0 and made.stdout == "T-1\n"
+    assert made.stderr == f"assist-broker: created a new data dir {tmp_path / 'var'}\n"
+    again = cli("ticket", "create", "--title", "y", "--severity", "3", cwd=tmp_path)
+    assert again.stderr == ""
