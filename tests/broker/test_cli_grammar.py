@@ -77,3 +77,29 @@ def test_the_entry_module_loads_no_heavy_library() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_readme_documents_the_same_exit_codes_the_code_uses() -> None:
+    import re
+    from pathlib import Path
+
+    from broker import cli, errors
+    from broker.cli_evidence import EXIT_UNCHECKED
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme.split("| exit status | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = {int(n) for n in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
+    in_help = {int(n) for n in re.findall(r"^  (\d+) ", cli_parser.EXIT_CODES, flags=re.M)}
+    used = {
+        0,
+        errors.NotFound("").exit_status,
+        errors.Denied("").exit_status,
+        errors.Invalid("").exit_status,
+        errors.ConfigError("").exit_status,
+        2,  # argparse's usage errors
+        cli.EXIT_FILE,
+        EXIT_UNCHECKED,
+        cli.EXIT_INTERRUPTED,
+        cli.EXIT_PIPE_CLOSED,
+    }
+    assert documented == in_help == used
