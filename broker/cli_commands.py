@@ -190,8 +190,8 @@ HANDLERS: dict[tuple[str, str | None], Handler] = {
     ("ssh-config", None): cmd_ssh_config,
 }
 
-#: commands whose handlers live in another module (its ``HANDLERS``), imported only when one
-#: of them runs: the evidence commands load the signing and SSH libraries, the web ones argon2
+#: commands whose handlers live in another module of broker (its ``HANDLERS``), imported only
+#: when one of them runs: the evidence commands load the signing and SSH libraries
 ELSEWHERE: dict[tuple[str, str | None], str] = {
     **dict.fromkeys(
         [
@@ -202,7 +202,7 @@ ELSEWHERE: dict[tuple[str, str | None], str] = {
             ("recording", "play"),
             ("recording", "export"),
         ],
-        "broker.cli_evidence",
+        "cli_evidence",
     ),
     **dict.fromkeys(
         [
@@ -214,7 +214,7 @@ ELSEWHERE: dict[tuple[str, str | None], str] = {
             ("token", "revoke"),
             ("certs", None),
         ],
-        "broker.cli_web",
+        "cli_web",
     ),
     **dict.fromkeys(
         [
@@ -224,7 +224,7 @@ ELSEWHERE: dict[tuple[str, str | None], str] = {
             ("code", "revoke"),
             ("session", "show"),
         ],
-        "broker.cli_verbs",
+        "cli_verbs",
     ),
 }
 
@@ -232,7 +232,7 @@ ELSEWHERE: dict[tuple[str, str | None], str] = {
 def handler(command: tuple[str, str | None]) -> Handler:
     if command in HANDLERS:
         return HANDLERS[command]
-    found: Handler = importlib.import_module(ELSEWHERE[command]).HANDLERS[command]
+    found: Handler = importlib.import_module(f"broker.{ELSEWHERE[command]}").HANDLERS[command]
     return found
 
 
