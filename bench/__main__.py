@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import measure
+from bench import cli_latency, measure
 from bench.broker_path import BrokerPath
 from bench.openssh import Baseline
 from bench.tunnels import active_sessions, idle_tunnels, issue_codes, redemptions_per_second
@@ -243,6 +243,8 @@ def report(results: dict[str, Any]) -> str:
     codes = r.get("redemptions_per_s", {})
     if codes:
         lines.append(f"consent code redemptions per second: {codes}")
+    if "cli" in r:
+        lines.append(cli_latency.report(r["cli"]))
     return "\n".join(lines)
 
 
@@ -261,6 +263,7 @@ def main() -> int:
         action="store_false",
         help="leave out the broker with nested connections (helper_link=nested)",
     )
+    parser.add_argument("--cli-runs", type=int, default=15, help="runs of each CLI command")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     results: dict[str, Any] = {"machine": machine()}
@@ -297,6 +300,7 @@ def main() -> int:
             unrecorded.stop()
         results["recording"] = {"on": results["bulk_mb_s"]["broker"], "off": round(off, 1)}
         results["redemptions_per_s"] = asyncio.run(redemption_figures(root, args.codes))
+    results["cli"] = cli_latency.figures(args.cli_runs)
     print(report(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

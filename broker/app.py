@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from broker import listening as listening_file
 from broker.admin import AdminWorker
 from broker.config import Settings
 from broker.credentials import PasswordChecker
@@ -194,6 +195,8 @@ class Broker:
         listening = Listening(
             ssh_name[0], ssh_name[1], self.keys.host_fingerprint, http_name[0], http_name[1]
         )
+        # ssh-config and people read the port from here: with port 0 only this process knows it
+        listening_file.write(self.settings.data_dir, host, ssh_name[1])
         log.info(
             "broker_started",
             ssh=f"{listening.ssh_host}:{listening.ssh_port}",
@@ -303,6 +306,7 @@ class Broker:
             except Exception:
                 log.exception("node_lease_not_given_back")
             self.lease = None
+        listening_file.remove(self.settings.data_dir)
         await self.store.close()
         if self.lock is not None:
             self.lock.release()

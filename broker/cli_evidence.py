@@ -146,18 +146,25 @@ async def _recording(store: Store, settings: Settings, channel_id: int, how: str
 async def cmd_recording_play(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     path = await _recording(store, settings, args.channel, "play")
 
+    output: list[str] = []
+
     def write(text: str) -> None:
+        if args.json:  # the output goes into the JSON, not onto the terminal
+            output.append(text)
+            return
         sys.stdout.write(text)
         sys.stdout.flush()
 
     played = await play(path, write, speed=args.speed, idle=args.idle)
+    if args.json:
+        return {"channel": args.channel, "played": played, "output": "".join(output)}
     return {"channel": args.channel, "played": played, "_quiet": True}
 
 
 async def cmd_recording_export(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
     path = await _recording(store, settings, args.channel, "export")
     Path(args.out).write_bytes(path.read_bytes())  # noqa: ASYNC240 - one local file
-    return f"Wrote {args.out}."
+    return {"channel": args.channel, "out": args.out}
 
 
 async def cmd_audit_prune(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
@@ -171,3 +178,13 @@ async def cmd_audit_prune(args: argparse.Namespace, settings: Settings, store: S
         "dry_run": args.dry_run,
         "summary": f"{verb} {len(pruned)} recordings past retention; their hashes stay.",
     }
+
+
+HANDLERS = {
+    ("audit", "pubkey"): cmd_audit_pubkey,
+    ("audit", "verify"): cmd_audit_verify,
+    ("audit", "export"): cmd_audit_export,
+    ("audit", "prune"): cmd_audit_prune,
+    ("recording", "play"): cmd_recording_play,
+    ("recording", "export"): cmd_recording_export,
+}

@@ -11,11 +11,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
 from broker import credentials as access
 from broker import ops
 from broker.config import Settings, parse_duration
@@ -24,38 +19,6 @@ from broker.keys import write_private
 from broker.ops import COMMAND_LINE
 from broker.ops.control import ViaBroker
 from broker.store.db import Store
-
-
-def register(
-    sub: Any, account: Any, common: argparse.ArgumentParser
-) -> None:  # argparse's private types
-    password = account.add_parser(
-        "password", parents=[common], help="set an account's web login password"
-    )
-    password.add_argument("name")
-    password.add_argument(
-        "--password-stdin", action="store_true", help="read it from standard input"
-    )
-    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="action", required=True)
-    tcreate = token.add_parser("create", parents=[common], help="a new API token (shown once)")
-    tcreate.add_argument("name", help="the account")
-    tcreate.add_argument("--label", default="cli", help="what the token is for")
-    tcreate.add_argument("--expires", default="90d", help="lifetime, e.g. 30d (default 90d)")
-    tlist = token.add_parser("list", parents=[common], help="an account's tokens")
-    tlist.add_argument("name")
-    trevoke = token.add_parser("revoke", parents=[common], help="revoke a token")
-    trevoke.add_argument("id", type=int)
-    for verb, what in (
-        ("disable", "disable an account (ends its logins at once)"),
-        ("enable", "enable a disabled account"),
-    ):
-        toggle = account.add_parser(verb, parents=[common], help=what)
-        toggle.add_argument("name")
-    certs = sub.add_parser(
-        "certs", parents=[common], help="make a self-signed HTTPS certificate (for tests)"
-    )
-    certs.add_argument("--host", action="append", help="name or address (repeatable)")
-    certs.add_argument("--days", type=int, default=30)
 
 
 async def cmd_account_password(args: argparse.Namespace, settings: Settings, store: Store) -> Any:
@@ -128,6 +91,11 @@ async def cmd_token_revoke(args: argparse.Namespace, settings: Settings, store: 
 
 def make_certificate(folder: Path, hosts: list[str], days: int) -> tuple[Path, Path]:
     """A self-signed certificate and its key (P-256), for tests and first steps."""
+    from cryptography import x509  # here: only this command needs X.509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
     for host in hosts:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import hashlib
 import hmac
 import secrets
@@ -32,8 +33,13 @@ TOUCH_EVERY = dt.timedelta(minutes=1)
 MIN_PASSWORD = 12
 
 _hasher = PasswordHasher()
-#: verified against when the account does not exist, so both paths take as long
-_DUMMY = _hasher.hash("not a password of anyone")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the account does not exist, so both paths take as long. Made on
+    first use, not at import: every command-line command imports this module."""
+    return _hasher.hash("not a password of anyone")
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,7 @@ def hash_password(password: str) -> str:
 
 def password_matches(stored: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(stored or _DUMMY, password) and stored is not None
+        return _hasher.verify(stored or _dummy(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -11,8 +11,10 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import asyncssh
+if TYPE_CHECKING:  # asyncssh is imported where it is used: the command line mostly needs none
+    import asyncssh
 
 
 def ensure_data_dir(data_dir: Path) -> None:
@@ -33,6 +35,8 @@ def write_private(path: Path, data: bytes) -> None:
 
 
 def _ssh_key(path: Path) -> asyncssh.SSHKey:
+    import asyncssh
+
     if not path.exists():
         key = asyncssh.generate_private_key("ssh-ed25519", comment=f"assist-broker {path.name}")
         write_private(path, key.export_private_key())
@@ -87,7 +91,19 @@ def load_code_key(data_dir: Path) -> bytes:
 
 def fingerprint_of(public_key_line: str) -> tuple[str, str, str | None]:
     """Validate an OpenSSH public key line -> ``(fingerprint, normalized line, comment)``."""
+    import asyncssh
+
     key = asyncssh.import_public_key(public_key_line.strip())
     comment = key.get_comment()
     line = key.export_public_key("openssh").decode().strip()
     return str(key.get_fingerprint("sha256")), line, comment
+
+
+def host_public_key(data_dir: Path) -> str | None:
+    """The broker's host key as an OpenSSH public key line (``None``: never created)."""
+    import asyncssh
+
+    path = data_dir / "ssh_host_ed25519_key"
+    if not path.exists():
+        return None
+    return asyncssh.read_private_key(path).export_public_key().decode().strip()

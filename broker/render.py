@@ -10,25 +10,43 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from assist_protocol.safetext import visible
-from broker.config import Settings
 
 
 def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def ssh_config(ticket_key: str, settings: Settings, identity: str | None) -> str:
+#: the name the broker's host key is pinned under (ssh_config's HostKeyAlias)
+HOST_KEY_ALIAS = "assist-broker"
+
+
+def ssh_config(
+    ticket_key: str,
+    host: str,
+    port: int,
+    identity: str | None,
+    known_hosts: str,
+) -> str:
+    """A Host block for ``ticket_key`` whose ssh accepts only the broker's own host key, from
+    the ``known_hosts`` file (its one line: :func:`known_hosts_line`)."""
     lines = [
         f"Host {ticket_key}",
-        f"    HostName {settings.advertised_host}",
-        f"    Port {settings.ssh_port}",
+        f"    HostName {host}",
+        f"    Port {port}",
         f"    User {ticket_key}",
+        f"    HostKeyAlias {HOST_KEY_ALIAS}",
+        f"    UserKnownHostsFile {known_hosts}",
+        "    StrictHostKeyChecking yes",
         "    ForwardAgent no",
         "    ForwardX11 no",
     ]
     if identity:
         lines += [f"    IdentityFile {identity}", "    IdentitiesOnly yes"]
     return "\n".join(lines)
+
+
+def known_hosts_line(host_key: str) -> str:
+    return f"{HOST_KEY_ALIAS} {host_key}"
 
 
 def _cell(column: str, value: Any) -> str:
@@ -63,7 +81,7 @@ def _details(details: dict[str, Any]) -> str:
 
 
 #: values the broker composed itself over several lines (a PEM key, a settings snippet)
-_OWN_LINES = frozenset({"public_key", "settings"})
+_OWN_LINES = frozenset({"public_key", "settings", "config"})
 
 
 def shown(value: Any, *, own_lines: bool = False) -> Any:
@@ -186,4 +204,53 @@ def human(command: str, action: str | None, result: Any) -> str:
         case ("audit", "show"):
             rows = [{**r, "details": _details(r["details"])} for r in result]
             return _table(rows, ["seq", "time", "ticket", "actor", "action", "details"])
-    return json.dumps(result, indent=2, default=str)
+        case ("db", "upgrade"):
+            return f"The database {result['database']} is {result['status']}."
+        case ("token", "list"):
+            return _table(result, ["id", "label", "expires_at", "revoked", "last_used_at"])
+        case ("token", "revoke"):
+            return f"API token {result['id']} is revoked."
+        case ("code", "list"):
+            columns = ["id", "ticket", "engineer", "scope", "state", "issued_at", "expires_at"]
+            return _table(result, columns)
+        case ("code", "revoke"):
+            return f"Consent code {result['id']} is {result['state']}: it can no longer be used."
+        case ("ticket", "status") | ("ticket", "close"):
+            return f"{result['key']} is {result['status']}."
+        case ("ssh-config", None):
+            where = result["known_hosts_file"]
+            pin = (
+                f"# The broker's host key (the block accepts no other) is in {where}:"
+                if result["known_hosts_written"]
+                else f"# The block accepts only the broker's host key: put this line into {where}"
+                "\n# (or run again with --known-hosts FILE to have it written):"
+            )
+            return f"{pin}\n# {result['known_hosts_line']}\n{result['config']}"
+        case ("session", "show"):
+            return _session(result)
+        case ("recording", "export"):
+            return f"Wrote {result['out']}."
+    return _plain(result)
+
+
+def _session(s: dict[str, Any]) -> str:
+    head = [
+        f"Session {s['id']}  {s['ticket']}  {s['state']}  engineer: {s['engineer'] or '-'}",
+        f"scope: {s['granted_scope'] or '-'} (asked: {s['requested_scope']})",
+        f"started: {_cell('started_at', s['started_at'])}  ended: "
+        f"{_cell('ended_at', s['ended_at']) or '-'}  reason: {s['end_reason'] or '-'}",
+        f"reviews: {', '.join(r['status'] for r in s['reviews']) or 'none'}",
+        "",
+    ]
+    columns = ["id", "kind", "engineer", "opened_at", "bytes_in", "bytes_out", "close_reason"]
+    return "\n".join(head) + _table(s["channels"], columns)
+
+
+def _plain(result: Any) -> str:
+    """Any other result as text: a dict as ``key: value`` lines, a list as a table (never
+    JSON: that is what ``--json`` is for)."""
+    if isinstance(result, dict):
+        return "\n".join(f"{k}: {_cell(k, v)}" for k, v in result.items())
+    if isinstance(result, list) and all(isinstance(r, dict) for r in result):
+        return _table(result, list(result[0]) if result else [])
+    return str(result)

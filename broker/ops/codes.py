@@ -3,13 +3,19 @@ withdrawn while unused. The codes themselves only ever pass through broker.sessi
 
 from __future__ import annotations
 
+from typing import Any
+
+from sqlalchemy import select
+
 from assist_protocol.scope import Scope, ScopeError
 from broker.errors import Invalid
+from broker.ops import shapes
 from broker.ops.base import ADMIN, ENGINEER, Actor, operation
 from broker.ops.tickets import visible
 from broker.session.consent import ConsentCodes
+from broker.store import queries as q
 from broker.store.db import Store
-from broker.store.models import ConsentCode
+from broker.store.models import ConsentCode, Ticket, utcnow
 
 
 @operation(ENGINEER, ADMIN)
@@ -45,3 +51,23 @@ async def revoke(store: Store, actor: Actor, codes: ConsentCodes, code_id: int) 
     """Withdraw an unused code (an engineer, only one they issued)."""
     only_by = actor.account_id if actor.role != ADMIN else None
     return await codes.revoke(code_id, actor.name, only_by=only_by)
+
+
+@operation(ENGINEER, ADMIN)
+async def listed(store: Store, actor: Actor, ticket: str | None = None) -> list[dict[str, Any]]:
+    """The consent codes, newest first, with their state (never the codes: only their keyed
+    hashes are kept); an engineer sees the ones issued for them."""
+    query = (
+        select(ConsentCode, Ticket.key)
+        .join(Ticket, Ticket.id == ConsentCode.ticket_id)
+        .order_by(ConsentCode.id.desc())
+    )
+    if ticket:
+        query = query.where(ConsentCode.ticket_id == (await visible(store, actor, ticket)).id)
+    if actor.role != ADMIN:
+        query = query.where(ConsentCode.issued_by == actor.account_id)
+    async with store.read() as db:
+        rows = (await db.execute(query)).all()
+        names = await q.names_by_id(db)
+    now = utcnow()
+    return [shapes.code(code, key, names.get(code.issued_by), now) for code, key in rows]

@@ -8,20 +8,22 @@ it picks up); :class:`ViaBroker` is the command line's way to the same: it write
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import update
 
 from broker.errors import BrokerError, Invalid, NotFound
 from broker.session.core.commands import Record
 from broker.session.core.events import HandOver, Person
-from broker.session.live import LiveSession
-from broker.session.manager import SessionManager
 from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import AdminRequest, utcnow
-from broker.transport.agent_ssh import AgentEdge
-from broker.tunnels import EngineerLogins, TunnelRegistry
+
+if TYPE_CHECKING:  # the live side: only the broker's process holds these (the CLI never loads them)
+    from broker.session.live import LiveSession
+    from broker.session.manager import SessionManager
+    from broker.transport.agent_ssh import AgentEdge
+    from broker.tunnels import EngineerLogins, TunnelRegistry
 
 NO_BROKER = (
     "The broker did not answer. Is `assist-broker serve` running with this data dir and database?"

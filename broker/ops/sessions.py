@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from broker.errors import Denied, NotFound
-from broker.ops.base import ADMIN, AUDITOR, ENGINEER, Actor, operation
+from broker.ops import shapes
+from broker.ops.base import ADMIN, AUDITOR, ENGINEER, EVERYONE, Actor, operation
 from broker.ops.control import Control
 from broker.store import listing
 from broker.store import queries as q
@@ -25,6 +26,21 @@ async def visible(store: Store, actor: Actor, session_id: str) -> tuple[Session,
         if not await listing.may_see_ticket(db, actor.viewer, ticket.id):
             raise Denied(f"{ticket.key} is assigned to other engineers.")
     return session, ticket
+
+
+@operation(*EVERYONE)
+async def show(store: Store, actor: Actor, session_id: str) -> dict[str, Any]:
+    """A session with its reviews and channels (each with its bytes and recording)."""
+    session, ticket = await visible(store, actor, session_id)
+    async with store.read() as db:
+        reviews = await listing.reviews(db, session.id)
+        names = await q.names_by_id(db)
+        channels = await listing.channels(db, session.id)
+    return {
+        **shapes.session(session, ticket.key, names.get(session.engineer_id)),
+        "reviews": reviews,
+        "channels": [shapes.channel(c, names.get(c.engineer_id, "?")) for c in channels],
+    }
 
 
 @operation(ENGINEER, ADMIN)

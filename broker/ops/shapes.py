@@ -6,7 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from broker.store.models import Account, ApiToken, AuditEvent, Channel, Session, Ticket
+from broker.store.models import (
+    Account,
+    ApiToken,
+    AuditEvent,
+    Channel,
+    ConsentCode,
+    Session,
+    Ticket,
+)
 
 
 def when(value: dt.datetime | None) -> str | None:
@@ -98,4 +106,21 @@ def token(t: ApiToken) -> dict[str, Any]:
         "expires_at": when(t.expires_at),
         "revoked": t.revoked_at is not None,
         "last_used_at": when(t.last_used_at),
+    }
+
+
+def code(c: ConsentCode, ticket_key: str, engineer: str | None, now: dt.datetime) -> dict[str, Any]:
+    """A consent code's record (the code itself is never kept); an unused code past its time
+    shows as ``expired``."""
+    expires = c.expires_at if c.expires_at.tzinfo else c.expires_at.replace(tzinfo=dt.UTC)
+    state = "expired" if c.state == "issued" and expires <= now else c.state
+    return {
+        "id": c.id,
+        "ticket": ticket_key,
+        "engineer": engineer,
+        "scope": c.scope,
+        "state": state,
+        "issued_at": when(c.issued_at),
+        "expires_at": when(c.expires_at),
+        "redeemed_at": when(c.redeemed_at),
     }

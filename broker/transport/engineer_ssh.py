@@ -156,11 +156,12 @@ class EngineerEdge:
             if not await self.ctx.manager.ticket_exists(self.ticket):
                 raise NotFound(
                     f"There is no ticket {self.ticket}. The SSH user name must be a ticket key, "
-                    "for example: ssh -p 2222 T-1@broker"
+                    f"for example: ssh -p {self.reached()} T-1@{self.reached(host=True)}"
                 )
+            await self._authorize()  # the next step below is only for who may work on it
             raise NotFound(
-                f"No customer is connected for {self.ticket}. "
-                f"Issue a code with: assist-broker code issue {self.ticket}"
+                f"No customer is connected for {self.ticket}. Issue a code with: "
+                f"assist-broker code issue {self.ticket} --engineer {self.account_name}"
             )
         return live
 
@@ -174,11 +175,20 @@ class EngineerEdge:
             ticket = await q.get_ticket(db, self.ticket)
             if await q.may_work_on(db, ticket, self.account_name):
                 return
-            names = ", ".join(await q.assignees(db, ticket))
+            names = await q.assignees(db, ticket)
+        # ticket assign sets the whole list: the command keeps the others and adds this one
+        everyone = " ".join([*names, self.account_name])
         raise Denied(
-            f"{self.ticket} is assigned to {names}; you ({self.account_name}) may not join it. "
-            f"An admin can add you: assist-broker ticket assign {self.ticket} ..."
+            f"{self.ticket} is assigned to {', '.join(names)}; you ({self.account_name}) may not "
+            f"join it. An admin can add you: assist-broker ticket assign {self.ticket} {everyone}"
         )
+
+    def reached(self, *, host: bool = False) -> str:
+        """The port (or host) this engineer reached the broker on: what their ssh must use."""
+        sockname = self.conn.get_extra_info("sockname") or ("", 0)
+        if host:
+            return str(self.ctx.settings.public_host or sockname[0])
+        return str(sockname[1])
 
     async def nested(self, live: LiveSession) -> asyncssh.SSHClientConnection:
         """This login's connection to the customer's helper, opened on first use (after the

@@ -74,19 +74,17 @@ async def list_sessions(call: Call) -> web.Response:
 @api.op(
     "GET",
     "/sessions/{id}",
-    summary="One session with its reviews",
+    summary="One session with its reviews and channels",
     roles=ROLES_ALL,
     tag="sessions",
     params=(SESSION_ID,),
     response=with_properties(SESSION, reviews={"type": "array", "items": REVIEW}),
 )
 async def show_session(call: Call) -> web.Response:
-    session, ticket = await visible_session(call, call.params["id"])
-    async with call.deps.store.read() as db:
-        reviews = await listing.reviews(db, session.id)
-        names = await q.names_by_id(db)
-    shaped = shapes.session(session, ticket.key, names.get(session.engineer_id))
-    return web.json_response({**shaped, "reviews": reviews})
+    # the same operation as `assist-broker session show` (with the channels, too)
+    return web.json_response(
+        await ops.sessions.show(call.deps.store, call.actor, call.params["id"])
+    )
 
 
 @api.op(

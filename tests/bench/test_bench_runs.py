@@ -35,6 +35,8 @@ async def test_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
         "2",
         "--codes",
         "10",
+        "--cli-runs",
+        "2",
         "--json",
         str(out),
         stdout=asyncio.subprocess.PIPE,
@@ -54,3 +56,7 @@ async def test_bench_runs_and_reports_every_figure(tmp_path: Path) -> None:
     assert figures["active"]["sessions_2"]["echoed_mb"] > 0
     assert figures["active"]["sessions_2"]["newcomer_s"] > 0
     assert b"PTY echo p50" in text
+    cli = figures["cli"]
+    assert cli["help_ms"] > 0 and cli["ticket_list_ms"] > 0 and cli["python_ms"] > 0
+    assert cli["help_ratio"] > 0 and cli["ticket_list_ratio"] > 0
+    assert b"assist-broker --help" in text

@@ -83,7 +83,9 @@ async def _readme_flow(
         "relay_ed25519_key",
         "ssh_host_ed25519_key",
     }
-    assert keys <= names <= keys | {"audit_checkpoints.log"}, names
+    assert keys | {"listening.json"} <= names <= keys | {"audit_checkpoints.log", "listening.json"}
+    listening = json.loads((data / "listening.json").read_text())
+    assert (listening["host"], listening["port"]) == ("127.0.0.1", port), listening
     for name in (*keys, "broker.db"):
         assert (data / name).stat().st_mode & 0o077 == 0, name
 
@@ -201,6 +203,7 @@ async def _readme_flow(
         rest, errors = await asyncio.wait_for(serve.communicate(), 20)
     assert serve.returncode == 0
     assert b"assist-broker stopped." in rest
+    assert not (data / "listening.json").exists()  # a stopped broker listens nowhere
     assert b"Traceback" not in errors
     assert code not in errors.decode() and code.replace("-", "") not in errors.decode()
 

@@ -41,7 +41,7 @@ async def test_ticket_without_customer_gets_the_next_step(harness: BrokerHarness
     assert result.status == 255
     assert result.stderr.decode() == (
         f"No customer is connected for {ticket}. Issue a code with: "
-        f"assist-broker code issue {ticket}\n"
+        f"assist-broker code issue {ticket} --engineer alice\n"
     )
 
 
