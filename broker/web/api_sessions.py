@@ -78,7 +78,11 @@ async def list_sessions(call: Call) -> web.Response:
     roles=ROLES_ALL,
     tag="sessions",
     params=(SESSION_ID,),
-    response=with_properties(SESSION, reviews={"type": "array", "items": REVIEW}),
+    response=with_properties(
+        SESSION,
+        reviews={"type": "array", "items": REVIEW},
+        channels={"type": "array", "items": CHANNEL},
+    ),
 )
 async def show_session(call: Call) -> web.Response:
     # the same operation as `assist-broker session show` (with the channels, too)
