@@ -214,3 +214,26 @@ async def test_helper_refuses_to_run_as_root_unless_told(harness: BrokerHarness)
     allowed = await harness.helper(await harness.code(ticket))  # with --allow-root
     await allowed.wait_for("Connected.")
     assert ROOT_WARNING in allowed.text
+
+
+async def test_fingerprint_typed_without_its_prefix_is_accepted_when_it_matches(
+    harness: BrokerHarness,
+) -> None:
+    """``SHA256:`` left out (or written in small letters) is the same fingerprint; a wrong one
+    is still refused before the code is sent."""
+    ticket = await harness.ticket()
+    await harness.engineer()
+    code = await harness.code(ticket)
+    bare = harness.fingerprint.removeprefix("SHA256:")
+
+    wrong = await harness.helper(code, fingerprint="A" * 43)
+    assert await wrong.finish() == 2
+    assert ui.MISMATCH.splitlines()[0].format(where=f"127.0.0.1:{harness.port}") in wrong.text
+    assert not [a for a, _ in await harness.audit(ticket) if a.startswith("consent.re")]
+
+    helper = await harness.helper(code, fingerprint=f" sha256:{bare} ")
+    await helper.wait_for("Connected.")
+    await harness.wait_audit(ticket, "consent.redeemed")
+    other = await harness.ticket("Printer offline")  # one session per ticket
+    second = await harness.helper(await harness.code(other), fingerprint=bare)
+    await second.wait_for("Connected.")
