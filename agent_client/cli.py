@@ -18,6 +18,7 @@ from pathlib import Path
 from agent_client.connect import EXIT_REFUSED, Helper, Options
 from agent_client.consent_ui import NEED_FINGERPRINT
 from agent_client.console import Console
+from assist_protocol.constants import DEFAULT_SSH_PORT
 
 ROOT_REFUSED = (
     "The helper is running as root, the administrator account. Through it, the engineer would\n"
@@ -67,6 +68,19 @@ def _defaults() -> dict[str, str]:
 DEFAULTS = _defaults()
 
 
+def broker_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT``, ``[IPv6]:PORT``, or a host alone on the broker's default port (2222)."""
+    text = text.strip()
+    if (text.startswith("[") and text.endswith("]")) or ":" not in text:
+        host, port = text, str(DEFAULT_SSH_PORT)
+    else:
+        host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
 def log_path() -> Path:
     folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     folder = folder / "assist-helper"
@@ -85,7 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         "can read a program's arguments)",
     )
     connect.add_argument(
-        "--broker", default=DEFAULTS.get("broker"), help="HOST:PORT of the support broker"
+        "--broker",
+        default=DEFAULTS.get("broker"),
+        help=f"HOST:PORT of the support broker (the port is {DEFAULT_SSH_PORT} if left out)",
     )
     connect.add_argument(
         "--fingerprint",
@@ -109,13 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Which support broker? Add --broker HOST:PORT (the engineer has it).", file=sys.stderr
         )
         return EXIT_REFUSED
-    host, sep, port = args.broker.rpartition(":")
-    if not sep or not port.isdigit():
+    address = broker_address(args.broker)
+    if address is None:
         print(
-            "--broker must look like HOST:PORT, for example broker.example.com:2222",
+            "--broker must look like HOST or HOST:PORT, for example broker.example.com:2222",
             file=sys.stderr,
         )
         return EXIT_REFUSED
+    host, port = address
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
     if os.geteuid() == 0:
         if not args.allow_root:
@@ -134,8 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     options = Options(
         code=code,
-        host=host.strip("[]"),
-        port=int(port),
+        host=host,
+        port=port,
         fingerprint=args.fingerprint,
         yes=args.yes,
         scope=args.scope,

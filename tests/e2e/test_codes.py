@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 import asyncssh
 
 from agent_client import consent_ui as ui
 from broker.session.consent import MESSAGES
-from tests.harness import BrokerHarness
+from tests.harness import BrokerHarness, helper_env
 
 
 async def test_wrong_code_is_refused_in_plain_words(harness: BrokerHarness) -> None:
@@ -108,6 +110,30 @@ async def test_broker_unreachable_is_explained(tmp_path: Path) -> None:
     assert await helper.finish() == 2
     expected = ui.UNREACHABLE.format(where="127.0.0.1:1", reason="nothing answered at that address")
     assert expected in helper.text, helper.text
+
+
+async def test_broker_without_a_port_is_dialled_on_the_default_port(tmp_path: Path) -> None:
+    """``--broker HOST`` means HOST:2222, the broker's documented SSH port (nothing is sent:
+    whatever answers there, if anything, cannot have this fingerprint)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "agent_client",
+        "connect",
+        "123-456-789",
+        "--broker",
+        "127.0.0.1",
+        "--fingerprint",
+        "SHA256:" + "A" * 43,
+        *(["--allow-root"] if os.geteuid() == 0 else []),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=helper_env(),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert "must look like" not in out.decode()
+    assert "broker at 127.0.0.1:2222 " in out.decode(), out
 
 
 async def test_customer_who_says_no_gives_no_access(harness: BrokerHarness) -> None:
