@@ -18,6 +18,7 @@ from pathlib import Path
 from agent_client.connect import EXIT_REFUSED, Helper, Options
 from agent_client.consent_ui import NEED_FINGERPRINT
 from agent_client.console import Console
+from assist_protocol.codeformat import MALFORMED, code_digits
 from assist_protocol.constants import DEFAULT_SSH_PORT
 
 ROOT_REFUSED = (
@@ -148,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = None
     if code is None:
         print(NO_CODE, file=sys.stderr)
+        return EXIT_REFUSED
+    if code_digits(code) is None:  # never sent: it cannot be a code, and it is no guess
+        print(MALFORMED, flush=True)
         return EXIT_REFUSED
     options = Options(
         code=code,

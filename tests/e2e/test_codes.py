@@ -47,10 +47,12 @@ async def test_used_code_is_refused_the_second_time(harness: BrokerHarness) -> N
     await harness.wait_audit(ticket, "consent.rejected", reason="used")
 
 
-async def test_malformed_code_is_explained(harness: BrokerHarness) -> None:
-    helper = await harness.helper("12345")
-    assert await helper.finish() == 2
-    assert MESSAGES["malformed"] in helper.lines
+async def test_malformed_code_is_explained_and_never_sent(harness: BrokerHarness) -> None:
+    for typed in ("12345", "hello"):
+        helper = await harness.helper(typed)
+        assert await helper.finish() == 2
+        assert MESSAGES["malformed"] in helper.lines
+    assert not [a for a, _ in await harness.audit() if a.startswith("consent.")]
 
 
 async def test_too_many_wrong_codes_tell_how_long_to_wait(tmp_path: Path) -> None:
@@ -75,6 +77,30 @@ async def test_too_many_wrong_codes_tell_how_long_to_wait(tmp_path: Path) -> Non
         summary = await harness.wait_audit(None, "access.rate_limited")
         assert summary["where"] == "consent_code" and summary["refused"] == 1
         assert summary["prefix"] == "127.0.0.1/32"
+    finally:
+        await harness.stop()
+
+
+async def test_old_and_malformed_codes_do_not_lock_the_customer_out(tmp_path: Path) -> None:
+    """Only an unknown code can be a guess. Expired, used, withdrawn and malformed codes are
+    refused and audited, but a fresh code still gets in after many of them."""
+    harness = await BrokerHarness(tmp_path, code_fail_per_source=2, code_fail_window=120.0).start()
+    try:
+        ticket = await harness.ticket()
+        await harness.engineer()
+        expired = await harness.code(ticket, ttl=0.001)
+        revoked, row = await harness.broker.manager.codes.issue(ticket, "alice", "shell", 600)
+        await harness.broker.manager.codes.revoke(row.id, "alice")
+        used = await harness.code(await harness.ticket("Printer offline"))
+        assert await _redeem_in_process(harness, used)
+        for old in (expired, expired, used, used, revoked):
+            assert not await _redeem_in_process(harness, old)
+        for malformed in ("hello", "12345", "hello"):  # an older helper sends them
+            assert not await _redeem_in_process(harness, malformed)
+        reasons = [d["reason"] for a, d in await harness.audit() if a == "consent.rejected"]
+        assert reasons == ["expired"] * 2 + ["used"] * 2 + ["revoked"] + ["malformed"] * 3
+        fresh = await harness.helper(await harness.code(ticket))
+        await fresh.wait_for("Connected.")
     finally:
         await harness.stop()
 
