@@ -349,10 +349,58 @@ def test_the_customer_removes_an_engineer_who_must_ask_again() -> None:
         << sent(msg.Removed, engineer="alice")
         << c.Disconnect(10, "removed")
         << record("session.engineer_removed", engineer="alice", connections=1)
-        << sent(msg.Notice, message="alice was removed.")
+        << sent(msg.Notice, message="Removed Alice Issuer.")
     )
     assert play >> shell(2, 10) << refused(2, "no longer part of the session")
     assert play >> shell(3, 13) << sent(msg.Join)  # a new login asks the customer again
+
+
+def test_the_customer_removes_an_engineer_by_the_name_they_see() -> None:
+    """The display name, as the customer reads it (any case and spacing), is as good as the
+    login name; the audit names the login."""
+    play = running()
+    assert play >> shell(1, 10) << admitted(1)
+    assert play >> shell(2, 11, BOB) << sent(msg.Join)
+    question = play.last(c.Send).message.id
+    assert (
+        play
+        >> JoinAnswered(HELPER, question, True, False)
+        << record("session.join_allowed")
+        << admitted(2)
+    )
+    assert (
+        play
+        >> RemoveAsked(HELPER, "  bob  COLLEAGUE ")
+        << sent(msg.Removed, engineer="bob")
+        << c.Disconnect(11, "removed")
+        << record("session.engineer_removed", engineer="bob", connections=1)
+        << sent(msg.Notice, message="Removed Bob Colleague.")
+    )
+    assert play.core.door.joined == {10}
+
+
+def test_a_display_name_two_engineers_share_is_not_guessed() -> None:
+    play = running()
+    twin = Person("bob2", BOB.display)
+    for request, login, person in ((1, 11, BOB), (2, 12, twin)):
+        assert play >> shell(request, login, person) << sent(msg.Join)
+        question = play.last(c.Send).message.id
+        assert (
+            play
+            >> JoinAnswered(HELPER, question, True, False)
+            << record("session.join_allowed")
+            << admitted(request)
+        )
+    assert (
+        play
+        >> RemoveAsked(HELPER, BOB.display)
+        << sent(
+            msg.Notice,
+            message="Two or more engineers are called Bob Colleague: remove one by login "
+            "name (bob, bob2).",
+        )
+    )
+    assert play.core.door.joined == {11, 12}
 
 
 def test_removing_nobody_is_audited_only_a_few_times() -> None:

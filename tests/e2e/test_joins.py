@@ -81,10 +81,10 @@ async def test_customer_lists_and_removes_one_engineer(harness: BrokerHarness) -
     line = await helper.wait_for("Connected: ")
     assert "Bob Jones (bob)" in line
 
-    await helper.type("remove bob")
+    await helper.type("remove Bob Jones")  # the name the customer reads (the login works too)
     assert await asyncio.wait_for(bob_ssh.wait(), 5) == 255
     assert b"The customer removed you from the session." in await bob_ssh.stderr.read()
-    await helper.wait_for("bob was removed.")
+    await helper.wait_for("Removed Bob Jones.")
     await harness.wait_audit(ticket, "session.engineer_removed", engineer="bob")
 
     # The session goes on for Alice; Bob must be let in again.

@@ -329,15 +329,37 @@ class Door:
         core = self.core
         if event.conn != core.helper or core.granted is None:
             return core.unexpected(event.conn, "remove")
-        name = event.engineer[:64]
+        typed = event.engineer[:64]
+        matches = self._called(typed)
+        if len(matches) > 1:
+            names = ", ".join(person.name for person in matches)
+            text = (
+                f"Two or more engineers are called {typed.strip()}: remove one by login name "
+                f"({names})."
+            )
+            return core.send(msg.Notice(text))
+        name = matches[0].name if matches else typed
         count = sum(1 for login in self.joined if self.present[login].name == name)
         commands = self.let_go(name, "removed")
         core.idle_removals += not count
         if count or core.idle_removals <= core.policy.idle_removals_audited:
             details = {"engineer": name, "connections": count}
             commands.append(c.Record("session.engineer_removed", "customer", details))
-        text = f"{name} was removed." if count else f"{name} is not connected."
+        text = f"Removed {matches[0].display}." if count else f"{typed} is not connected."
         return commands + core.send(msg.Notice(text))
+
+    def _called(self, typed: str) -> list[e.Person]:
+        """The engineers present whom the customer means: by login name exactly, else by the
+        display name they read (any case and spacing)."""
+        people = {person.name: person for person in self.present.values()}
+        if typed in people:
+            return [people[typed]]
+        wanted = " ".join(typed.split()).casefold()
+        return [
+            person
+            for _, person in sorted(people.items())
+            if " ".join(person.display.split()).casefold() == wanted
+        ]
 
     def hand_over(self, event: e.HandOver, now: float) -> list[c.Command]:
         """Only ``to`` may continue, after a fresh approval by the customer."""
