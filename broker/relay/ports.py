@@ -34,6 +34,14 @@ class Relay(Protocol):
         """The session ended under this channel (or the engineer was removed)."""
 
 
+@runtime_checkable
+class Told(Protocol):
+    """A relayed channel that can tell its engineer something while it waits to open (on
+    standard error: a session channel; a forward has nowhere to say it)."""
+
+    def tell(self, message: str) -> None: ...
+
+
 class Observer(Protocol):
     def feed(self, data: bytes) -> None: ...
 

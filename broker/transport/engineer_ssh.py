@@ -15,7 +15,7 @@ import structlog
 from assist_protocol.scope import ChannelRequest
 from broker.errors import BrokerError, Denied, NotFound
 from broker.events import ChannelRef, ChannelRefused
-from broker.relay.ports import Relay
+from broker.relay.ports import Relay, Told
 from broker.session.core.commands import Admit, Refuse
 from broker.session.core.events import ChannelClosed, ChannelRequested, LoginLeft, Person
 from broker.session.core.facts import State, end_message
@@ -126,7 +126,7 @@ class EngineerEdge:
         self._admitting.add(relay)
         try:
             event = ChannelRequested(new_id(), self.login_id, person, request, what)
-            verdict = await live.ask(event)
+            verdict = await live.ask(event, relay.tell if isinstance(relay, Told) else None)
         finally:
             self._admitting.discard(relay)
             closed = relay in self._closed_early

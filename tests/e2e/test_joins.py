@@ -41,6 +41,7 @@ async def test_second_engineer_needs_the_customers_yes_each_time_unless_always(
     refused = await second
     assert refused.status == 255 and refused.stdout == b""
     assert refused.stderr.decode() == (
+        "Waiting for the customer to approve...\n"
         f"The customer did not let you join {ticket} (command: echo hi).\n"
     )
 

@@ -18,6 +18,9 @@ from broker.session.core import commands as c
 from broker.session.core import events as e
 from broker.session.core.facts import Policy, Redemption, State
 
+#: what an engineer reads while the customer is asked about their join
+WAITING = "Waiting for the customer to approve..."
+
 
 class Session(Protocol):
     """What the door reads of its session (:class:`~broker.session.core.session.SessionCore`)."""
@@ -140,16 +143,17 @@ class Door:
         if name in self.approved:
             self.joined.add(event.login)
             return [self._admit(event, now)]
+        hold = c.Hold(event.request, WAITING)
         for question in self.questions.values():
             if question.login == event.login:  # asked already: the same answer goes for this
                 question.requests.append(event)
-                return []
+                return [hold]
         question_id = core.new_id()
         question = Question(event.login, event.engineer, what, now + core.policy.join_timeout)
         question.requests.append(event)
         self.questions[question_id] = question
         person = msg.Person(name, event.engineer.display)
-        return core.send(msg.Join(id=question_id, engineer=person, what=what))
+        return [*core.send(msg.Join(id=question_id, engineer=person, what=what)), hold]
 
     def _admit(self, event: e.ChannelRequested, now: float) -> c.Admit:
         name = event.engineer.name
