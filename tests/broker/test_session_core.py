@@ -355,16 +355,34 @@ def test_an_answer_from_a_replaced_connection_counts_for_nothing() -> None:
 def test_the_customer_removes_an_engineer_who_must_ask_again() -> None:
     play = running()
     assert play >> shell(1, 10) << admitted(1)
-    assert (
-        play
-        >> RemoveAsked(HELPER, "alice")
-        << sent(msg.Removed, engineer="alice")
-        << c.Disconnect(10, "removed")
-        << record("session.engineer_removed", engineer="alice", connections=1)
-        << sent(msg.Notice, message="Removed Alice Issuer.")
-    )
+    assert_removed(play, "alice", ALICE, 10)
     assert play >> shell(2, 10) << refused(2, "no longer part of the session")
     assert play >> shell(3, 13) << sent(msg.Join) << held(3)  # a new login asks the customer again
+
+
+def assert_removed(play: Playbook, typed: str, who: Person, login: int) -> None:
+    """The customer types ``typed``; ``who`` (one login) is let go, and the customer reads
+    the name they know."""
+    assert (
+        play
+        >> RemoveAsked(HELPER, typed)
+        << sent(msg.Removed, engineer=who.name)
+        << c.Disconnect(login, "removed")
+        << record("session.engineer_removed", engineer=who.name, connections=1)
+        << sent(msg.Notice, message=f"Removed {who.display}.")
+    )
+
+
+def allow_join(play: Playbook, request: int, login: int, person: Person) -> None:
+    """``person``'s login asks for a shell; the customer is asked and says yes."""
+    assert play >> shell(request, login, person) << sent(msg.Join) << held(request)
+    question = play.last(c.Send).message.id
+    assert (
+        play
+        >> JoinAnswered(HELPER, question, True, False)
+        << record("session.join_allowed")
+        << admitted(request)
+    )
 
 
 def test_the_customer_removes_an_engineer_by_the_name_they_see() -> None:
@@ -372,37 +390,16 @@ def test_the_customer_removes_an_engineer_by_the_name_they_see() -> None:
     login name; the audit names the login."""
     play = running()
     assert play >> shell(1, 10) << admitted(1)
-    assert play >> shell(2, 11, BOB) << sent(msg.Join) << held(2)
-    question = play.last(c.Send).message.id
-    assert (
-        play
-        >> JoinAnswered(HELPER, question, True, False)
-        << record("session.join_allowed")
-        << admitted(2)
-    )
-    assert (
-        play
-        >> RemoveAsked(HELPER, "  bob  COLLEAGUE ")
-        << sent(msg.Removed, engineer="bob")
-        << c.Disconnect(11, "removed")
-        << record("session.engineer_removed", engineer="bob", connections=1)
-        << sent(msg.Notice, message="Removed Bob Colleague.")
-    )
+    allow_join(play, 2, 11, BOB)
+    assert_removed(play, "  bob  COLLEAGUE ", BOB, 11)
     assert play.core.door.joined == {10}
 
 
 def test_a_display_name_two_engineers_share_is_not_guessed() -> None:
     play = running()
     twin = Person("bob2", BOB.display)
-    for request, login, person in ((1, 11, BOB), (2, 12, twin)):
-        assert play >> shell(request, login, person) << sent(msg.Join) << held(request)
-        question = play.last(c.Send).message.id
-        assert (
-            play
-            >> JoinAnswered(HELPER, question, True, False)
-            << record("session.join_allowed")
-            << admitted(request)
-        )
+    allow_join(play, 1, 11, BOB)
+    allow_join(play, 2, 12, twin)
     assert (
         play
         >> RemoveAsked(HELPER, BOB.display)

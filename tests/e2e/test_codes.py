@@ -138,28 +138,31 @@ async def test_broker_unreachable_is_explained(tmp_path: Path) -> None:
     assert expected in helper.text, helper.text
 
 
-async def test_broker_without_a_port_is_dialled_on_the_default_port(tmp_path: Path) -> None:
-    """``--broker HOST`` means HOST:2222, the broker's documented SSH port (nothing is sent:
-    whatever answers there, if anything, cannot have this fingerprint)."""
+async def _helper_alone(broker: str, fingerprint: str, *extra: str) -> tuple[int, str]:
+    """The helper run as the customer would, with a code that cannot work: its exit status
+    and all it printed."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "agent_client",
-        "connect",
-        "123-456-789",
-        "--broker",
-        "127.0.0.1",
-        "--fingerprint",
-        "SHA256:" + "A" * 43,
-        *(["--allow-root"] if os.geteuid() == 0 else []),
+        *("-m", "agent_client", "connect", "123-456-789"),
+        *("--broker", broker, "--fingerprint", fingerprint, *extra),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         env=helper_env(),
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2
-    assert "must look like" not in out.decode()
-    assert "broker at 127.0.0.1:2222 " in out.decode(), out
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_broker_without_a_port_is_dialled_on_the_default_port(tmp_path: Path) -> None:
+    """``--broker HOST`` means HOST:2222, the broker's documented SSH port (nothing is sent:
+    whatever answers there, if anything, cannot have this fingerprint)."""
+    status, out = await _helper_alone(
+        "127.0.0.1", "SHA256:" + "A" * 43, *(["--allow-root"] if os.geteuid() == 0 else [])
+    )
+    assert status == 2
+    assert "must look like" not in out
+    assert "broker at 127.0.0.1:2222 " in out, out
 
 
 async def test_customer_who_says_no_gives_no_access(harness: BrokerHarness) -> None:
@@ -236,7 +239,6 @@ async def test_twenty_helpers_racing_with_one_code_open_one_session(
 async def test_helper_refuses_to_run_as_root_unless_told(harness: BrokerHarness) -> None:
     """Running as root would hand the engineer the whole computer: refused, with the way out."""
     import os
-    import sys
 
     import pytest
 
@@ -244,21 +246,8 @@ async def test_helper_refuses_to_run_as_root_unless_told(harness: BrokerHarness)
 
     if os.geteuid() != 0:
         pytest.skip("needs root: this machine runs the tests as a normal user")
-    refused = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent_client",
-        "connect",
-        "123-456-789",
-        "--broker",
-        f"127.0.0.1:{harness.port}",
-        "--fingerprint",
-        harness.fingerprint,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(refused.communicate(), 20)
-    assert refused.returncode == 2 and out.decode() == ROOT_REFUSED + "\n"
+    status, out = await _helper_alone(f"127.0.0.1:{harness.port}", harness.fingerprint)
+    assert status == 2 and out == ROOT_REFUSED + "\n"
     assert not [a for a, _ in await harness.audit() if a.startswith("consent.")]
 
     ticket = await harness.ticket()

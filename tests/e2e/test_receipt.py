@@ -130,6 +130,13 @@ async def test_files_copied_and_changed_are_all_on_the_receipt(harness: BrokerHa
     assert f"- Alice Smith deleted the folder {folder}/new" in text, text
 
 
+async def _shell_says(driver: PtyDriver, argv: list[str], word: bytes) -> None:
+    """The engineer's interactive ssh runs, and its shell answers."""
+    await driver.start(argv)
+    driver.type(b"echo " + word + b"-$((6*7))\n")
+    await driver.expect(word + rb"-42")
+
+
 async def test_a_shell_back_after_a_drop_is_listed_once(tmp_path: Path) -> None:
     harness = await BrokerHarness(tmp_path, session_grace=20.0).start()
     proxy = await CuttableProxy(harness.port).start()
@@ -140,17 +147,13 @@ async def test_a_shell_back_after_a_drop_is_listed_once(tmp_path: Path) -> None:
         helper = await start_helper(await harness.code(ticket), proxy.port, harness.fingerprint)
         harness.helpers.append(helper)
         await helper.wait_for("Connected.")
-        await before.start(harness.ssh_args(key, ticket, "-tt"))
-        before.type(b"echo first-$((6*7))\n")
-        await before.expect(rb"first-42")
+        await _shell_says(before, harness.ssh_args(key, ticket, "-tt"), b"first")
         proxy.down()
         assert await before.wait() == 255
         await helper.wait_for("Reconnecting...")
         proxy.up()
         await helper.wait_for("Reconnected after")
-        await after.start(harness.ssh_args(key, ticket, "-tt"))
-        after.type(b"echo again-$((6*7))\n")
-        await after.expect(rb"again-42")
+        await _shell_says(after, harness.ssh_args(key, ticket, "-tt"), b"again")
         helper.interrupt()
         assert await helper.finish() == 0
         await after.wait()

@@ -3,7 +3,7 @@ narrows it, what they are about to allow; a ``--scope`` wider than the request s
 
 from __future__ import annotations
 
-from tests.harness import BrokerHarness
+from tests.harness import BrokerHarness, HelperProc
 
 ASKED = (
     "Alice Smith from support asks to open a shell, run commands and copy, change and delete "
@@ -11,14 +11,18 @@ ASKED = (
 )
 
 
+async def _connected(harness: BrokerHarness, scope: str, *extra: str) -> tuple[str, HelperProc]:
+    ticket = await harness.ticket()
+    await harness.engineer()
+    helper = await harness.helper(await harness.code(ticket, scope=scope), *extra)
+    await helper.wait_for("Connected.")
+    return ticket, helper
+
+
 async def test_a_narrower_scope_shows_what_was_asked_and_what_is_allowed(
     harness: BrokerHarness,
 ) -> None:
-    ticket = await harness.ticket()
-    await harness.engineer()
-    code = await harness.code(ticket, scope="shell,exec,sftp")
-    helper = await harness.helper(code, "--scope", "exec")
-    await helper.wait_for("Connected.")
+    ticket, helper = await _connected(harness, "shell,exec,sftp", "--scope", "exec")
     assert ASKED in helper.text
     assert "With --scope you allow only: run commands. Allow? [y/N] yes (--yes)" in helper.text
     assert "Alice Smith can now run commands on this computer" in helper.text
@@ -27,11 +31,7 @@ async def test_a_narrower_scope_shows_what_was_asked_and_what_is_allowed(
 
 
 async def test_a_scope_wider_than_the_request_says_so(harness: BrokerHarness) -> None:
-    ticket = await harness.ticket()
-    await harness.engineer()
-    code = await harness.code(ticket, scope="shell,exec")
-    helper = await harness.helper(code, "--scope", "exec,sftp-read,port:5432")
-    await helper.wait_for("Connected.")
+    ticket, helper = await _connected(harness, "shell,exec", "--scope", "exec,sftp-read,port:5432")
     line = await helper.wait_for("--scope names more than")
     assert line == (
         "--scope names more than the engineer asked for: read and copy files (no changes) and "
@@ -44,8 +44,5 @@ async def test_a_scope_wider_than_the_request_says_so(harness: BrokerHarness) ->
 
 
 async def test_read_only_files_read_well(harness: BrokerHarness) -> None:
-    ticket = await harness.ticket()
-    await harness.engineer()
-    helper = await harness.helper(await harness.code(ticket, scope="sftp-read"))
-    await helper.wait_for("Connected.")
+    _, helper = await _connected(harness, "sftp-read")
     assert "asks to read and copy files (no changes) on this computer for ticket T-1" in helper.text

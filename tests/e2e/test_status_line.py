@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 from agent_client.activity import Activity
 from tests.e2e.test_files import sftp
@@ -114,12 +115,8 @@ def test_activity_renders_what_is_open_now() -> None:
     assert activity.status().startswith("assist T-9 | connection lost, reconnecting... |")
 
 
-async def test_keys_typed_into_the_live_view_let_nobody_in(
-    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
-) -> None:
-    """A join question takes one key pressed after it was shown: y or a let in, any other key
-    says no, so a command typed by habit (even one holding an "a" or a "y") answers no."""
-    customer, _ = screens
+async def _consented_with_bob(harness: BrokerHarness, customer: PtyDriver) -> tuple[str, Path]:
+    """A customer on a terminal who said yes to Alice; Bob (his key returned) may ask to join."""
     ticket = await harness.ticket()
     await harness.engineer()
     bob = await harness.engineer("bob", "Bob Jones")
@@ -127,6 +124,16 @@ async def test_keys_typed_into_the_live_view_let_nobody_in(
     await customer.expect(rb"Allow\? \[y/N\] ")
     customer.type(b"y\n")
     await customer.expect(rb"Press q")
+    return ticket, bob
+
+
+async def test_keys_typed_into_the_live_view_let_nobody_in(
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
+) -> None:
+    """A join question takes one key pressed after it was shown: y or a let in, any other key
+    says no, so a command typed by habit (even one holding an "a" or a "y") answers no."""
+    customer, _ = screens
+    ticket, bob = await _consented_with_bob(harness, customer)
 
     first = asyncio.ensure_future(harness.ssh(bob, ticket, "echo hi"))
     mark = len(customer.output)
@@ -160,13 +167,7 @@ async def test_the_joining_engineer_is_told_to_wait_at_once(
     """The engineer reads why nothing happens yet, before the customer answered; "a" lets them
     in for the rest of the session with one key."""
     customer, engineer = screens
-    ticket = await harness.ticket()
-    await harness.engineer()
-    bob = await harness.engineer("bob", "Bob Jones")
-    await customer.start(helper_argv(harness, await harness.code(ticket)))
-    await customer.expect(rb"Allow\? \[y/N\] ")
-    customer.type(b"y\n")
-    await customer.expect(rb"Press q")
+    ticket, bob = await _consented_with_bob(harness, customer)
 
     mark = len(customer.output)
     await engineer.start(harness.ssh_args(bob, ticket, "-tt"))
