@@ -18,6 +18,8 @@ from agent_client.connect import EXIT_REFUSED, Helper, Options
 from agent_client.consent_ui import NEED_FINGERPRINT
 from agent_client.console import Console
 from agent_client.places import log_path
+from assist_protocol.codeformat import MALFORMED, code_digits
+from assist_protocol.constants import DEFAULT_SSH_PORT
 
 ROOT_REFUSED = (
     "The helper is running as root, the administrator account. Through it, the engineer would\n"
@@ -67,6 +69,19 @@ def _defaults() -> dict[str, str]:
 DEFAULTS = _defaults()
 
 
+def broker_address(text: str) -> tuple[str, int] | None:
+    """``HOST:PORT``, ``[IPv6]:PORT``, or a host alone on the broker's default port (2222)."""
+    text = text.strip()
+    if (text.startswith("[") and text.endswith("]")) or ":" not in text:
+        host, port = text, str(DEFAULT_SSH_PORT)
+    else:
+        host, _, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assist-helper", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -78,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
         "can read a program's arguments)",
     )
     connect.add_argument(
-        "--broker", default=DEFAULTS.get("broker"), help="HOST:PORT of the support broker"
+        "--broker",
+        default=DEFAULTS.get("broker"),
+        help=f"HOST:PORT of the support broker (the port is {DEFAULT_SSH_PORT} if left out)",
     )
     connect.add_argument(
         "--fingerprint",
@@ -102,13 +119,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Which support broker? Add --broker HOST:PORT (the engineer has it).", file=sys.stderr
         )
         return EXIT_REFUSED
-    host, sep, port = args.broker.rpartition(":")
-    if not sep or not port.isdigit():
+    address = broker_address(args.broker)
+    if address is None:
         print(
-            "--broker must look like HOST:PORT, for example broker.example.com:2222",
+            "--broker must look like HOST or HOST:PORT, for example broker.example.com:2222",
             file=sys.stderr,
         )
         return EXIT_REFUSED
+    host, port = address
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL)
     if os.geteuid() == 0:
         if not args.allow_root:
@@ -125,10 +143,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code is None:
         print(NO_CODE, file=sys.stderr)
         return EXIT_REFUSED
+    if code_digits(code) is None:  # never sent: it cannot be a code, and it is no guess
+        print(MALFORMED, flush=True)
+        return EXIT_REFUSED
     options = Options(
         code=code,
-        host=host.strip("[]"),
-        port=int(port),
+        host=host,
+        port=port,
         fingerprint=args.fingerprint,
         yes=args.yes,
         scope=args.scope,

@@ -119,16 +119,15 @@ class Helper:
         self.link_kind = "reverse" if hello.link == "reverse" else "nested"
         requested = Scope.parse(hello.scope)
         try:
-            offered = (
-                requested.narrowed_to(Scope.parse(self.opts.scope))
-                if self.opts.scope
-                else requested
-            )
+            offered, beyond = ui.offered(requested, self.opts.scope)
         except ScopeError as exc:
             self.console.say(f"--scope: {exc}. Nothing was allowed.")
             send(writer, msg.Decline())
             return EXIT_REFUSED
-        question = ui.consent_question(hello, offered.describe())
+        if beyond:
+            self.console.say(beyond)
+        granting = offered.describe() if offered != requested else None
+        question = ui.consent_question(hello, requested.describe(), granting)
         if self.opts.yes:
             self.console.say(question + "yes (--yes)")
         elif not await self.console.ask_yes_no(question):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from assist_protocol.messages import Hello
+from assist_protocol.scope import Scope
 
 SEVERITY = {
     1: "Severity 1",
@@ -84,10 +85,31 @@ def limits_text(seconds: int, idle_seconds: int) -> str:
     )
 
 
-def consent_question(hello: Hello, scope_text: str) -> str:
+SCOPE_BEYOND = (
+    "--scope names more than the engineer asked for: {words} ({scope}). That is not allowed; "
+    "only what was asked for can be."
+)
+
+
+def offered(requested: Scope, narrower: str | None) -> tuple[Scope, str | None]:
+    """What the customer offers (what was asked, or less with ``--scope``) and, when ``--scope``
+    names more than was asked, the words that say so: told, never given. Raises
+    :class:`~assist_protocol.scope.ScopeError` for a ``--scope`` that leaves nothing."""
+    if not narrower:
+        return requested, None
+    wanted = Scope.parse(narrower)
+    extra = requested.beyond(wanted)
+    told = SCOPE_BEYOND.format(words=extra.describe(), scope=extra) if extra else None
+    return requested.narrowed_to(wanted), told
+
+
+def consent_question(hello: Hello, asked: str, granting: str | None = None) -> str:
+    """The question: what the engineer asked for and, when ``--scope`` narrowed it, what the
+    customer is about to allow."""
     ticket = hello.ticket
     severity = SEVERITY.get(ticket.severity, f"Severity {ticket.severity}")
+    narrowed = f"\nWith --scope you allow only: {granting}." if granting is not None else ""
     return (
-        f"{hello.engineer.display} from support asks to {scope_text} on this computer "
-        f"for ticket {ticket.key} ({severity}: {ticket.title}). Allow? [y/N] "
+        f"{hello.engineer.display} from support asks to {asked} on this computer "
+        f"for ticket {ticket.key} ({severity}: {ticket.title}).{narrowed} Allow? [y/N] "
     )

@@ -16,6 +16,7 @@ import os
 import sys
 import termios
 import threading
+import time
 import tty
 from collections.abc import Iterator
 from typing import TextIO
@@ -28,8 +29,10 @@ class Console:
     def __init__(self, out: TextIO = sys.stdout, inp: TextIO = sys.stdin) -> None:
         self.out = out
         self.inp = inp
-        self._chunks: asyncio.Queue[str | None] | None = None
+        self._chunks: asyncio.Queue[tuple[float, str] | None] | None = None
         self._buffer = ""
+        #: input read before this moment answers nothing (see :meth:`discard_input`)
+        self._since = 0.0
         #: the status line, while the session runs on a terminal
         self.status: StatusLine | None = None
         #: single keys instead of lines (a terminal in cbreak mode)
@@ -52,10 +55,10 @@ class Console:
 
     # --- input -----------------------------------------------------------------------------
 
-    def _start(self) -> asyncio.Queue[str | None]:
+    def _start(self) -> asyncio.Queue[tuple[float, str] | None]:
         if self._chunks is None:
             loop = asyncio.get_running_loop()
-            chunks: asyncio.Queue[str | None] = asyncio.Queue()
+            chunks: asyncio.Queue[tuple[float, str] | None] = asyncio.Queue()
             fd = self.inp.fileno()
 
             def read() -> None:
@@ -65,9 +68,10 @@ class Console:
                         data = os.read(fd, 1024)
                     except OSError:
                         data = b""
-                    loop.call_soon_threadsafe(
-                        chunks.put_nowait, decoder.decode(data) if data else None
-                    )
+                    # stamped when read: a chunk read before a question was shown is
+                    # dropped even if it reaches the loop after the question
+                    chunk = (time.monotonic(), decoder.decode(data)) if data else None
+                    loop.call_soon_threadsafe(chunks.put_nowait, chunk)
                     if not data:
                         return
 
@@ -81,7 +85,9 @@ class Console:
         if chunk is None:
             chunks.put_nowait(None)  # input stays ended
             return False
-        self._buffer += chunk
+        read_at, text = chunk
+        if read_at >= self._since:
+            self._buffer += text
         return True
 
     async def next_line(self) -> str | None:
@@ -94,7 +100,12 @@ class Console:
         return line + "\n"
 
     def discard_input(self) -> None:
-        """Forget what was typed but not read yet."""
+        """Forget what was typed but not read yet: what waits in the terminal, in the reader
+        thread's hands and here. Only keys pressed from now on count."""
+        if self.keyed:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcflush(self.inp.fileno(), termios.TCIFLUSH)
+        self._since = time.monotonic()
         self._buffer = ""
         if self._chunks is not None:
             while not self._chunks.empty():

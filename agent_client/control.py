@@ -104,8 +104,6 @@ class ControlLoop:
         self.names = names
         #: after ``r``: the engineers to choose from, by number
         self.choosing: list[msg.Person] | None = None
-        #: what the customer typed so far in answer to a join question (single-key mode)
-        self.typed = ""
         self.limits_told = limits_told
         self.asked_removal = False
         #: set when a write found the connection gone: the loop ends as ``lost``
@@ -208,7 +206,6 @@ class ControlLoop:
     def _ask_next(self) -> None:
         if self.pending:
             self.console.discard_input()  # keys typed before the question answer nothing
-            self.typed = ""
             join = self.pending[0]
             self.console.out.write(
                 visible(ui.JOIN_QUESTION.format(engineer=join.engineer.display, what=join.what))
@@ -256,21 +253,13 @@ class ControlLoop:
             self.console.say(ui.KEYS_HELP)
 
     def _answer_key(self, key: str) -> None:
-        """A join question takes a whole answer and Enter (keys typed into the live view
-        must not let anyone in): only "y", "yes", "a" or "always" allow."""
-        out = self.console.out
-        if key in ("\n", "\r"):
-            answer, self.typed = self.typed.strip().lower(), ""
-            out.write("\n")
-            self._answer(answer)
-        elif key in ("\x7f", "\b"):
-            if self.typed:
-                self.typed = self.typed[:-1]
-                out.write("\b \b")
-        elif key.isprintable() and len(self.typed) < 20:
-            self.typed += key
-            out.write(key)
-        out.flush()
+        """A join question takes one key, pressed after it was shown (those typed before were
+        discarded): "y" allows, "a" allows always, any other key says no, so a command typed
+        into the live view by habit lets nobody in."""
+        answer = key.lower() if key.lower() in ("y", "a") else "n"
+        self.console.out.write(answer + "\n")
+        self.console.out.flush()
+        self._answer(answer)
 
     # --- from the customer -----------------------------------------------------------------
 

@@ -29,12 +29,21 @@ class DialFailed(Exception):
         self.final = final
 
 
+def normal_fingerprint(text: str) -> str:
+    """The fingerprint as OpenSSH prints it: ``SHA256:`` and the base64. The prefix may be left
+    out or written in small letters; the base64 is compared as typed (its case matters)."""
+    text = text.strip()
+    if text[:7].upper() == "SHA256:":
+        text = text[7:]
+    return "SHA256:" + text
+
+
 class HelperClient(asyncssh.SSHClient):
     """Pins the broker's host key by fingerprint and answers the code prompt."""
 
     def __init__(self, answer: str, fingerprint: str) -> None:
         self._answer = answer
-        self.expected = fingerprint
+        self.expected = normal_fingerprint(fingerprint)
         self.seen: str | None = None
         self.banner = ""
         self._answered = False

@@ -7,6 +7,8 @@ PROTOCOL_VERSION = 1
 
 #: the SSH user name of a helper (engineers use a ticket key)
 AGENT_USER = "agent"
+#: the broker's SSH port when none is named (``--broker HOST``, the broker's ``ssh_port``)
+DEFAULT_SSH_PORT = 2222
 #: the keyboard-interactive prompt the broker asks the consent code with
 KBDINT_PROMPT = "Consent code: "
 #: a helper back after a network drop answers that prompt with this, then its resume token

@@ -19,8 +19,8 @@ SIMPLE_ITEMS = ("shell", "exec", "sftp", "sftp-read", "observe")
 _PLAIN = {
     "shell": "open a shell",
     "exec": "run commands",
-    "sftp": "copy files to and from",
-    "sftp-read": "copy files from",
+    "sftp": "copy, change and delete files",
+    "sftp-read": "read and copy files (no changes)",
     "observe": "let colleagues watch",
 }
 
@@ -78,6 +78,17 @@ class Scope:
         if not items and not ports:
             raise ScopeError("nothing of what was asked for would be left")
         return Scope(frozenset(items), frozenset(ports))
+
+    def beyond(self, wanted: Scope) -> Scope | None:
+        """What ``wanted`` names that this scope does not hold (``None``: nothing), so that a
+        customer's narrower scope that names more is told, not silently cut."""
+        items = {
+            i
+            for i in wanted.items
+            if i not in self.items and not (i == "sftp-read" and "sftp" in self.items)
+        }
+        ports = {p for p in wanted.ports if p not in self.ports}
+        return Scope(frozenset(items), frozenset(ports)) if items or ports else None
 
     def describe(self) -> str:
         """Plain words for the customer: "open a shell and run commands"."""

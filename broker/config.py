@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assist_protocol.constants import DEFAULT_SSH_PORT
 from broker.errors import ConfigError
 
 ENV_PREFIX = "ASSIST_"
@@ -77,7 +78,7 @@ class Settings:
 
     data_dir: Path = Path("var")
     ssh_host: str = "127.0.0.1"
-    ssh_port: int = 2222
+    ssh_port: int = DEFAULT_SSH_PORT
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     #: address customers and engineers use to reach the broker, if not the listen address

@@ -7,6 +7,7 @@ observer that cannot keep up is dropped rather than slowing the driver.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 
@@ -134,6 +135,12 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
     def end(self, message: str, reason: str) -> None:
         self.reason = reason
         self.stop(message)
+
+    def tell(self, message: str) -> None:
+        """A line for the watcher while the customer is asked."""
+        if self.chan is not None:
+            with contextlib.suppress(BrokenPipeError):
+                self.chan.write_stderr(f"{message}\r\n".encode())
 
     def stop(self, message: str, status: int = 255) -> None:
         if self.driver is not None:

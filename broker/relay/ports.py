@@ -36,10 +36,14 @@ class Relay(Protocol):
 
 @runtime_checkable
 class Notified(Protocol):
-    """A relay that can show the engineer a line (on its session channel's stderr)."""
+    """A relayed session channel that can show its engineer a line on standard error (a
+    forward has nowhere to say it)."""
+
+    def tell(self, message: str) -> None:
+        """Show ``message`` now, while the channel waits to open (for the customer, say)."""
 
     def notice(self, text: str) -> bool:
-        """Show ``text`` now; False when this channel cannot (not started, closed)."""
+        """Show ``text`` once the channel runs; False when it cannot (not started, closed)."""
 
 
 class Observer(Protocol):

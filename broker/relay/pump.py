@@ -352,6 +352,15 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         if self.upstream is not None:
             self.upstream.close()
 
+    def tell(self, message: str) -> None:
+        """A line for the engineer on standard error, the channel staying open (while it
+        waits for the customer, say)."""
+        if self.chan is None:
+            return
+        newline = "\r\n" if self.term_type is not None else "\n"
+        with contextlib.suppress(BrokenPipeError):
+            self.chan.write_stderr(f"{message}{newline}".encode())
+
     def stop(self, message: str) -> None:
         if self.chan is None:
             return

@@ -80,10 +80,17 @@ class ProxyFile:
         else:
             self._write_next = None
 
-    def read_digest(self) -> str | None:
-        if self._read_eof and self._read_next is not None:
+    def read_digest(self, size: int | None = None) -> str | None:
+        """The hash of the whole file, when the reads went in order to its end: a read that
+        came back empty, or ``size`` reached (scp reads exactly the size, never past it)."""
+        reached = self._read_eof or (size is not None and size == self._read_next)
+        if reached and self._read_next is not None:
             return str(self._read_hash.hexdigest())
         return None
+
+    @property
+    def read_in_order(self) -> bool:
+        return bool(self.bytes_read) and self._read_next is not None and not self._read_eof
 
     def write_digest(self, final_size: int | None) -> str | None:
         if self.bytes_written and self._write_next is not None and final_size == self._write_next:
@@ -174,7 +181,7 @@ class SFTPProxy(asyncssh.SFTPServer):
     async def close(self, file_obj: object) -> None:
         assert isinstance(file_obj, ProxyFile)
         final_size: int | None = None
-        if file_obj.bytes_written:
+        if file_obj.bytes_written or file_obj.read_in_order:
             try:
                 final_size = (await file_obj.remote.stat()).size
             except asyncssh.SFTPError:
@@ -187,7 +194,7 @@ class SFTPProxy(asyncssh.SFTPServer):
             "bytes_read": file_obj.bytes_read,
             "bytes_written": file_obj.bytes_written,
         }
-        read_digest = file_obj.read_digest()
+        read_digest = file_obj.read_digest(final_size if not file_obj.bytes_written else None)
         write_digest = file_obj.write_digest(final_size)
         if write_digest:
             detail.update(sha256=write_digest, whole=True, size=final_size)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from assist_protocol.codeformat import CODE_DIGITS, MALFORMED, code_digits
 from assist_protocol.scope import Scope
 from broker.errors import CodeRejected, Invalid, NotFound
 from broker.session.core.facts import Redemption
@@ -24,8 +25,6 @@ from broker.store import queries as q
 from broker.store.db import Store
 from broker.store.models import Account, ConsentCode, Ticket, utcnow
 
-CODE_DIGITS = 9
-
 # Every refusal has its own plain message; the helper shows it to the customer word for word.
 MESSAGES = {
     "unknown": "This code is not valid. Check the digits, or ask the engineer for a new code.",
@@ -33,12 +32,15 @@ MESSAGES = {
     "used": "This code has already been used. Ask the engineer for a new code.",
     "revoked": "This code was withdrawn by the support desk. Ask the engineer for a new code.",
     "busy": "A session for this ticket is already open. End it first, or ask the engineer.",
-    "malformed": "A code has 9 digits, like 123-456-789. Check what you typed.",
+    "malformed": MALFORMED,
     "resume_refused": (
         "The session could not be resumed: it has ended (the connection was away too long). "
         "Ask the engineer for a new code if you still need help."
     ),
 }
+
+#: the refusals that count as wrong tries: only a code nobody issued can be a guess
+GUESSES = frozenset({"unknown"})
 
 
 def rate_limited_message(wait_seconds: float) -> str:
@@ -55,8 +57,8 @@ def new_code() -> str:
 
 def normalize(text: str) -> str:
     """Digits only; spaces and dashes that people type are dropped. Raises on anything else."""
-    digits = "".join(ch for ch in text if ch not in " -\t")
-    if len(digits) != CODE_DIGITS or not digits.isascii() or not digits.isdigit():
+    digits = code_digits(text)
+    if digits is None:
         raise CodeRejected(MESSAGES["malformed"], code="malformed")
     return digits
 
@@ -189,13 +191,17 @@ class ConsentCodes:
         try:
             digest = self.hasher.hash(text)
         except CodeRejected:
+            if attempt is not None:
+                attempt.succeeded()  # no guess: it cannot be any code (audited below)
             await self._reject("malformed", source, None, {})
             raise
         # The claim runs to its end even if the helper hangs up meanwhile (asyncssh then
         # cancels the login): a claimed code always has its session row and audit event.
         code, reason, redemption = await self.store.finish(self._claim(digest, source, busy))
-        if (redemption is not None or reason == "busy") and attempt is not None:
-            attempt.succeeded()  # a right code (or a busy ticket) is no failed try
+        if reason not in GUESSES and attempt is not None:
+            # a right code, a busy ticket, or a code found by its HMAC that was once valid
+            # (expired, used, withdrawn): no guess, so no failed try (still audited)
+            attempt.succeeded()
         if redemption is not None:
             self.counted("redeemed")
             return redemption

@@ -81,6 +81,8 @@ class LiveSession:
         #: what each admitted channel is (an observer finds the shell it watches here)
         self._channels: dict[int, object] = {}
         self._verdicts: dict[int, asyncio.Future[c.Verdict]] = {}
+        #: how to tell whoever waits for a verdict why it takes a while (``Hold``)
+        self._told: dict[int, Callable[[str], None]] = {}
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -194,17 +196,23 @@ class LiveSession:
             log.warning("session_step_failed", session=self.id, error=repr(exc))
 
     async def ask(
-        self, event: e.ChannelRequested | e.ForwardRequested | e.ResumeTried
+        self,
+        event: e.ChannelRequested | e.ForwardRequested | e.ResumeTried,
+        told: Callable[[str], None] | None = None,
     ) -> c.Verdict:
         """Step ``event`` and wait for its verdict (a join waits for the customer, a channel
-        for a dropped helper to come back: the core answers every request in the end)."""
+        for a dropped helper to come back: the core answers every request in the end).
+        ``told`` gets what the asker should read meanwhile (a ``Hold``)."""
         verdict: asyncio.Future[c.Verdict] = asyncio.get_running_loop().create_future()
         self._verdicts[event.request] = verdict
+        if told is not None:
+            self._told[event.request] = told
         try:
             await self.step(event)
             return await verdict
         finally:
             self._verdicts.pop(event.request, None)
+            self._told.pop(event.request, None)
 
     def _forget(self, event: e.Event) -> None:
         if isinstance(event, e.HelperLost):
@@ -261,6 +269,10 @@ class LiveSession:
             waiter = self._verdicts.get(command.request)
             if waiter is not None and not waiter.done():
                 waiter.set_result(command)
+        elif isinstance(command, c.Hold):
+            told = self._told.get(command.request)
+            if told is not None:
+                told(command.message)
         elif isinstance(command, c.Disconnect):
             login = self._logins.get(command.login)
             if login is not None:

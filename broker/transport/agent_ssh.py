@@ -182,7 +182,8 @@ class AgentEdge:
         receipt: dict[str, Any] | None = None
         if self.live is not None:
             try:
-                receipt = await build_receipt(self.ctx.store, self.live.id)
+                # the end may not be recorded yet (it is, just after): say why it ended
+                receipt = await build_receipt(self.ctx.store, self.live.id, reason)
             except Exception:  # the store may be why the session ended
                 self._log.warning("receipt_unavailable")
             else:

@@ -128,7 +128,7 @@ class EngineerEdge:
         self._admitting.add(relay)
         try:
             event = ChannelRequested(new_id(), self.login_id, person, request, what)
-            verdict = await live.ask(event)
+            verdict = await live.ask(event, relay.tell if isinstance(relay, Notified) else None)
         finally:
             self._admitting.discard(relay)
             closed = relay in self._closed_early

@@ -43,11 +43,29 @@ def test_customer_can_narrow_but_never_widen() -> None:
         ("shell", "open a shell"),
         ("shell,exec", "open a shell and run commands"),
         ("exec,port:8080", "run commands and connect to port 8080"),
-        ("sftp,sftp-read", "copy files to and from"),
+        ("sftp,sftp-read", "copy, change and delete files"),
+        ("sftp-read", "read and copy files (no changes)"),
+        ("shell,exec,sftp", "open a shell, run commands and copy, change and delete files"),
     ],
 )
 def test_scope_in_plain_words(scope: str, words: str) -> None:
     assert Scope.parse(scope).describe() == words
+
+
+@pytest.mark.parametrize(
+    ("asked", "wanted", "beyond"),
+    [
+        ("shell,exec,sftp", "exec", None),
+        ("shell,exec,sftp", "exec,sftp-read", None),
+        ("shell,exec", "exec,sftp,port:5432", "sftp,port:5432"),
+        ("sftp-read", "sftp", "sftp"),
+    ],
+)
+def test_what_a_narrower_scope_names_beyond_the_request(
+    asked: str, wanted: str, beyond: str | None
+) -> None:
+    extra = Scope.parse(asked).beyond(Scope.parse(wanted))
+    assert (str(extra) if extra else None) == beyond
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from assist_protocol import messages as msg
 from assist_protocol.constants import FORWARD_HOST, FORWARD_PORT
 from assist_protocol.scope import ChannelRequest
 from broker.session.core import commands as c
+from broker.session.core.door import WAITING
 from broker.session.core.events import (
     ChannelClosed,
     ChannelRequested,
@@ -95,6 +96,11 @@ def refused(request: int, words: str, error: str = "denied") -> Callable[[c.Comm
         )
 
     return match
+
+
+def held(request: int) -> c.Hold:
+    """The engineer who asked is told to wait for the customer."""
+    return c.Hold(request, WAITING)
 
 
 def admitted(request: int, **fields: object) -> Callable[[c.Command], bool]:
@@ -247,7 +253,7 @@ def test_a_watch_needs_a_shell_and_names_whose_it_is() -> None:
     assert play >> shell(3, 10) << admitted(3)
     shell_channel = play.last(c.Admit).channel
     watch = ChannelRequested(4, 11, BOB, ChannelRequest("observe"), "")
-    assert play >> watch << sent(msg.Join, what="watch alice's shell")
+    assert play >> watch << sent(msg.Join, what="watch alice's shell") << held(4)
     question = play.last(c.Send).message.id
     assert (
         play
@@ -269,9 +275,15 @@ def test_a_watch_needs_a_shell_and_names_whose_it_is() -> None:
 def test_the_issuer_needs_no_question_a_colleague_does_once_per_login() -> None:
     play = running()
     assert play >> shell(1, 10) << admitted(1)
-    assert play >> shell(2, 11, BOB) << sent(msg.Join, engineer=msg.Person("bob", BOB.display))
+    assert (
+        play
+        >> shell(2, 11, BOB)
+        << sent(msg.Join, engineer=msg.Person("bob", BOB.display))
+        << held(2)
+    )
     question = play.last(c.Send).message.id
-    assert play >> shell(3, 11, BOB)  # same login, same question: waits for the same answer
+    # same login, same question: waits for the same answer (and is told so)
+    assert play >> shell(3, 11, BOB) << held(3)
     assert (
         play
         >> JoinAnswered(HELPER, question, True, False)
@@ -280,7 +292,7 @@ def test_the_issuer_needs_no_question_a_colleague_does_once_per_login() -> None:
         << admitted(3)
     )
     assert play >> shell(4, 11, BOB) << admitted(4)  # the login is in
-    assert play >> shell(5, 12, BOB) << sent(msg.Join)  # a new login of Bob's asks again
+    assert play >> shell(5, 12, BOB) << sent(msg.Join) << held(5)  # a new login of Bob's asks again
     assert (
         play
         >> WhoAsked(HELPER)
@@ -293,7 +305,7 @@ def test_the_issuer_needs_no_question_a_colleague_does_once_per_login() -> None:
 
 def test_allowed_for_the_rest_of_the_session_asks_no_more() -> None:
     play = running()
-    assert play >> shell(1, 11, BOB) << sent(msg.Join)
+    assert play >> shell(1, 11, BOB) << sent(msg.Join) << held(1)
     assert (
         play
         >> JoinAnswered(HELPER, play.last(c.Send).message.id, True, True)
@@ -305,14 +317,14 @@ def test_allowed_for_the_rest_of_the_session_asks_no_more() -> None:
 
 def test_declined_and_unanswered_joins_are_refused_and_recorded() -> None:
     play = running()
-    assert play >> shell(1, 11, BOB) << sent(msg.Join)
+    assert play >> shell(1, 11, BOB) << sent(msg.Join) << held(1)
     assert (
         play
         >> JoinAnswered(HELPER, play.last(c.Send).message.id, False, False)
         << record("session.join_declined")
         << refused(1, "did not let you join T-7 (shell)")
     )
-    assert play >> shell(2, 11, BOB) << sent(msg.Join)
+    assert play >> shell(2, 11, BOB) << sent(msg.Join) << held(2)
     assert play.at(1000 + 119) >> Tick()
     assert (
         play.at(1000 + 121)
@@ -326,12 +338,12 @@ def test_declined_and_unanswered_joins_are_refused_and_recorded() -> None:
 def test_a_join_that_waits_asks_for_a_wake_at_its_deadline() -> None:
     play = running()
     play.wake = True
-    assert play >> shell(1, 11, BOB) << sent(msg.Join) << c.Wake(1000 + 120)
+    assert play >> shell(1, 11, BOB) << sent(msg.Join) << held(1) << c.Wake(1000 + 120)
 
 
 def test_an_answer_from_a_replaced_connection_counts_for_nothing() -> None:
     play = running()
-    assert play >> shell(1, 11, BOB) << sent(msg.Join)
+    assert play >> shell(1, 11, BOB) << sent(msg.Join) << held(1)
     question = play.last(c.Send).message.id
     assert play >> JoinAnswered(2, question, True, True)
     assert question in play.core.door.questions
@@ -343,16 +355,61 @@ def test_an_answer_from_a_replaced_connection_counts_for_nothing() -> None:
 def test_the_customer_removes_an_engineer_who_must_ask_again() -> None:
     play = running()
     assert play >> shell(1, 10) << admitted(1)
+    assert_removed(play, "alice", ALICE, 10)
+    assert play >> shell(2, 10) << refused(2, "no longer part of the session")
+    assert play >> shell(3, 13) << sent(msg.Join) << held(3)  # a new login asks the customer again
+
+
+def assert_removed(play: Playbook, typed: str, who: Person, login: int) -> None:
+    """The customer types ``typed``; ``who`` (one login) is let go, and the customer reads
+    the name they know."""
     assert (
         play
-        >> RemoveAsked(HELPER, "alice")
-        << sent(msg.Removed, engineer="alice")
-        << c.Disconnect(10, "removed")
-        << record("session.engineer_removed", engineer="alice", connections=1)
-        << sent(msg.Notice, message="alice was removed.")
+        >> RemoveAsked(HELPER, typed)
+        << sent(msg.Removed, engineer=who.name)
+        << c.Disconnect(login, "removed")
+        << record("session.engineer_removed", engineer=who.name, connections=1)
+        << sent(msg.Notice, message=f"Removed {who.display}.")
     )
-    assert play >> shell(2, 10) << refused(2, "no longer part of the session")
-    assert play >> shell(3, 13) << sent(msg.Join)  # a new login asks the customer again
+
+
+def allow_join(play: Playbook, request: int, login: int, person: Person) -> None:
+    """``person``'s login asks for a shell; the customer is asked and says yes."""
+    assert play >> shell(request, login, person) << sent(msg.Join) << held(request)
+    question = play.last(c.Send).message.id
+    assert (
+        play
+        >> JoinAnswered(HELPER, question, True, False)
+        << record("session.join_allowed")
+        << admitted(request)
+    )
+
+
+def test_the_customer_removes_an_engineer_by_the_name_they_see() -> None:
+    """The display name, as the customer reads it (any case and spacing), is as good as the
+    login name; the audit names the login."""
+    play = running()
+    assert play >> shell(1, 10) << admitted(1)
+    allow_join(play, 2, 11, BOB)
+    assert_removed(play, "  bob  COLLEAGUE ", BOB, 11)
+    assert play.core.door.joined == {10}
+
+
+def test_a_display_name_two_engineers_share_is_not_guessed() -> None:
+    play = running()
+    twin = Person("bob2", BOB.display)
+    allow_join(play, 1, 11, BOB)
+    allow_join(play, 2, 12, twin)
+    assert (
+        play
+        >> RemoveAsked(HELPER, BOB.display)
+        << sent(
+            msg.Notice,
+            message="Two or more engineers are called Bob Colleague: remove one by login "
+            "name (bob, bob2).",
+        )
+    )
+    assert play.core.door.joined == {11, 12}
 
 
 def test_removing_nobody_is_audited_only_a_few_times() -> None:
@@ -380,7 +437,7 @@ def test_a_handoff_lets_the_others_go_and_the_new_engineer_asks_first() -> None:
         << record("session.handoff", to="bob", previous=["alice"], disconnected=["alice"])
     )
     assert play >> shell(2, 14) << refused(2, "handed over to bob")
-    assert play >> shell(3, 11, BOB) << sent(msg.Join)
+    assert play >> shell(3, 11, BOB) << sent(msg.Join) << held(3)
     assert (
         play
         >> JoinAnswered(HELPER, play.last(c.Send).message.id, True, False)
@@ -391,7 +448,7 @@ def test_a_handoff_lets_the_others_go_and_the_new_engineer_asks_first() -> None:
 
 def test_a_handoff_while_the_customer_answers_wins() -> None:
     play = running()
-    assert play >> shell(1, 11, BOB) << sent(msg.Join)
+    assert play >> shell(1, 11, BOB) << sent(msg.Join) << held(1)
     question = play.last(c.Send).message.id
     assert (
         play
@@ -470,7 +527,7 @@ def test_a_request_during_a_drop_waits_for_the_helper() -> None:
 def test_a_resume_replaces_a_connection_not_yet_noticed_dead() -> None:
     play = running()
     assert play >> shell(1, 10) << admitted(1)
-    assert play >> shell(2, 11, BOB) << sent(msg.Join)
+    assert play >> shell(2, 11, BOB) << sent(msg.Join) << held(2)
     assert (
         play.at(2000)
         >> ResumeTried(2, 5, "secret1", "x")
@@ -564,7 +621,7 @@ def test_no_resume_once_ended() -> None:
 def test_the_end_answers_everyone_who_waits() -> None:
     play = running()
     assert play >> shell(1, 10) << admitted(1)
-    assert play >> shell(2, 11, BOB) << sent(msg.Join)
+    assert play >> shell(2, 11, BOB) << sent(msg.Join) << held(2)
     assert (
         play
         >> EndRequested("sink_failed")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from pathlib import Path
 
 import asyncssh
 
 from agent_client import consent_ui as ui
 from broker.session.consent import MESSAGES
-from tests.harness import BrokerHarness
+from tests.harness import BrokerHarness, helper_env
 
 
 async def test_wrong_code_is_refused_in_plain_words(harness: BrokerHarness) -> None:
@@ -45,10 +47,12 @@ async def test_used_code_is_refused_the_second_time(harness: BrokerHarness) -> N
     await harness.wait_audit(ticket, "consent.rejected", reason="used")
 
 
-async def test_malformed_code_is_explained(harness: BrokerHarness) -> None:
-    helper = await harness.helper("12345")
-    assert await helper.finish() == 2
-    assert MESSAGES["malformed"] in helper.lines
+async def test_malformed_code_is_explained_and_never_sent(harness: BrokerHarness) -> None:
+    for typed in ("12345", "hello"):
+        helper = await harness.helper(typed)
+        assert await helper.finish() == 2
+        assert MESSAGES["malformed"] in helper.lines
+    assert not [a for a, _ in await harness.audit() if a.startswith("consent.")]
 
 
 async def test_too_many_wrong_codes_tell_how_long_to_wait(tmp_path: Path) -> None:
@@ -73,6 +77,30 @@ async def test_too_many_wrong_codes_tell_how_long_to_wait(tmp_path: Path) -> Non
         summary = await harness.wait_audit(None, "access.rate_limited")
         assert summary["where"] == "consent_code" and summary["refused"] == 1
         assert summary["prefix"] == "127.0.0.1/32"
+    finally:
+        await harness.stop()
+
+
+async def test_old_and_malformed_codes_do_not_lock_the_customer_out(tmp_path: Path) -> None:
+    """Only an unknown code can be a guess. Expired, used, withdrawn and malformed codes are
+    refused and audited, but a fresh code still gets in after many of them."""
+    harness = await BrokerHarness(tmp_path, code_fail_per_source=2, code_fail_window=120.0).start()
+    try:
+        ticket = await harness.ticket()
+        await harness.engineer()
+        expired = await harness.code(ticket, ttl=0.001)
+        revoked, row = await harness.broker.manager.codes.issue(ticket, "alice", "shell", 600)
+        await harness.broker.manager.codes.revoke(row.id, "alice")
+        used = await harness.code(await harness.ticket("Printer offline"))
+        assert await _redeem_in_process(harness, used)
+        for old in (expired, expired, used, used, revoked):
+            assert not await _redeem_in_process(harness, old)
+        for malformed in ("hello", "12345", "hello"):  # an older helper sends them
+            assert not await _redeem_in_process(harness, malformed)
+        reasons = [d["reason"] for a, d in await harness.audit() if a == "consent.rejected"]
+        assert reasons == ["expired"] * 2 + ["used"] * 2 + ["revoked"] + ["malformed"] * 3
+        fresh = await harness.helper(await harness.code(ticket))
+        await fresh.wait_for("Connected.")
     finally:
         await harness.stop()
 
@@ -108,6 +136,33 @@ async def test_broker_unreachable_is_explained(tmp_path: Path) -> None:
     assert await helper.finish() == 2
     expected = ui.UNREACHABLE.format(where="127.0.0.1:1", reason="nothing answered at that address")
     assert expected in helper.text, helper.text
+
+
+async def _helper_alone(broker: str, fingerprint: str, *extra: str) -> tuple[int, str]:
+    """The helper run as the customer would, with a code that cannot work: its exit status
+    and all it printed."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "agent_client", "connect", "123-456-789"),
+        *("--broker", broker, "--fingerprint", fingerprint, *extra),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=helper_env(),
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_broker_without_a_port_is_dialled_on_the_default_port(tmp_path: Path) -> None:
+    """``--broker HOST`` means HOST:2222, the broker's documented SSH port (nothing is sent:
+    whatever answers there, if anything, cannot have this fingerprint)."""
+    status, out = await _helper_alone(
+        "127.0.0.1", "SHA256:" + "A" * 43, *(["--allow-root"] if os.geteuid() == 0 else [])
+    )
+    assert status == 2
+    assert "must look like" not in out
+    assert "broker at 127.0.0.1:2222 " in out, out
 
 
 async def test_customer_who_says_no_gives_no_access(harness: BrokerHarness) -> None:
@@ -184,7 +239,6 @@ async def test_twenty_helpers_racing_with_one_code_open_one_session(
 async def test_helper_refuses_to_run_as_root_unless_told(harness: BrokerHarness) -> None:
     """Running as root would hand the engineer the whole computer: refused, with the way out."""
     import os
-    import sys
 
     import pytest
 
@@ -192,21 +246,8 @@ async def test_helper_refuses_to_run_as_root_unless_told(harness: BrokerHarness)
 
     if os.geteuid() != 0:
         pytest.skip("needs root: this machine runs the tests as a normal user")
-    refused = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "agent_client",
-        "connect",
-        "123-456-789",
-        "--broker",
-        f"127.0.0.1:{harness.port}",
-        "--fingerprint",
-        harness.fingerprint,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(refused.communicate(), 20)
-    assert refused.returncode == 2 and out.decode() == ROOT_REFUSED + "\n"
+    status, out = await _helper_alone(f"127.0.0.1:{harness.port}", harness.fingerprint)
+    assert status == 2 and out == ROOT_REFUSED + "\n"
     assert not [a for a, _ in await harness.audit() if a.startswith("consent.")]
 
     ticket = await harness.ticket()
@@ -214,3 +255,26 @@ async def test_helper_refuses_to_run_as_root_unless_told(harness: BrokerHarness)
     allowed = await harness.helper(await harness.code(ticket))  # with --allow-root
     await allowed.wait_for("Connected.")
     assert ROOT_WARNING in allowed.text
+
+
+async def test_fingerprint_typed_without_its_prefix_is_accepted_when_it_matches(
+    harness: BrokerHarness,
+) -> None:
+    """``SHA256:`` left out (or written in small letters) is the same fingerprint; a wrong one
+    is still refused before the code is sent."""
+    ticket = await harness.ticket()
+    await harness.engineer()
+    code = await harness.code(ticket)
+    bare = harness.fingerprint.removeprefix("SHA256:")
+
+    wrong = await harness.helper(code, fingerprint="A" * 43)
+    assert await wrong.finish() == 2
+    assert ui.MISMATCH.splitlines()[0].format(where=f"127.0.0.1:{harness.port}") in wrong.text
+    assert not [a for a, _ in await harness.audit(ticket) if a.startswith("consent.re")]
+
+    helper = await harness.helper(code, fingerprint=f" sha256:{bare} ")
+    await helper.wait_for("Connected.")
+    await harness.wait_audit(ticket, "consent.redeemed")
+    other = await harness.ticket("Printer offline")  # one session per ticket
+    second = await harness.helper(await harness.code(other), fingerprint=bare)
+    await second.wait_for("Connected.")

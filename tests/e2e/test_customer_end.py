@@ -114,9 +114,10 @@ async def test_receipt_is_shown_and_saved(harness: BrokerHarness) -> None:
     assert await helper.finish() == 0
 
     assert f"Remote support session on ticket {ticket}: Mail queue stuck" in helper.text
-    assert "- alice: uname -s" in helper.text
+    assert "- Alice Smith: uname -s" in helper.text
     receipt = json.loads(receipt_file.read_text())
-    assert receipt["ticket"] == ticket and receipt["engineers"] == ["alice"]
+    assert receipt["ticket"] == ticket
+    assert receipt["engineers"] == [{"name": "alice", "display": "Alice Smith"}]
     (channel,) = receipt["channels"]
     assert channel["command"] == "uname -s" and channel["exit_status"] == 0
 
@@ -159,7 +160,8 @@ async def test_receipt_is_mailed_to_the_customer(tmp_path) -> None:  # type: ign
         assert message["To"] == "ops@example.com"
         assert message["Subject"] == f"Receipt: remote support on ticket {ticket}"
         body = message.get_payload()[0].get_payload(decode=True).decode()
-        assert "alice: echo mailed" in body
+        assert "- Alice Smith: echo mailed" in body
+        assert ">From" not in body  # no line the mail would have to escape
         await harness.wait_audit(ticket, "receipt.mailed", sent=True, to="ops@example.com")
     finally:
         await harness.stop()

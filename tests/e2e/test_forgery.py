@@ -56,7 +56,8 @@ async def test_consent_question_shows_escapes_instead_of_obeying_them(
     assert await helper.finish() == 0
     assert ESC not in helper.text  # not one escape byte reached the customer's terminal
     assert "opened a command: printf 'done'; : \\x1b[2J\\x1b]2;evil\\x07" in helper.text
-    assert "- alice: printf 'done'; : \\x1b[2J\\x1b]2;evil\\x07" in helper.text  # the receipt
+    receipt = "- Alice\\x1b]0;x\\x07: printf 'done'; : \\x1b[2J\\x1b]2;evil\\x07"
+    assert receipt in helper.text  # the receipt, by the name shown, made visible too
 
 
 async def test_join_question_and_notices_show_escapes(

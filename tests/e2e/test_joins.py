@@ -41,6 +41,7 @@ async def test_second_engineer_needs_the_customers_yes_each_time_unless_always(
     refused = await second
     assert refused.status == 255 and refused.stdout == b""
     assert refused.stderr.decode() == (
+        "Waiting for the customer to approve...\n"
         f"The customer did not let you join {ticket} (command: echo hi).\n"
     )
 
@@ -81,10 +82,10 @@ async def test_customer_lists_and_removes_one_engineer(harness: BrokerHarness) -
     line = await helper.wait_for("Connected: ")
     assert "Bob Jones (bob)" in line
 
-    await helper.type("remove bob")
+    await helper.type("remove Bob Jones")  # the name the customer reads (the login works too)
     assert await asyncio.wait_for(bob_ssh.wait(), 5) == 255
     assert b"The customer removed you from the session." in await bob_ssh.stderr.read()
-    await helper.wait_for("bob was removed.")
+    await helper.wait_for("Removed Bob Jones.")
     await harness.wait_audit(ticket, "session.engineer_removed", engineer="bob")
 
     # The session goes on for Alice; Bob must be let in again.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 from agent_client.activity import Activity
 from tests.e2e.test_files import sftp
@@ -114,12 +115,8 @@ def test_activity_renders_what_is_open_now() -> None:
     assert activity.status().startswith("assist T-9 | connection lost, reconnecting... |")
 
 
-async def test_keys_typed_into_the_live_view_let_nobody_in(
-    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
-) -> None:
-    """A join question needs a whole answer and Enter: a command typed by habit (even one
-    holding an "a" or a "y") answers no."""
-    customer, _ = screens
+async def _consented_with_bob(harness: BrokerHarness, customer: PtyDriver) -> tuple[str, Path]:
+    """A customer on a terminal who said yes to Alice; Bob (his key returned) may ask to join."""
     ticket = await harness.ticket()
     await harness.engineer()
     bob = await harness.engineer("bob", "Bob Jones")
@@ -127,20 +124,61 @@ async def test_keys_typed_into_the_live_view_let_nobody_in(
     await customer.expect(rb"Allow\? \[y/N\] ")
     customer.type(b"y\n")
     await customer.expect(rb"Press q")
+    return ticket, bob
+
+
+async def test_keys_typed_into_the_live_view_let_nobody_in(
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
+) -> None:
+    """A join question takes one key pressed after it was shown: y or a let in, any other key
+    says no, so a command typed by habit (even one holding an "a" or a "y") answers no."""
+    customer, _ = screens
+    ticket, bob = await _consented_with_bob(harness, customer)
 
     first = asyncio.ensure_future(harness.ssh(bob, ticket, "echo hi"))
     mark = len(customer.output)
     await customer.expect(rb"Bob Jones from support wants to join", start=mark)
     customer.type(b"ls -la\n")
     result = await first
-    assert result.status == 255 and b"The customer did not let you join" in result.stderr
+    assert result.status == 255
+    assert result.stderr.decode() == (
+        "Waiting for the customer to approve...\n"
+        f"The customer did not let you join {ticket} (command: echo hi).\n"
+    )
     await harness.wait_audit(ticket, "session.join_declined", engineer="bob")
+    mark = len(customer.output)
+    # the rest of the line typed by habit answers nothing more (and lets nobody in)
+    assert [a for a, _ in await harness.audit(ticket) if a == "session.join_allowed"] == []
 
     second = asyncio.ensure_future(harness.ssh(bob, ticket, "echo hi"))
-    mark = len(customer.output)
     await customer.expect(rb"Bob Jones from support wants to join", start=mark)
-    customer.type(b"y\n")
-    assert (await second).stdout == b"hi\n"
+    customer.type(b"y")  # one key, no Enter
+    allowed = await second
+    assert allowed.stdout == b"hi\n"
+    assert allowed.stderr == b"Waiting for the customer to approve...\n"
+    await customer.expect(rb"Bob Jones may join\.", start=mark)
+    customer.type(b"q")
+    assert await customer.wait() == 0
+
+
+async def test_the_joining_engineer_is_told_to_wait_at_once(
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
+) -> None:
+    """The engineer reads why nothing happens yet, before the customer answered; "a" lets them
+    in for the rest of the session with one key."""
+    customer, engineer = screens
+    ticket, bob = await _consented_with_bob(harness, customer)
+
+    mark = len(customer.output)
+    await engineer.start(harness.ssh_args(bob, ticket, "-tt"))
+    await engineer.expect(rb"Waiting for the customer to approve\.\.\.")
+    await customer.expect(rb"Bob Jones from support wants to join: shell\. Allow\?", start=mark)
+    assert not [a for a, _ in await harness.audit(ticket) if a.startswith("session.join")]
+    customer.type(b"a")
+    await customer.expect(rb"Bob Jones may join\.", start=mark)
+    engineer.type(b"echo joined-$((6*7))\n")
+    await engineer.expect(rb"joined-42")
+    await harness.wait_audit(ticket, "session.join_allowed", engineer="bob", always=True)
     customer.type(b"q")
     assert await customer.wait() == 0
 

@@ -45,6 +45,15 @@ class Disconnect(Command):
 
 
 @dataclass(frozen=True)
+class Hold(Command):
+    """Request ``request`` waits for the customer's answer: tell the engineer who asked
+    (``message``) while they wait, so they do not stare at a blank screen."""
+
+    request: int
+    message: str
+
+
+@dataclass(frozen=True)
 class HangUp(Command):
     """Close helper connection ``conn`` (a resumed connection replaced it)."""
 

@@ -18,6 +18,9 @@ from broker.session.core import commands as c
 from broker.session.core import events as e
 from broker.session.core.facts import Policy, Redemption, State
 
+#: what an engineer reads while the customer is asked about their join
+WAITING = "Waiting for the customer to approve..."
+
 
 class Session(Protocol):
     """What the door reads of its session (:class:`~broker.session.core.session.SessionCore`)."""
@@ -140,16 +143,17 @@ class Door:
         if name in self.approved:
             self.joined.add(event.login)
             return [self._admit(event, now)]
+        hold = c.Hold(event.request, WAITING)
         for question in self.questions.values():
             if question.login == event.login:  # asked already: the same answer goes for this
                 question.requests.append(event)
-                return []
+                return [hold]
         question_id = core.new_id()
         question = Question(event.login, event.engineer, what, now + core.policy.join_timeout)
         question.requests.append(event)
         self.questions[question_id] = question
         person = msg.Person(name, event.engineer.display)
-        return core.send(msg.Join(id=question_id, engineer=person, what=what))
+        return [*core.send(msg.Join(id=question_id, engineer=person, what=what)), hold]
 
     def _admit(self, event: e.ChannelRequested, now: float) -> c.Admit:
         name = event.engineer.name
@@ -329,15 +333,37 @@ class Door:
         core = self.core
         if event.conn != core.helper or core.granted is None:
             return core.unexpected(event.conn, "remove")
-        name = event.engineer[:64]
+        typed = event.engineer[:64]
+        matches = self._called(typed)
+        if len(matches) > 1:
+            names = ", ".join(person.name for person in matches)
+            text = (
+                f"Two or more engineers are called {typed.strip()}: remove one by login name "
+                f"({names})."
+            )
+            return core.send(msg.Notice(text))
+        name = matches[0].name if matches else typed
         count = sum(1 for login in self.joined if self.present[login].name == name)
         commands = self.let_go(name, "removed")
         core.idle_removals += not count
         if count or core.idle_removals <= core.policy.idle_removals_audited:
             details = {"engineer": name, "connections": count}
             commands.append(c.Record("session.engineer_removed", "customer", details))
-        text = f"{name} was removed." if count else f"{name} is not connected."
+        text = f"Removed {matches[0].display}." if count else f"{typed} is not connected."
         return commands + core.send(msg.Notice(text))
+
+    def _called(self, typed: str) -> list[e.Person]:
+        """The engineers present whom the customer means: by login name exactly, else by the
+        display name they read (any case and spacing)."""
+        people = {person.name: person for person in self.present.values()}
+        if typed in people:
+            return [people[typed]]
+        wanted = " ".join(typed.split()).casefold()
+        return [
+            person
+            for _, person in sorted(people.items())
+            if " ".join(person.display.split()).casefold() == wanted
+        ]
 
     def hand_over(self, event: e.HandOver, now: float) -> list[c.Command]:
         """Only ``to`` may continue, after a fresh approval by the customer."""
