@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from assist_protocol.safetext import visible as shown
 from broker.errors import Denied, NotFound
 from broker.ops import shapes
 from broker.ops.base import ADMIN, AUDITOR, ENGINEER, EVERYONE, Actor, operation
@@ -21,7 +22,7 @@ async def visible(store: Store, actor: Actor, session_id: str) -> tuple[Session,
     async with store.read() as db:
         session = await db.get(Session, session_id[:36])
         if session is None:
-            raise NotFound(f"No session {session_id[:36]}.")
+            raise NotFound(f"There is no session {shown(session_id[:36])}.")
         ticket = await db.get_one(Ticket, session.ticket_id)
         if not await listing.may_see_ticket(db, actor.viewer, ticket.id):
             raise Denied(f"{ticket.key} is assigned to other engineers.")

@@ -148,7 +148,8 @@ class ConsentCodes:
         async with self.store.begin() as db:
             code = await db.get(ConsentCode, code_id)
             if code is None or (only_by is not None and code.issued_by != only_by):
-                raise NotFound(f"No consent code {code_id} of yours.")
+                mine = "" if only_by is None else " of yours"
+                raise NotFound(f"There is no consent code {code_id}{mine}.")
             if code.state != "issued":
                 raise Invalid(
                     f"Consent code {code_id} is {code.state}; only unused codes can be revoked."

@@ -12,6 +12,7 @@ from broker.ops import shapes
 from broker.store import listing
 from broker.store.models import Ticket
 from broker.web.api import MAX_INT, Api, Call, Param
+from broker.web.helper_download import customer_line
 from broker.web.schemas import (
     ROLES_ALL,
     TICKET,
@@ -152,7 +153,15 @@ CODE = {
         "ticket": {"type": "string"},
         "scope": {"type": "string"},
         "expires_at": {"type": "string", "format": "date-time"},
-        "helper_command": {"type": "string"},
+        "helper_command": {
+            "type": "string",
+            "description": "the customer's one line: download the helper from this broker and "
+            "run it; it asks for the code",
+        },
+        "helper_command_installed": {
+            "type": "string",
+            "description": "the same with assist-helper installed; it asks for the code",
+        },
     },
 }
 
@@ -187,9 +196,11 @@ async def issue_code(call: Call) -> web.Response:
         ttl=ttl,
     )
     ticket = await visible_ticket(call, call.params["key"])
-    command = (
-        f"assist-helper connect {code} --broker {deps.broker_address} "
-        f"--fingerprint {deps.fingerprint}"
+    # what the customer runs; the helper asks for the code (never in argv, where any local
+    # user can read it), so the engineer reads the code out separately
+    command = customer_line(str(call.request.url.origin()))
+    installed = (
+        f"assist-helper connect --broker {deps.broker_address} --fingerprint {deps.fingerprint}"
     )
     result: dict[str, Any] = {
         "id": row.id,
@@ -198,6 +209,7 @@ async def issue_code(call: Call) -> web.Response:
         "scope": row.scope,
         "expires_at": row.expires_at.isoformat(),
         "helper_command": command,
+        "helper_command_installed": installed,
     }
     return web.json_response(result, status=201, headers={"Cache-Control": "no-store"})
 

@@ -258,7 +258,9 @@ async def session_page(request: web.Request) -> web.Response:
     async with deps.store.read() as db:
         session = await db.get(Session, request.match_info["id"][:36])
         if session is None:
-            raise BrokerError(f"No session {request.match_info['id'][:36]}.", code="not_found")
+            raise BrokerError(
+                f"There is no session {request.match_info['id'][:36]}.", code="not_found"
+            )
         ticket = await db.get_one(Ticket, session.ticket_id)
         await _visible_ticket(request, db, ticket.key)
         names = await q.names_by_id(db)

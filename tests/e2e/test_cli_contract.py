@@ -99,8 +99,8 @@ def with_a_ticket(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["code", "issue", "T-1", "--engineer", "alice", "--ttl", "soon"], 2, "--ttl"),
         # things that are not there, or not allowed
         (["ticket", "show", "T-9"], 1, "There is no ticket T-9."),
-        (["session", "show", "nope"], 1, "No session nope."),
-        (["code", "revoke", "99"], 1, "No consent code 99"),
+        (["session", "show", "nope"], 1, "There is no session nope."),
+        (["code", "revoke", "99"], 1, "There is no consent code 99."),
         (["ticket", "assign", "T-1", "nobody"], 1, "There is no account nobody."),
     ],
 )

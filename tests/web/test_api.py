@@ -211,7 +211,14 @@ async def test_codes_issue_and_revoke_and_tokens_lifecycle(
         "POST", f"/api/v1/tickets/{ticket}/codes", json={"scope": "shell,sftp", "ttl_seconds": 300}
     )
     assert status == 201 and len(code["code"]) == 11 and code["scope"] == "shell,sftp"
-    assert code["helper_command"].startswith(f"assist-helper connect {code['code']} --broker ")
+    # the code is read out to the customer, never put on a command line (argv is public)
+    assert code["helper_command"] == (
+        f"curl -fsSLo assist-helper.pyz {harness.base_url}/helper && python3 assist-helper.pyz"
+    )
+    assert code["helper_command_installed"] == (
+        f"assist-helper connect --broker 127.0.0.1:{harness.port} "
+        f"--fingerprint {harness.fingerprint}"
+    )
     status, error = await engineer.call(
         "POST", f"/api/v1/tickets/{ticket}/codes", json={"scope": "telnet"}
     )
