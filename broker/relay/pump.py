@@ -25,6 +25,7 @@ from broker.events import ChannelClosed, ChannelOpened, ChannelRef, Input, Outpu
 from broker.relay.files import FilesChannel, scp_mode
 from broker.relay.ports import Engineer, Observer
 from broker.relay.screen import ScreenTail
+from broker.relay.upstream import Upstream
 
 log = structlog.get_logger(__name__)
 
@@ -146,9 +147,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         """A line from the broker on this shell's or command's stderr."""
         if self.chan is None or not self._started or self.files is not None:
             return False
-        newline = "\r\n" if self.term_type is not None else "\n"
-        with contextlib.suppress(BrokenPipeError):
-            self.chan.write_stderr(f"{text}{newline}".encode())
+        self.tell(text)
         return True
 
     async def _open(self) -> None:
@@ -388,32 +387,3 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
             await self.dispatcher.emit(event)
         except BrokerError:
             log.error("channel_close_not_recorded", channel=event.channel.key)
-
-
-class Upstream(asyncssh.SSHClientSession[bytes]):
-    """The helper's end of a relayed channel, reporting to its :class:`RelaySession`."""
-
-    def __init__(self, relay: RelaySession) -> None:
-        self.relay = relay
-
-    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
-        self.relay.from_upstream(data, datatype)
-
-    def eof_received(self) -> bool:
-        self.relay.upstream_eof()
-        return True
-
-    def exit_status_received(self, status: int) -> None:
-        self.relay.exit_status = status
-
-    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
-        self.relay.exit_signal = (signal, core_dumped, msg, lang)
-
-    def pause_writing(self) -> None:
-        self.relay.engineer_gate.pause()
-
-    def resume_writing(self) -> None:
-        self.relay.engineer_gate.resume()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.relay.upstream_closed(lost=exc is not None)
