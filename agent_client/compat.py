@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 TIMEOUTS = (TimeoutError, asyncio.TimeoutError)
 
 if sys.version_info >= (3, 11):
-    from asyncio import timeout
+    from asyncio import timeout  # novm: 3.11+ only, under the version check
 else:
 
     @contextlib.asynccontextmanager
