@@ -23,13 +23,14 @@ import platform
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from agent_client.places import data_dir, log_path
 from assist_protocol.safetext import visible
 
-MINIMUM = (3, 11)
+MINIMUM = (3, 9)
 EXIT_SETUP = 4  # the helper could not set itself up (nothing was connected)
 #: set for the run in the new environment: set up once, never in a loop
 AGAIN = "ASSIST_HELPER_SET_UP"
@@ -45,7 +46,7 @@ RUN_PIP = (
 SETTING_UP = "Setting up the helper in {where} (one time, about 25 MB)..."
 SET_UP = "Done. (Delete that folder to remove it.)"
 TOO_OLD = (
-    "The helper needs Python 3.11 or newer, and this python3 is {version}.\n"
+    "The helper needs Python 3.9 or newer, and this python3 is {version}.\n"
     "Install a newer Python (from python.org, or e.g. 'brew install python' on a Mac), then run\n"
     "the same command again."
 )
@@ -78,9 +79,12 @@ def archive() -> Path:
 
 
 def requirements() -> list[str]:
-    """The pinned packages the broker built into the download (``defaults.json``)."""
-    data = pkgutil.get_data("agent_client", "defaults.json")
-    requires = json.loads(data or b"{}").get("requires") or ["asyncssh"]
+    """The pinned packages the broker built into the download (``defaults.json``): those for
+    this Python's version when the broker named some (an older asyncssh for 3.9), else its own."""
+    defaults = json.loads(pkgutil.get_data("agent_client", "defaults.json") or b"{}")
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    by_python = defaults.get("requires_by_python") or {}
+    requires = by_python.get(here) or defaults.get("requires") or ["asyncssh"]
     return [str(item) for item in requires]
 
 
@@ -147,7 +151,7 @@ def _set_up(venv: Path) -> None:
         made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], out)
         if made is not None:
             raise SetupFailed(NO_VENV.format(where=visible(venv), said=made))
-        pip = [str(venv / "bin" / "python3"), "-c", RUN_PIP, str(archive() / PIP_FOLDER)]
+        pip = [str(venv / "bin" / "python3"), "-c", RUN_PIP, str(_pip_folder(venv))]
         options = ["install", "--only-binary", ":all:", "--no-cache-dir", "--no-input"]
         quiet = ["--disable-pip-version-check", "--progress-bar", "off"]
         said = _run([*pip, *options, *quiet, *requires], out)
@@ -160,8 +164,22 @@ def _set_up(venv: Path) -> None:
                     log=visible(log),
                 )
             )
+    shutil.rmtree(venv / PIP_FOLDER, ignore_errors=True)  # unpacked for Python 3.9 only
     (venv / READY).write_text(json.dumps(_stamp()))
     print(SET_UP, flush=True)
+
+
+def _pip_folder(venv: Path) -> Path:
+    """Where pip runs from: inside the download. Python 3.9's zipimport cannot read a data file
+    below a folder of a zip (pip's CA bundle, read at start), so there pip is unpacked into the
+    new environment for the install and removed after it."""
+    inside = archive() / PIP_FOLDER
+    if sys.version_info < (3, 10) and zipfile.is_zipfile(archive()):
+        with zipfile.ZipFile(archive()) as app:
+            names = [name for name in app.namelist() if name.startswith(f"{PIP_FOLDER}/")]
+            app.extractall(venv, names)
+        return venv / PIP_FOLDER
+    return inside
 
 
 def _run(argv: list[str], out: TextIO) -> str | None:

@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         receipt=args.receipt,
     )
     try:
-        return asyncio.run(Helper(options, Console()).run())
+        return asyncio.run(_connect(options))
     except KeyboardInterrupt:
         print("\nStopped. Nobody was given access to this computer.", flush=True)
         return EXIT_REFUSED
@@ -166,3 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write(traceback.format_exc())
         print(UNEXPECTED.format(log=log), flush=True)
         return EXIT_FAILED
+
+
+async def _connect(options: Options) -> int:
+    """The helper, made inside the running loop: on Python 3.9 an asyncio.Event binds to the
+    loop current when it is made, and asyncio.run starts a new one."""
+    return await Helper(options, Console()).run()

@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncssh
 
+from agent_client import compat
 from agent_client import consent_ui as ui
 from agent_client.activity import Activity
 from agent_client.console import Console
@@ -278,7 +279,7 @@ class Helper:
             if back is not None:
                 return back
             wait = min(delay, max(deadline - loop.time(), 0.0))
-            with contextlib.suppress(TimeoutError):  # unless the customer ends it meanwhile
+            with contextlib.suppress(*compat.TIMEOUTS):  # unless the customer ends it meanwhile
                 await asyncio.wait_for(self.end_requested.wait(), wait)
             delay = min(delay * 2, BACKOFF[1])
         if self.end_requested.is_set():
@@ -301,9 +302,9 @@ class Helper:
         )
         back: Link | Outcome | None = None
         try:
-            async with asyncio.timeout(timeout):
+            async with compat.timeout(timeout):
                 back = await self._resume_on(conn, granted, relay_key)
-        except (*CONNECTION_GONE, TimeoutError):
+        except (*CONNECTION_GONE, *compat.TIMEOUTS):
             back = None
         finally:
             if not isinstance(back, Link):
@@ -345,11 +346,11 @@ class Helper:
                 subsystem=CONTROL_SUBSYSTEM, encoding="utf-8"
             )
             send(writer, msg.End())
-            async with asyncio.timeout(3):
+            async with compat.timeout(3):
                 while (message := await read_message(reader)) is not None:
                     if isinstance(message, msg.Ended):
                         break
-        except (*CONNECTION_GONE, TimeoutError):
+        except (*CONNECTION_GONE, *compat.TIMEOUTS):
             pass
         finally:
             conn.close()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from agent_client import consent_ui as ui
+from agent_client.compat import TIMEOUTS
 from agent_client.console import Console
 from assist_protocol import messages as msg
 from assist_protocol.safetext import visible
@@ -159,7 +160,7 @@ class ControlLoop:
                 if message is None or isinstance(message, msg.Ended):
                     return Outcome("customer", message)
                 message_task = asyncio.ensure_future(read_message(self.reader))
-        except (TimeoutError, asyncssh.Error, OSError):
+        except (*TIMEOUTS, asyncssh.Error, OSError):
             return Outcome("customer")
 
     def _send(self, message: msg.Message) -> None:

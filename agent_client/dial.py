@@ -10,6 +10,7 @@ from typing import Any
 import asyncssh
 
 from agent_client import consent_ui as ui
+from agent_client.compat import TIMEOUTS
 from assist_protocol.constants import AGENT_USER, CIPHERS
 from assist_protocol.safetext import visible
 
@@ -115,7 +116,7 @@ async def dial(
     except asyncssh.PermissionDenied:
         retry = client.refusal_reason() == "rate_limited"
         raise DialFailed(client.refusal(), final=not retry) from None
-    except (OSError, asyncssh.Error, TimeoutError) as exc:
+    except (OSError, asyncssh.Error, *TIMEOUTS) as exc:
         text = ui.UNREACHABLE.format(where=where, reason=visible(plain_reason(exc), 200))
         raise DialFailed(text, final=False) from None
 
@@ -126,7 +127,7 @@ def plain_reason(exc: BaseException) -> str:
         return "nothing answered at that address"
     if isinstance(exc, socket.gaierror):
         return "that name was not found"
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TIMEOUTS):
         return "no answer in time"
     if isinstance(exc, asyncssh.Error):
         return exc.reason or "the connection failed"

@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncssh
 
+from agent_client.compat import timeout
 from agent_client.control import send
 from assist_protocol import messages as msg
 from assist_protocol.constants import LINK_PREAMBLE as PREAMBLE
@@ -57,7 +58,7 @@ class ReverseLinks:
         host, port = self.address
         sock: socket.socket | None = None
         try:
-            async with asyncio.timeout(DIAL_SECONDS):
+            async with timeout(DIAL_SECONDS):
                 infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
                 family, kind, proto, _, address = infos[0]
                 sock = socket.socket(family, kind, proto)

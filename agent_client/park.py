@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent_client.compat import TIMEOUTS
 from agent_client.pty import PtyProcess
 
 
@@ -85,7 +86,7 @@ class ShellPark:
         """Hang up a shell nobody came back for; forget one that exited by itself."""
         try:
             await asyncio.wait_for(asyncio.shield(entry.process.wait()), self.grace)
-        except TimeoutError:
+        except TIMEOUTS:
             pass
         if entry in self._parked:
             self._parked.remove(entry)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import types
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar, Union
@@ -36,6 +36,7 @@ class Message:
 
 M = TypeVar("M", bound=Message)
 _TYPES: dict[str, type[Message]] = {}
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}  # each class's, evaluated once
 
 
 def message(kind: str) -> typing.Callable[[type[M]], type[M]]:
@@ -262,7 +263,7 @@ def decode(line: bytes | str) -> Message:
 
 
 def _build(cls: type[Any], body: dict[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     values: dict[str, Any] = {}
     for spec in dataclasses.fields(cls):
         if spec.name not in body:
@@ -277,9 +278,44 @@ def _build(cls: type[Any], body: dict[str, Any], where: str) -> Any:
     return cls(**values)
 
 
+def _field_types(cls: type[Any]) -> dict[str, Any]:
+    """Each field's declared type, evaluated. The declarations are strings (postponed
+    annotations) such as ``str | None``, which Python 3.9 cannot evaluate: spelled as
+    ``Union[str, None]`` first, they evaluate the same on every Python the helper runs on."""
+    if cls not in _FIELD_TYPES:
+        spelled = {spec.name: _as_union(str(spec.type)) for spec in dataclasses.fields(cls)}
+        holder = type("Fields", (), {"__annotations__": spelled})
+        names = {**vars(sys.modules[cls.__module__]), "Union": Union}
+        _FIELD_TYPES[cls] = typing.get_type_hints(holder, globalns=names)
+    return _FIELD_TYPES[cls]
+
+
+def _as_union(text: str) -> str:
+    """``a | b[c | d]`` as ``Union[a, b[Union[c, d]]]`` (the text of one declaration)."""
+    parts = _split(text, "|")
+    if len(parts) > 1:
+        return f"Union[{', '.join(_as_union(part) for part in parts)}]"
+    text = text.strip()
+    if "[" not in text or not text.endswith("]"):
+        return text
+    head, _, inner = text[:-1].partition("[")
+    return f"{head}[{', '.join(_as_union(part) for part in _split(inner, ','))}]"
+
+
+def _split(text: str, sep: str) -> list[str]:
+    """``text`` cut at each ``sep`` outside brackets."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == sep and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
 def _value(kind: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(kind)
-    if origin in (Union, types.UnionType):
+    if origin is Union:
         options = typing.get_args(kind)
         if value is None and type(None) in options:
             return None
@@ -302,7 +338,7 @@ def _value(kind: Any, value: Any, where: str) -> Any:
             return dict(value)
         return {str(k): _value(value_type, v, f"{where}.{k}") for k, v in value.items()}
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ProtocolError(f"{where} must be a number")
         return float(value)
     if kind in (str, int, bool):

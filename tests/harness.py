@@ -112,9 +112,16 @@ class HelperProc:
             self._reader.cancel()
 
 
+#: the Python the helper runs on: this one, or ``TEST_HELPER_PYTHON`` (e.g. a Python 3.9
+#: venv with asyncssh, to run the end-to-end tests with the customer's oldest python3)
+HELPER_PYTHON = os.environ.get("TEST_HELPER_PYTHON") or sys.executable
+
+
 def helper_env() -> dict[str, str]:
     """The customer's environment: ours, without an agent or a display of our own."""
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_AUTH_SOCK", "DISPLAY")}
+    if HELPER_PYTHON != sys.executable:  # this project's helper, not an installed one
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     return {**env, "PYTHONUNBUFFERED": "1"}
 
 
@@ -130,7 +137,7 @@ async def start_helper(
     if os.geteuid() == 0:
         args.append("--allow-root")  # the test machine runs as root
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
+        HELPER_PYTHON,
         "-m",
         "agent_client",
         *args,
@@ -148,7 +155,7 @@ async def start_helper(
 def helper_argv(harness: BrokerHarness, code: str, *extra: str) -> list[str]:
     root = ["--allow-root"] if os.geteuid() == 0 else []
     return [
-        sys.executable,
+        HELPER_PYTHON,
         "-m",
         "agent_client",
         "connect",

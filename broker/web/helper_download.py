@@ -30,6 +30,9 @@ from agent_client.bootstrap import PIP_FOLDER
 PACKAGES = (agent_client, assist_protocol)
 #: the file name the customer's line saves the download as
 FILE_NAME = "assist-helper.pyz"
+#: what a customer's python3 that this broker's asyncssh no longer supports installs instead:
+#: asyncssh 2.22 needs Python 3.10, and macOS's own python3 is 3.9 (2.21.1 is its last release)
+OLDER_PYTHONS = {"3.9": ["asyncssh==2.21.1"]}
 
 MAIN = '''"""assist-helper with this broker built in (it asks for the code)"""
 import sys
@@ -81,7 +84,14 @@ def build_helper(address: str, fingerprint: str) -> bytes:
         app.writestr("__main__.py", MAIN)
         app.writestr(
             "agent_client/defaults.json",
-            json.dumps({"broker": address, "fingerprint": fingerprint, "requires": requirements()}),
+            json.dumps(
+                {
+                    "broker": address,
+                    "fingerprint": fingerprint,
+                    "requires": requirements(),
+                    "requires_by_python": OLDER_PYTHONS,
+                }
+            ),
         )
     return out.getvalue()
 

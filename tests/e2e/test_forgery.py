@@ -186,7 +186,7 @@ async def test_the_code_can_be_typed_instead_of_passed_in_argv(harness: BrokerHa
     )
     assert proc.stdin is not None and proc.stdout is not None
     cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-    assert code.encode() not in cmdline and sys.executable.encode() in cmdline
+    assert code.encode() not in cmdline and argv[0].encode() in cmdline
     proc.stdin.write(code.encode() + b"\n")
     await proc.stdin.drain()
     seen = b""

@@ -2,7 +2,13 @@
 in force, no asyncssh): in a throwaway home, as an unprivileged user, with pip allowed only a
 local folder of wheels. It sets the helper up once in the home, reaches the consent prompt on a
 real terminal and lets an engineer in; a second run reuses the setup; a failed install says what
-to do, without a traceback. Nothing is written outside the throwaway folders."""
+to do, without a traceback. Nothing is written outside the throwaway folders.
+
+The same line also runs on Python 3.9, the oldest the helper supports (macOS's own python3 is
+3.9), found in pyenv or on PATH and put first on the customer's PATH as ``python3``; it installs
+the older asyncssh pinned for 3.9. pyenv keeps its Pythons under /root, which ``nobody`` cannot
+enter, so that case runs as the tester (root) with a throwaway HOME and TMPDIR and passes
+``--allow-root`` (the helper refuses root without it); nothing is copied out of /root."""
 
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -26,10 +32,11 @@ from agent_client.bootstrap import EXIT_SETUP, READY
 from agent_client.connect import EXIT_REFUSED
 from broker.app import Listening
 from broker.serve import banner
-from broker.web.helper_download import requirements
+from broker.web.helper_download import OLDER_PYTHONS, requirements
 from tests.e2e.test_files import sftp
 from tests.harness import BrokerHarness
 from tests.ptydriver import PtyDriver
+from tests.pythons import find_python
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 WHEELS_CACHE = Path.home() / ".cache" / "assist-broker-test-wheels"
@@ -45,23 +52,59 @@ WATCHED = (
 SETUP_SECONDS = 120.0  # a fresh venv and five wheels from a local folder: a few seconds here
 
 
-def _system_python_version() -> str:
+class CustomerPython(NamedTuple):
+    """The ``python3`` the customer's line runs: where it is, its version, and whether the line
+    runs as the tester (root) because ``nobody`` cannot reach that interpreter."""
+
+    path: Path
+    version: str
+    as_tester: bool
+
+
+def _version(python: Path) -> str:
     done = subprocess.run(
-        [str(SYSTEM_PYTHON), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        [str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
         capture_output=True,
         check=True,
     )
     return done.stdout.decode().strip()
 
 
-@pytest.fixture(scope="session")
-def helper_wheels() -> Path:
-    """The wheels the helper installs, for the machine's python3, fetched once from the package
-    index (an install step, like pip install in CI) and kept across runs."""
-    if not SYSTEM_PYTHON.exists():
-        pytest.skip("no /usr/bin/python3 on this machine: the customer's python3 is what is tested")
-    version = _system_python_version()
-    pins = requirements()
+@pytest.fixture(params=["system", "3.9"], ids=["system-python3", "python3.9"])
+def customer_python(request: pytest.FixtureRequest) -> CustomerPython:
+    if request.param == "system":
+        if not SYSTEM_PYTHON.exists():
+            pytest.skip("no /usr/bin/python3 on this machine: the customer's python3 is tested")
+        return CustomerPython(SYSTEM_PYTHON, _version(SYSTEM_PYTHON), as_tester=False)
+    found = find_python(request.param)
+    if found is None:
+        pytest.skip(f"no Python {request.param} on this machine (looked in pyenv and on PATH)")
+    return CustomerPython(found, request.param, as_tester=not _nobody_can_run(found))
+
+
+def _nobody_can_run(python: Path) -> bool:
+    if os.geteuid() != 0:
+        return True  # the line runs as the tester anyway
+    nobody = pwd.getpwnam("nobody")
+    try:
+        done = subprocess.run(
+            [str(python), "-c", "pass"],
+            user=nobody.pw_uid,
+            group=nobody.pw_gid,
+            extra_groups=[],
+            capture_output=True,
+            check=False,
+        )
+    except PermissionError:  # e.g. under /root (mode 700)
+        return False
+    return done.returncode == 0
+
+
+def helper_wheels(python: CustomerPython) -> Path:
+    """The wheels the helper installs on that python3 (compiled ones for its version), fetched
+    once from the package index (an install step, like pip install in CI) and kept across runs."""
+    version = python.version
+    pins = OLDER_PYTHONS.get(version) or requirements()
     folder = WHEELS_CACHE / f"py{version}-{'-'.join(pins)}"
     WHEELS_CACHE.mkdir(parents=True, exist_ok=True)
     with (WHEELS_CACHE / ".lock").open("w") as lock:
@@ -99,17 +142,18 @@ def customer() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _account() -> dict[str, Any]:
+def _account(python: CustomerPython | None = None) -> dict[str, Any]:
     """Run the customer's line as an unprivileged user when the tests run as root (so any write
-    to the system would fail outright, and the helper needs no --allow-root)."""
-    if os.geteuid() != 0:
+    to the system would fail outright, and the helper needs no --allow-root), unless that user
+    cannot run this python3."""
+    if os.geteuid() != 0 or (python is not None and python.as_tester):
         return {}
     nobody = pwd.getpwnam("nobody")
     return {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
 
 
-def _hand_over(root: Path) -> None:
-    account = _account()
+def _hand_over(root: Path, python: CustomerPython | None = None) -> None:
+    account = _account(python)
     if not account:
         return
     for folder, dirs, files in os.walk(root):
@@ -117,11 +161,16 @@ def _hand_over(root: Path) -> None:
             os.chown(name, account["user"], account["group"])
 
 
-def _env(root: Path, wheels: Path) -> dict[str, str]:
+def _env(root: Path, wheels: Path, python: Path = SYSTEM_PYTHON) -> dict[str, str]:
     """A customer's environment from scratch: none of the test venv (no VIRTUAL_ENV, no .venv
-    on PATH), pip limited to a local folder (and none of this machine's pip.conf mirrors)."""
+    on PATH), ``python`` first on PATH as ``python3``, pip limited to a local folder (and none of
+    this machine's pip.conf mirrors)."""
+    bin_dir = root / "bin"
+    if python != SYSTEM_PYTHON:
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "python3").symlink_to(python)
     return {
-        "PATH": "/usr/bin:/bin",
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
         "HOME": str(root / "home"),
         "TMPDIR": str(root / "tmp"),
         "LANG": "C.UTF-8",
@@ -152,25 +201,38 @@ def _close(terminal: PtyDriver) -> None:
     terminal.close()
 
 
-def _stamps() -> dict[Path, int | None]:
-    return {path: path.stat().st_mtime_ns if path.exists() else None for path in WATCHED}
+def _stamps(*more: Path) -> dict[Path, int | None]:
+    watched = (*WATCHED, *more)
+    return {path: path.stat().st_mtime_ns if path.exists() else None for path in watched}
+
+
+def _site_packages(python: Path) -> list[Path]:
+    """Where that python3 installs packages (what the customer's setup must leave alone)."""
+    done = subprocess.run(
+        [str(python), "-c", "import site; print('\\n'.join(site.getsitepackages()))"],
+        capture_output=True,
+        check=True,
+    )
+    return [Path(line) for line in done.stdout.decode().splitlines() if line]
 
 
 async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
-    harness: BrokerHarness, helper_wheels: Path, customer: Path
+    harness: BrokerHarness, customer_python: CustomerPython, customer: Path
 ) -> None:
-    shutil.copytree(helper_wheels, customer / "wheels", dirs_exist_ok=True)
+    python = customer_python
+    shutil.copytree(helper_wheels(python), customer / "wheels", dirs_exist_ok=True)
     home = customer / "home"
     (home / "note.txt").write_text("from the customer's home\n")
-    _hand_over(customer)
-    env, account = _env(customer, customer / "wheels"), _account()
+    env, account = _env(customer, customer / "wheels", python.path), _account(python)
+    _hand_over(customer, python)
     lacks = subprocess.run(
-        [str(SYSTEM_PYTHON), "-c", "import asyncssh"], env=env, capture_output=True, check=False
+        ["python3", "-c", "import asyncssh"], env=env, capture_output=True, check=False
     )
     if lacks.returncode == 0:
-        pytest.skip("/usr/bin/python3 has asyncssh already: there is nothing to set up")
-    line = _the_line(harness)
-    before = _stamps()
+        pytest.skip(f"{python.path} has asyncssh already: there is nothing to set up")
+    line = _the_line(harness) + (" --allow-root" if python.as_tester and os.geteuid() == 0 else "")
+    system = _site_packages(python.path)
+    before = _stamps(*system)
     ticket = await harness.ticket()
     key = await harness.engineer()
     code = await harness.code(ticket, scope="sftp")  # (nobody's login shell is nologin)
@@ -186,7 +248,7 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
         await first.expect(rb"Press q")
         fetched = harness.tmp / "note.txt"
         got = await sftp(harness, key, ticket, f"get {home}/note.txt {fetched}\n")
-        assert got.status == 0, got.stderr
+        assert got.status == 0, (got.stderr, bytes(first.output))
         assert fetched.read_text() == "from the customer's home\n"
         first.type(b"q")
         assert await first.wait(30) == 0
@@ -194,11 +256,11 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
         _close(first)
     assert b"Traceback" not in first.output and first.output.count(b"Setting up") == 1
     venv = home / ".local" / "share" / "assist-helper" / "venv"
-    assert list(venv.glob("lib/python3*/site-packages/asyncssh/__init__.py"))
+    assert list(venv.glob(f"lib/python{python.version}/site-packages/asyncssh/__init__.py"))
     # made without pip (Debian ships ensurepip apart, in python3-venv), so nothing asked for it
     assert not list(venv.glob("lib/python3*/site-packages/pip"))
     ready = (venv / READY).stat().st_mtime_ns
-    assert _stamps() == before  # nothing of the system, nor of the tester's home, changed
+    assert _stamps(*system) == before  # nothing of the system, nor of the tester's home, changed
 
     again = PtyDriver()  # the same line once more: no setup, straight to the question
     try:
@@ -211,7 +273,7 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
         _close(again)
     assert b"Setting up" not in again.output
     assert (venv / READY).stat().st_mtime_ns == ready
-    assert _stamps() == before
+    assert _stamps(*system) == before
 
 
 async def test_a_failed_setup_says_what_to_do(harness: BrokerHarness, customer: Path) -> None:
