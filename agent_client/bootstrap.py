@@ -21,11 +21,11 @@ import os
 import pkgutil
 import platform
 import shutil
+import stat
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 from agent_client.places import data_dir, log_path
 from assist_protocol.safetext import visible
@@ -69,6 +69,18 @@ STILL_MISSING = (
 STOPPED = "Stopped. The helper was not set up; nothing was left behind."
 
 
+UNSAFE = (
+    "The helper will not set itself up in {where}: another user could change what is there.\n"
+    "Make that folder your own and writable only by you, then run the same command again."
+)
+ROOT_REFUSED = (
+    "The helper is running as root, the administrator account. Through it, the engineer would\n"
+    "have full control of this computer. Run it as your normal user instead. If you really\n"
+    "want to give full control, run it again with --allow-root."
+)
+EXIT_ROOT = 2  # as the helper's other refusals before it connects
+
+
 class SetupFailed(Exception):
     """The message for the customer."""
 
@@ -78,21 +90,41 @@ def archive() -> Path:
     return Path(os.path.abspath(__file__)).parent.parent
 
 
+def _defaults() -> dict[str, Any]:
+    return dict(json.loads(pkgutil.get_data("agent_client", "defaults.json") or b"{}"))
+
+
 def requirements() -> list[str]:
     """The pinned packages the broker built into the download (``defaults.json``): those for
     this Python's version when the broker named some (an older asyncssh for 3.9), else its own."""
-    defaults = json.loads(pkgutil.get_data("agent_client", "defaults.json") or b"{}")
+    defaults = _defaults()
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
     by_python = defaults.get("requires_by_python") or {}
     requires = by_python.get(here) or defaults.get("requires") or ["asyncssh"]
     return [str(item) for item in requires]
 
 
+def carried_pip_runs_here() -> bool:
+    """Whether the pip inside the download runs on this Python (the broker's pip may need a
+    newer one; the download says which, ``pip_python``). Python 3.9 cannot read pip's CA
+    bundle from inside a zip either. Otherwise the environment gets the pip of this Python's
+    own ensurepip (macOS's python3 has it)."""
+    floor = tuple(int(part) for part in str(_defaults().get("pip_python", "3.10")).split("."))
+    return sys.version_info >= max(floor, (3, 10))
+
+
 def ensure_asyncssh(argv: list[str]) -> None:
     """Return when asyncssh can be imported. Otherwise set up the helper's own environment
-    (once) and run the helper again in it (no return), or say what failed and exit."""
+    (once) and run the helper again in it (no return), or say what failed and exit.
+
+    Root is refused first (before anything is installed or run as root), and every Python this
+    starts runs isolated (``-I``) in the helper's own folder: a module planted in the folder the
+    customer downloaded to, or a PYTHON* variable, is never imported."""
     if sys.version_info < MINIMUM:
         _stop(TOO_OLD.format(version=visible(platform.python_version())))
+    if os.geteuid() == 0 and "--allow-root" not in argv:
+        print(ROOT_REFUSED, flush=True)
+        raise SystemExit(EXIT_ROOT)
     try:
         import asyncssh  # noqa: F401
     except ImportError:
@@ -101,6 +133,9 @@ def ensure_asyncssh(argv: list[str]) -> None:
         os.environ.pop(AGAIN, None)  # not for the shells the helper starts
         return
     venv = data_dir() / "venv"
+    unsafe = _not_private(data_dir())
+    if unsafe is not None:
+        _stop(UNSAFE.format(where=visible(unsafe)))
     if os.environ.get(AGAIN):
         _stop(STILL_MISSING.format(where=visible(venv), log=visible(log_path())))
     python = venv / "bin" / "python3"
@@ -115,7 +150,26 @@ def ensure_asyncssh(argv: list[str]) -> None:
             _stop(STOPPED)
     # the same program again, in its own environment (stdin stays the customer's terminal)
     env = {**os.environ, AGAIN: "1"}
-    os.execve(python, [str(python), str(archive()), *argv], env)  # noqa: S606 - no shell
+    os.execve(python, [str(python), "-I", str(archive()), *argv], env)  # noqa: S606 - no shell
+
+
+def _not_private(folder: Path) -> Path | None:
+    """The first of ``folder`` and its parents up to the home folder that another user could
+    change (not ours, or writable by group or others), else None. The helper runs what it
+    installed there, so nobody else may be able to write it."""
+    home = Path.home()
+    for path in (folder, *folder.parents):
+        try:
+            found = path.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(found.st_mode) and path != home:
+            return path
+        if found.st_uid not in (os.geteuid(), 0) or found.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return path
+        if path == home:
+            return None
+    return None
 
 
 def _stop(message: str) -> NoReturn:
@@ -143,15 +197,21 @@ def _ready(venv: Path) -> bool:
 def _set_up(venv: Path) -> None:
     print(SETTING_UP.format(where=visible(venv.parent)), flush=True)
     shutil.rmtree(venv, ignore_errors=True)  # a half-made one, or one for another Python
+    venv.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     requires = requirements()
     log = log_path()
     with log.open("a") as out:
         out.write(f"--- setting up {venv} for {' '.join(requires)}\n")
         out.flush()
-        made = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], out)
+        carried = carried_pip_runs_here()
+        without = ["--without-pip"] if carried else []
+        made = _run([sys.executable, "-I", "-m", "venv", *without, str(venv)], out)
         if made is not None:
             raise SetupFailed(NO_VENV.format(where=visible(venv), said=made))
-        pip = [str(venv / "bin" / "python3"), "-c", RUN_PIP, str(_pip_folder(venv))]
+        python = str(venv / "bin" / "python3")
+        pip = [python, "-I", "-c", RUN_PIP, str(archive() / PIP_FOLDER)]
+        if not carried:
+            pip = [python, "-I", "-m", "pip"]
         options = ["install", "--only-binary", ":all:", "--no-cache-dir", "--no-input"]
         quiet = ["--disable-pip-version-check", "--progress-bar", "off"]
         said = _run([*pip, *options, *quiet, *requires], out)
@@ -164,22 +224,8 @@ def _set_up(venv: Path) -> None:
                     log=visible(log),
                 )
             )
-    shutil.rmtree(venv / PIP_FOLDER, ignore_errors=True)  # unpacked for Python 3.9 only
     (venv / READY).write_text(json.dumps(_stamp()))
     print(SET_UP, flush=True)
-
-
-def _pip_folder(venv: Path) -> Path:
-    """Where pip runs from: inside the download. Python 3.9's zipimport cannot read a data file
-    below a folder of a zip (pip's CA bundle, read at start), so there pip is unpacked into the
-    new environment for the install and removed after it."""
-    inside = archive() / PIP_FOLDER
-    if sys.version_info < (3, 10) and zipfile.is_zipfile(archive()):
-        with zipfile.ZipFile(archive()) as app:
-            names = [name for name in app.namelist() if name.startswith(f"{PIP_FOLDER}/")]
-            app.extractall(venv, names)
-        return venv / PIP_FOLDER
-    return inside
 
 
 def _run(argv: list[str], out: TextIO) -> str | None:
@@ -188,6 +234,7 @@ def _run(argv: list[str], out: TextIO) -> str | None:
     try:
         done = subprocess.run(
             argv,
+            cwd=data_dir(),  # never the folder the download sits in (see ensure_asyncssh)
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Sequence
 from importlib import resources
 
+from agent_client.bootstrap import ROOT_REFUSED
 from agent_client.connect import EXIT_REFUSED, Helper, Options
 from agent_client.consent_ui import NEED_FINGERPRINT
 from agent_client.console import Console
@@ -21,11 +22,6 @@ from agent_client.places import log_path
 from assist_protocol.codeformat import MALFORMED, code_digits
 from assist_protocol.constants import DEFAULT_SSH_PORT
 
-ROOT_REFUSED = (
-    "The helper is running as root, the administrator account. Through it, the engineer would\n"
-    "have full control of this computer. Run it as your normal user instead. If you really\n"
-    "want to give full control, run it again with --allow-root."
-)
 ROOT_WARNING = (
     "Warning: running as root (--allow-root). The engineer will have full control of this computer."
 )

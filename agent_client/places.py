@@ -24,5 +24,8 @@ def data_dir() -> Path:
 def log_path() -> Path:
     """``~/.local/state/assist-helper/helper.log`` (``$XDG_STATE_HOME``), its folder made."""
     folder = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / "helper.log"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = folder / "helper.log"
+    # only the customer reads it (pip's output, the helper's errors)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    return path

@@ -46,7 +46,7 @@ def local_time(value: object) -> str:
     except ValueError:
         return v(value)
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)  # the broker writes UTC
+        when = when.replace(tzinfo=dt.timezone.utc)  # the broker writes UTC (dt.UTC: 3.11)
     when = when.astimezone()
     return f"{when:%Y-%m-%d %H:%M:%S} {v(when.tzname() or when.strftime('%z'))}"
 

@@ -16,9 +16,10 @@ import asyncio
 import importlib.util
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
-from importlib.metadata import version
+from importlib.metadata import metadata, version
 from pathlib import Path
 
 import agent_client
@@ -59,6 +60,14 @@ def requirements() -> list[str]:
     return [f"asyncssh=={version('asyncssh')}"]
 
 
+def pip_python() -> str:
+    """The oldest Python the carried pip runs on (its ``Requires-Python: >=X.Y``); an older
+    customer Python sets up with its own ensurepip instead."""
+    wanted = " ".join(metadata("pip").get_all("Requires-Python") or [])
+    found = re.search(r">=\s*(\d+\.\d+)", wanted)
+    return found.group(1) if found else "3.9"
+
+
 def _pip_files() -> Iterator[tuple[Path, str]]:
     """This broker's own pip, as it would sit in a zipapp (no bytecode, no Windows launchers)."""
     spec = importlib.util.find_spec("pip")
@@ -90,6 +99,7 @@ def build_helper(address: str, fingerprint: str) -> bytes:
                     "fingerprint": fingerprint,
                     "requires": requirements(),
                     "requires_by_python": OLDER_PYTHONS,
+                    "pip_python": pip_python(),
                 }
             ),
         )

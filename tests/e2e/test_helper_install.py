@@ -28,11 +28,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from agent_client.bootstrap import EXIT_SETUP, READY
+from agent_client.bootstrap import EXIT_ROOT, EXIT_SETUP, READY, ROOT_REFUSED
 from agent_client.connect import EXIT_REFUSED
 from broker.app import Listening
 from broker.serve import banner
-from broker.web.helper_download import OLDER_PYTHONS, requirements
+from broker.web.helper_download import OLDER_PYTHONS, pip_python, requirements
 from tests.e2e.test_files import sftp
 from tests.harness import BrokerHarness
 from tests.ptydriver import PtyDriver
@@ -223,6 +223,10 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
     shutil.copytree(helper_wheels(python), customer / "wheels", dirs_exist_ok=True)
     home = customer / "home"
     (home / "note.txt").write_text("from the customer's home\n")
+    # planted where the customer downloads (a shared folder, say): never imported by the setup
+    planted = customer / "tmp" / "planted"
+    for name in ("optparse", "venv", "encodings", "pip"):
+        (home / f"{name}.py").write_text(f"open({str(planted)!r}, 'a').write('{name} ')\n")
     env, account = _env(customer, customer / "wheels", python.path), _account(python)
     _hand_over(customer, python)
     lacks = subprocess.run(
@@ -257,8 +261,13 @@ async def test_the_one_line_sets_up_once_and_lets_the_engineer_in(
     assert b"Traceback" not in first.output and first.output.count(b"Setting up") == 1
     venv = home / ".local" / "share" / "assist-helper" / "venv"
     assert list(venv.glob(f"lib/python{python.version}/site-packages/asyncssh/__init__.py"))
-    # made without pip (Debian ships ensurepip apart, in python3-venv), so nothing asked for it
-    assert not list(venv.glob("lib/python3*/site-packages/pip"))
+    # made without pip (Debian ships ensurepip apart, in python3-venv) where the carried pip
+    # runs; an older Python (3.9) gets its own ensurepip's
+    carried = tuple(map(int, python.version.split("."))) >= max(
+        tuple(map(int, pip_python().split("."))), (3, 10)
+    )
+    assert bool(list(venv.glob("lib/python3*/site-packages/pip"))) is not carried
+    assert not planted.exists(), planted.read_text()
     ready = (venv / READY).stat().st_mtime_ns
     assert _stamps(*system) == before  # nothing of the system, nor of the tester's home, changed
 
@@ -301,3 +310,48 @@ async def test_a_failed_setup_says_what_to_do(harness: BrokerHarness, customer: 
     assert "Check that this computer can reach https://pypi.org" in text
     assert not (customer / "home" / ".local" / "share" / "assist-helper" / "venv").exists()
     assert _stamps() == before
+
+
+async def _run_line(harness: BrokerHarness, customer: Path, **account: Any) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh",
+        "-c",
+        _the_line(harness),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=_env(customer, customer / "wheels"),
+        cwd=customer / "home",
+        **account,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), SETUP_SECONDS)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace")
+
+
+async def test_root_is_refused_before_anything_is_installed(
+    harness: BrokerHarness, customer: Path
+) -> None:
+    """Run as root (without --allow-root), the helper refuses before it sets anything up: no
+    pip runs as root, no environment is made that root would then run."""
+    if os.geteuid() != 0:
+        pytest.skip("the tests do not run as root here")
+    status, text = await _run_line(harness, customer)
+    assert status == EXIT_ROOT and ROOT_REFUSED in text, text
+    assert "Setting up" not in text
+    assert not (customer / "home" / ".local" / "share" / "assist-helper").exists()
+
+
+async def test_a_folder_others_can_change_is_not_used(
+    harness: BrokerHarness, customer: Path
+) -> None:
+    """The helper's folder writable by others (another user could swap what it runs): refused
+    with a plain message, nothing installed there."""
+    shared = customer / "home" / ".local" / "share" / "assist-helper"
+    shared.mkdir(parents=True)
+    _hand_over(customer)
+    shared.chmod(0o777)
+    status, text = await _run_line(harness, customer, **_account())
+    assert status == EXIT_SETUP, text
+    assert "another user could change what is there" in text and "Traceback" not in text
+    assert not (shared / "venv").exists()
