@@ -49,6 +49,10 @@ log = structlog.get_logger(__name__)
 #: how long a stopping broker waits for channels to close and their rows to be written (a
 #: channel whose client does not answer is hung up on 2 s after its session ended)
 STOP_GRACE = 10.0
+#: codes that no longer work (used, expired, withdrawn, malformed) a source may try per window,
+#: as a multiple of the wrong guesses it may make: a customer retrying an old code is not locked
+#: out, a flood of them is (each is an audit event)
+STALE_FACTOR = 4
 
 
 @dataclass
@@ -99,13 +103,19 @@ class Broker:
             self.store, socket.gethostname(), self.settings.recordings, self.settings.data_dir
         )
         limiter = self._limiter()
+        stale = self._limiter(STALE_FACTOR)
         logins = self._limiter()
         auth_failures = self._limiter()
         self.refusals = RefusalReporter(
-            self.store, {"codes": limiter, "logins": logins, "ssh_auth": auth_failures}
+            self.store,
+            {"codes": limiter, "stale_codes": stale, "logins": logins, "ssh_auth": auth_failures},
         )
         codes = ConsentCodes(
-            self.store, CodeHasher(self.keys.code_key), limiter, node=socket.gethostname()
+            self.store,
+            CodeHasher(self.keys.code_key),
+            limiter,
+            stale=stale,
+            node=socket.gethostname(),
         )
         recorder = RecorderSink(
             self.store,
@@ -214,11 +224,11 @@ class Broker:
             end = self.ctx.manager.end(live, "sink_failed")
             self.ctx.spawn(end, "recording-stopped", {"session": session_id})
 
-    def _limiter(self) -> RateLimiter:
+    def _limiter(self, factor: int = 1) -> RateLimiter:
         return RateLimiter(
-            per_source=self.settings.code_fail_per_source,
-            per_prefix=self.settings.code_fail_per_prefix,
-            overall=self.settings.code_fail_global,
+            per_source=self.settings.code_fail_per_source * factor,
+            per_prefix=self.settings.code_fail_per_prefix * factor,
+            overall=self.settings.code_fail_global * factor,
             window=self.settings.code_fail_window,
         )
 

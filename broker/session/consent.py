@@ -41,6 +41,8 @@ MESSAGES = {
 
 #: the refusals that count as wrong tries: only a code nobody issued can be a guess
 GUESSES = frozenset({"unknown"})
+#: refusals that are no guess, limited apart (``ConsentCodes.stale``)
+STALE = frozenset({"used", "expired", "revoked"})
 
 
 def rate_limited_message(wait_seconds: float) -> str:
@@ -91,11 +93,16 @@ class ConsentCodes:
         hasher: CodeHasher,
         limiter: RateLimiter | None = None,
         *,
+        stale: RateLimiter | None = None,
         node: str = "local",
     ) -> None:
         self.store = store
         self.hasher = hasher
         self.limiter = limiter
+        #: codes that are no guess but do not work (malformed, used, expired, withdrawn): a
+        #: customer retrying an old code is not locked out of a new one, but nobody may flood
+        #: the audit chain with them either (a limit of their own, several times the guesses')
+        self.stale = stale
         self.node = node
         #: told "issued", "redeemed" or "rejected" (the broker's metrics)
         self.counted: Callable[[str], None] = lambda _outcome: None
@@ -173,28 +180,40 @@ class ConsentCodes:
         :class:`CodeRejected` with the customer's message and a reason code otherwise.
         """
         attempt: Attempt | None = None
-        if self.limiter is not None:
-            # Decided before the first await: concurrent tries cannot all slip under the limit.
-            try:
-                attempt = await self.limiter.reserve(source, "consent_code")
-            except Limited as exc:  # counted for one summary event per window, not a row each
-                self.counted("rejected")
-                raise CodeRejected(rate_limited_message(exc.wait), code="rate_limited") from None
+        stale: Attempt | None = None
         try:
-            return await self._redeem(text, source, busy, attempt)
-        finally:
+            # Decided before the first await: concurrent tries cannot all slip under the limit.
+            if self.limiter is not None:
+                attempt = await self.limiter.reserve(source, "consent_code")
+            if self.stale is not None:
+                stale = await self.stale.reserve(source, "stale_code")
+        except Limited as exc:  # counted for one summary event per window, not a row each
             if attempt is not None:
-                attempt.settle()  # a failure, unless it succeeded
+                attempt.succeeded()
+                attempt.settle()
+            self.counted("rejected")
+            raise CodeRejected(rate_limited_message(exc.wait), code="rate_limited") from None
+        try:
+            return await self._redeem(text, source, busy, attempt, stale)
+        finally:
+            for reserved in (attempt, stale):
+                if reserved is not None:
+                    reserved.settle()  # a failure, unless it succeeded
 
     async def _redeem(
-        self, text: str, source: str, busy: Callable[[int], bool], attempt: Attempt | None
+        self,
+        text: str,
+        source: str,
+        busy: Callable[[int], bool],
+        attempt: Attempt | None,
+        stale: Attempt | None,
     ) -> Redemption:
         try:
             digest = self.hasher.hash(text)
         except CodeRejected:
             if attempt is not None:
-                attempt.succeeded()  # no guess: it cannot be any code (audited below)
-            await self._reject("malformed", source, None, {})
+                attempt.succeeded()  # no guess: it cannot be any code (audited below, and
+            await self._reject("malformed", source, None, {})  # counted as stale)
             raise
         # The claim runs to its end even if the helper hangs up meanwhile (asyncssh then
         # cancels the login): a claimed code always has its session row and audit event.
@@ -203,6 +222,8 @@ class ConsentCodes:
             # a right code, a busy ticket, or a code found by its HMAC that was once valid
             # (expired, used, withdrawn): no guess, so no failed try (still audited)
             attempt.succeeded()
+        if reason not in STALE and stale is not None:
+            stale.succeeded()
         if redemption is not None:
             self.counted("redeemed")
             return redemption

@@ -84,7 +84,8 @@ async def test_too_many_wrong_codes_tell_how_long_to_wait(tmp_path: Path) -> Non
 async def test_old_and_malformed_codes_do_not_lock_the_customer_out(tmp_path: Path) -> None:
     """Only an unknown code can be a guess. Expired, used, withdrawn and malformed codes are
     refused and audited, but a fresh code still gets in after many of them."""
-    harness = await BrokerHarness(tmp_path, code_fail_per_source=2, code_fail_window=120.0).start()
+    # 3 wrong guesses; the 8 old codes below stay under the limit of their own (4 x 3)
+    harness = await BrokerHarness(tmp_path, code_fail_per_source=3, code_fail_window=120.0).start()
     try:
         ticket = await harness.ticket()
         await harness.engineer()
@@ -101,6 +102,28 @@ async def test_old_and_malformed_codes_do_not_lock_the_customer_out(tmp_path: Pa
         assert reasons == ["expired"] * 2 + ["used"] * 2 + ["revoked"] + ["malformed"] * 3
         fresh = await harness.helper(await harness.code(ticket))
         await fresh.wait_for("Connected.")
+    finally:
+        await harness.stop()
+
+
+async def test_a_flood_of_old_codes_is_limited_and_not_written_row_by_row(tmp_path: Path) -> None:
+    """Old codes are no guesses, but anyone holds one (a former customer) or can make a
+    malformed one: past a limit of their own (4 x the guesses') they are refused as rate
+    limited and counted for the summary, not each written into the audit chain."""
+    harness = await BrokerHarness(tmp_path, code_fail_per_source=2, code_fail_window=120.0).start()
+    try:
+        await harness.engineer()
+        used = await harness.code(await harness.ticket())
+        assert await _redeem_in_process(harness, used)
+        for _ in range(12):
+            assert not await _redeem_in_process(harness, used)
+        assert not await _redeem_in_process(harness, "hello")
+        reasons = [d["reason"] for a, d in await harness.audit() if a == "consent.rejected"]
+        assert reasons == ["used"] * 8
+        assert harness.broker.refusals is not None
+        await harness.broker.refusals.report(flush=True)
+        (summary,) = [d for a, d in await harness.audit() if a == "access.rate_limited"]
+        assert summary["refused"] == 5, summary
     finally:
         await harness.stop()
 
