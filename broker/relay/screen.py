@@ -23,6 +23,7 @@ repaint. Only output that was handed to the recorder is kept here (:mod:`broker.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 #: bytes each part (the main screen, the alternate screen) keeps at most
 KEEP = 256 * 1024
@@ -40,6 +41,28 @@ _HINTS = (b"\x1b[2J", b"\x1b[J", b"\x1b[0J", b"\x1bc", b"\x1b[?")
 _FRESH = b"\x1b[0m\x1b[H\x1b[2J"
 
 
+@dataclass(frozen=True)
+class _Span:
+    """A part's bytes: those of ``before``, then ``buf[lo:hi]`` of the feed under way."""
+
+    before: _Part
+    lo: int
+    hi: int
+
+
+_Part = _Span | bytes | None
+
+
+def _joined(part: _Part, buf: bytearray) -> bytearray:
+    pieces: list[bytes | bytearray] = []
+    while isinstance(part, _Span):
+        pieces.append(buf[part.lo : part.hi])
+        part = part.before
+    if part is not None:
+        pieces.append(part)
+    return bytearray(b"".join(reversed(pieces)))
+
+
 class ScreenTail:
     """A shell's output since its screen was last cleared, to replay it to a watcher."""
 
@@ -50,32 +73,32 @@ class ScreenTail:
 
     def feed(self, data: bytes) -> None:
         pos = max(0, len(self.shown) - LOOKBACK)
-        self.shown += data
+        buf = self.shown
+        buf += data
         # a few searches at C speed; the regex only where a marker may be
-        hinted = self.shown.find(b"\x1b", pos) >= 0 and any(
-            self.shown.find(hint, pos) >= 0 for hint in _HINTS
-        )
-        while hinted and (mark := _MARK.search(self.shown, pos)) is not None:
-            pos = self._apply(mark)
-        self.shown = _cut(self.shown)
-
-    def _apply(self, mark: re.Match[bytes]) -> int:
-        """Apply one marker; returns where to look on from."""
-        shown = self.shown
-        if mark.lastgroup == "clear":  # all before it is gone from the screen
-            del shown[: mark.start()]
-            return mark.end() - mark.start()
-        if mark.lastgroup == "enter":
-            if self.main is None:
-                self.main = bytes(_cut(shown[: mark.start()]))
-            del shown[: mark.end()]
-            return 0
-        if self.main is None:  # leaving an alternate screen never entered: nothing to do
-            return mark.end()
-        rest = shown[mark.end() :]
-        self.shown = bytearray(self.main) + rest
-        pos, self.main = len(self.main), None
-        return pos
+        hinted = buf.find(b"\x1b", pos) >= 0 and any(buf.find(hint, pos) >= 0 for hint in _HINTS)
+        if not hinted:
+            self.shown = _cut(buf)
+            return
+        # One pass over the markers, moving no bytes: what each part holds is noted as spans
+        # of ``buf`` and put together once at the end (a stream of markers costs what its
+        # bytes cost, not a copy of the screen each).
+        head: _Part = None  # what the screen shows before buf[start:] (after a leave: main)
+        start = 0
+        main: _Part = self.main
+        for mark in _MARK.finditer(buf, pos):
+            if mark.lastgroup == "clear":  # all before it is gone from the screen
+                head, start = None, mark.start()
+            elif mark.lastgroup == "enter":
+                if main is None:
+                    main = _Span(head, start, mark.start())
+                head, start = None, mark.end()
+            elif main is not None:  # leaving the alternate screen: the main one is back
+                head, start, main = main, mark.end(), None
+        shown = _joined(head, buf)
+        shown += buf[start:]
+        self.shown = _cut(shown)
+        self.main = None if main is None else bytes(_cut(_joined(main, buf)))
 
     def replay(self) -> bytes:
         """Bytes that draw the screen as it is now on a fresh terminal."""

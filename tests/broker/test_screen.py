@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from broker.relay.screen import KEEP, ScreenTail
 
 FRESH = b"\x1b[0m\x1b[H\x1b[2J"
@@ -34,3 +37,48 @@ def test_long_output_keeps_its_last_lines() -> None:
     screen = fed(*[line] * (2 * KEEP // len(line)), b"last")
     kept = screen.replay()[len(FRESH) :]
     assert len(kept) <= KEEP + KEEP // 4 and kept.endswith(line + b"last") and kept.startswith(b"x")
+
+
+class Reference:
+    """The marker rules one at a time, the plain way (moving bytes at each marker): what the
+    single pass of ScreenTail.feed must give, for any stream and any chunking."""
+
+    def __init__(self) -> None:
+        self.shown, self.main = b"", None  # type: tuple[bytes, bytes | None]
+
+    def feed(self, data: bytes) -> None:
+        from broker.relay.screen import _MARK
+
+        buf, pos = self.shown + data, max(0, len(self.shown) - 16)
+        while (mark := _MARK.search(buf, pos)) is not None:
+            if mark.lastgroup == "clear":
+                buf, pos = buf[mark.start() :], mark.end() - mark.start()
+            elif mark.lastgroup == "enter":
+                if self.main is None:
+                    self.main = buf[: mark.start()]
+                buf, pos = buf[mark.end() :], 0
+            elif self.main is None:
+                pos = mark.end()
+            else:
+                buf, pos, self.main = self.main + buf[mark.end() :], len(self.main), None
+        self.shown = buf
+
+
+PIECES = [b"x", b"line\r\n", b"\x1b[2J", b"\x1b[H\x1b[J", b"\x1bc", b"\x1b[?1049h", b"\x1b[?1049l"]
+
+
+@given(st.lists(st.sampled_from(PIECES), max_size=60), st.lists(st.integers(1, 40), max_size=8))
+def test_one_pass_over_the_markers_keeps_the_rules_of_each(
+    pieces: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(pieces)
+    chunks, at = [], 0
+    for cut in cuts:
+        chunks.append(stream[at : at + cut])
+        at += cut
+    chunks.append(stream[at:])
+    screen, reference = ScreenTail(), Reference()
+    for chunk in chunks:
+        screen.feed(chunk)
+        reference.feed(chunk)
+    assert (bytes(screen.shown), screen.main) == (reference.shown, reference.main)
