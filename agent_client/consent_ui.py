@@ -42,6 +42,10 @@ JOIN_QUESTION = (
     "{engineer} from support wants to join: {what}. Allow? "
     "[y = yes, a = always for {engineer}, N = no] "
 )
+CONFIRM_ALWAYS = (
+    "Let {engineer} in now and whenever they connect again in this session, without asking? "
+    "Press y to confirm (any other key: no)."
+)
 HELP = (
     "Type 'who' to see who is connected, 'remove NAME' to remove one engineer, "
     "'end' (or Ctrl-C) to end the session."

@@ -105,6 +105,11 @@ class ControlLoop:
         self.names = names
         #: after ``r``: the engineers to choose from, by number
         self.choosing: list[msg.Person] | None = None
+        #: after ``a`` on a join question: the second key confirms "always"
+        self.confirming = False
+        #: inside an escape sequence the terminal sent (a reply to a query the engineer's
+        #: output made, a function key): 1 after ESC, 2 inside CSI/OSC; such keys answer nothing
+        self.escape = 0
         self.limits_told = limits_told
         self.asked_removal = False
         #: set when a write found the connection gone: the loop ends as ``lost``
@@ -255,12 +260,45 @@ class ControlLoop:
 
     def _answer_key(self, key: str) -> None:
         """A join question takes one key, pressed after it was shown (those typed before were
-        discarded): "y" allows, "a" allows always, any other key says no, so a command typed
-        into the live view by habit lets nobody in."""
-        answer = key.lower() if key.lower() in ("y", "a") else "n"
+        discarded): "y" allows, any other key says no, so a command typed into the live view by
+        habit lets nobody in. "a" (always) asks once more, so that "apt ..." typed by habit is
+        a no too. An escape sequence (what a terminal sends for a function key, or as its reply
+        to a query the engineer's output made) answers nothing."""
+        if self._in_escape(key):
+            return
+        key = key.lower()
+        if self.confirming:
+            self.confirming = False
+            answer = "a" if key == "y" else "n"
+        elif key == "a":
+            self.confirming = True
+            who = self.pending[0].engineer.display
+            self.console.out.write("a\n")
+            self.console.say(ui.CONFIRM_ALWAYS.format(engineer=who))
+            return
+        else:
+            answer = "y" if key == "y" else "n"
         self.console.out.write(answer + "\n")
         self.console.out.flush()
         self._answer(answer)
+
+    def _in_escape(self, key: str) -> bool:
+        """Whether ``key`` belongs to an escape sequence: ESC, then CSI (``[`` ... a final byte
+        @ to ~), OSC (``]`` ... BEL or ESC \\), SS3 (``O`` and one key) or one key."""
+        state = self.escape
+        if key == "\x1b":
+            self.escape = 1
+        elif state == 1:
+            self.escape = {"[": 2, "]": 3, "O": 4}.get(key, 0)
+        elif state == 2:
+            self.escape = 0 if "\x40" <= key <= "\x7e" else 2
+        elif state == 3:
+            self.escape = 0 if key == "\x07" else 3
+        elif state == 4:
+            self.escape = 0
+        else:
+            return False
+        return True
 
     # --- from the customer -----------------------------------------------------------------
 

@@ -150,8 +150,17 @@ async def test_keys_typed_into_the_live_view_let_nobody_in(
     # the rest of the line typed by habit answers nothing more (and lets nobody in)
     assert [a for a, _ in await harness.audit(ticket) if a == "session.join_allowed"] == []
 
+    apt = asyncio.ensure_future(harness.ssh(bob, ticket, "echo hi"))
+    await customer.expect(rb"Bob Jones from support wants to join", start=mark)
+    customer.type(b"apt install x\n")  # "a" asks to confirm "always"; "p" is a no
+    assert (await apt).status == 255
+    await harness.wait_audit(ticket, "session.join_declined", engineer="bob", always=False)
+    mark = len(customer.output)
+
     second = asyncio.ensure_future(harness.ssh(bob, ticket, "echo hi"))
     await customer.expect(rb"Bob Jones from support wants to join", start=mark)
+    # the terminal's reply to a query (here: device attributes) answers nothing
+    customer.type(b"\x1b[?62;22c\x1b]11;rgb:0000/0000/0000\x07")
     customer.type(b"y")  # one key, no Enter
     allowed = await second
     assert allowed.stdout == b"hi\n"
@@ -174,7 +183,9 @@ async def test_the_joining_engineer_is_told_to_wait_at_once(
     await engineer.expect(rb"Waiting for the customer to approve\.\.\.")
     await customer.expect(rb"Bob Jones from support wants to join: shell\. Allow\?", start=mark)
     assert not [a for a, _ in await harness.audit(ticket) if a.startswith("session.join")]
-    customer.type(b"a")
+    customer.type(b"a")  # "always" is confirmed with a second key
+    await customer.expect(rb"whenever they connect again in this session", start=mark)
+    customer.type(b"y")
     await customer.expect(rb"Bob Jones may join\.", start=mark)
     engineer.type(b"echo joined-$((6*7))\n")
     await engineer.expect(rb"joined-42")
