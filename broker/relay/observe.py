@@ -60,13 +60,18 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
     def subsystem_requested(self, subsystem: str) -> bool:
         reason = "a watch connection only watches a shell"
         self.edge.refuse_soon("subsystem", reason, subsystem=subsystem[:100])
-        self.refused = self.edge.refused_text(reason)  # said once started (see relay.pump)
+        self.refused = reason  # said once started (see relay.pump)
         return True
+
+    async def _say_refused(self, reason: str) -> None:
+        self.stop(await self.edge.refusal(reason))
 
     def session_started(self) -> None:
         if self.refused is not None:
             self.reason = "refused"
-            self.stop(self.refused)
+            self.edge.ctx.spawn(
+                self._say_refused(self.refused), "observe-refused", self.edge.log_context
+            )
             return
         self.edge.ctx.spawn(self._attach(), "observe", self.edge.log_context)
 

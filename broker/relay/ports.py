@@ -114,8 +114,9 @@ class Engineer(Protocol):
 
     def refuse_soon(self, kind: str, reason: str, **detail: object) -> None: ...
 
-    def refused_text(self, reason: str) -> str:
-        """What the engineer reads of a refusal: the reason and the granted scope."""
+    async def refusal(self, reason: str) -> str:
+        """What the engineer reads of a refusal: the reason, and the granted scope if this
+        account may work on the ticket."""
 
     def tell(self, text: str) -> None:
         """Show the engineer ``text`` on a session channel: one open now, or the next."""

@@ -122,7 +122,7 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         reason = f"the subsystem '{visible(subsystem, 100)}' is not available"
         # Taken, then ended with why: on a failed request stock ssh races its own generic
         # "subsystem request failed" against (and often drops) a line written before it.
-        self.refused = self.edge.refused_text(reason)
+        self.refused = reason
         self.edge.ctx.spawn(
             self.edge.refuse("subsystem", reason, subsystem=subsystem[:100]),
             None,
@@ -130,11 +130,16 @@ class RelaySession(asyncssh.SSHServerSession[bytes]):
         )
         return True
 
+    async def _say_refused(self, reason: str) -> None:
+        self.stop(await self.edge.refusal(reason))
+
     def session_started(self) -> None:
         self._started = True
         if self.refused is not None:
             self.reason = "refused"
-            self.stop(self.refused)
+            self.edge.ctx.spawn(
+                self._say_refused(self.refused), "relay-refused", self.edge.log_context
+            )
             return
         if self.files is not None:
             self.files.start()

@@ -4,6 +4,7 @@ SSH user name naming the ticket, and one nested connection to the customer per e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -72,6 +73,10 @@ class EngineerEdge:
         self._closed_early: set[object] = set()
         #: set once this login was removed from (or outlived) its session
         self.removed = False
+        #: this account may work on the ticket (checked at login and at each channel): only
+        #: then do refusals name the session's granted scope
+        self.may_work = False
+        self._may_work_checked: asyncio.Task[None] | None = None
         #: lines for the engineer that no session channel has shown yet
         self._untold: list[str] = []
         self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
@@ -98,6 +103,13 @@ class EngineerEdge:
         self.log_context["engineer"] = self.account_name
         self._log = log.bind(**self.log_context)
         self._log.info("engineer_authenticated")
+        self._may_work_checked = self.ctx.spawn(
+            self._check_may_work(), "may-work", self.log_context
+        )
+
+    async def _check_may_work(self) -> None:
+        with contextlib.suppress(Exception):  # a hint for refusals; each channel checks again
+            await self._authorize()
 
     # --- reaching the customer -------------------------------------------------------------
 
@@ -174,7 +186,9 @@ class EngineerEdge:
                 raise Denied(DISABLED_MESSAGE, code="account_disabled")
             ticket = await q.get_ticket(db, self.ticket)
             if await q.may_work_on(db, ticket, self.account_name):
+                self.may_work = True
                 return
+            self.may_work = False
             names = await q.assignees(db, ticket)
         # ticket assign sets the whole list: the command keeps the others and adds this one
         everyone = " ".join([*names, self.account_name])
@@ -226,8 +240,16 @@ class EngineerEdge:
     def refused_text(self, reason: str) -> str:
         """The line "Refused: REASON (granted: SCOPE)." (the README's refusal table)."""
         live = self.ctx.manager.find(self.ticket)
-        granted = live.granted if live is not None else None
+        # what the customer granted is for those who may work on the ticket
+        granted = live.granted if live is not None and self.may_work else None
         return f"Refused: {reason} (granted: {granted})." if granted else f"Refused: {reason}."
+
+    async def refusal(self, reason: str) -> str:
+        """:meth:`refused_text`, once the check at login has said whether this account may
+        work on the ticket (the granted scope is named only to those who may)."""
+        if self._may_work_checked is not None:
+            await asyncio.wait([self._may_work_checked], timeout=5)
+        return self.refused_text(reason)
 
     def tell(self, text: str) -> None:
         """Show the engineer ``text`` on the stderr of a session channel of this login: one

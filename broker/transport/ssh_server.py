@@ -168,7 +168,7 @@ class BrokerSSHServer(asyncssh.SSHServer):
         if self.engineer is not None:
             reason = "remote forwarding (-R) is never allowed"
             # The reply to a global request carries no text: say why on the session's stderr.
-            self.engineer.tell(self.engineer.refused_text(reason))
+            self.engineer.tell(await self.engineer.refusal(reason))
             await self.engineer.refuse(
                 "remote-forward", reason, host=listen_host[:100], port=listen_port
             )

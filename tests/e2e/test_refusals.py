@@ -10,6 +10,7 @@ import socket
 import asyncssh
 import pytest
 
+from broker.store import queries as q
 from tests.harness import BrokerHarness
 
 
@@ -133,6 +134,23 @@ async def test_unknown_subsystem_is_refused(harness: BrokerHarness) -> None:
 
     hostile = await harness.ssh(key, ticket, "net\x1b[2Jconf", options=("-s",))
     assert b"the subsystem 'net\\x1b[2Jconf' is not available" in hostile.stderr
+
+
+async def test_refusals_name_the_scope_only_to_those_who_may_work_on_the_ticket(
+    harness: BrokerHarness,
+) -> None:
+    """An engineer the ticket is not assigned to learns from a refusal neither that a customer
+    is connected nor what they granted."""
+    ticket = await harness.ticket()
+    await harness.engineer()
+    eve = await harness.engineer("eve", "Eve Adams")
+    async with harness.store.begin() as db:
+        await q.set_assignees(db, await q.get_ticket(db, ticket), ["alice"])
+    await harness.connected_helper(ticket)
+    result = await harness.ssh(eve, ticket, "netconf", options=("-s",))
+    assert result.status == 255
+    assert result.stderr.startswith(b"Refused: the subsystem 'netconf' is not available.\n")
+    assert b"granted" not in result.stderr
 
 
 async def test_remote_forward_is_refused_with_why_on_the_session(harness: BrokerHarness) -> None:
