@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -158,7 +159,7 @@ async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: St
     line = render.known_hosts_line(host_key)
     known_hosts = args.known_hosts or DEFAULT_KNOWN_HOSTS
     if args.known_hosts:
-        Path(args.known_hosts).expanduser().write_text(line + "\n")  # noqa: ASYNC240 - small
+        _add_known_host(Path(args.known_hosts).expanduser(), line)  # noqa: ASYNC240 - small
     return {
         "ticket": ticket.key,
         "host": host,
@@ -168,6 +169,19 @@ async def cmd_ssh_config(args: argparse.Namespace, settings: Settings, store: St
         "known_hosts_line": line,
         "config": render.ssh_config(ticket.key, host, port, args.identity, known_hosts),
     }
+
+
+def _add_known_host(path: Path, line: str) -> None:
+    """Add the broker's line to a known-hosts file, keeping what it holds (it may be the
+    engineer's own ``~/.ssh/known_hosts``); once is enough."""
+    held = path.read_text().splitlines() if path.exists() else []
+    if line in held:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "a") as out:
+        if held and not path.read_text().endswith("\n"):
+            out.write("\n")
+        out.write(line + "\n")
 
 
 #: where the block looks for the broker's host key when --known-hosts names no file

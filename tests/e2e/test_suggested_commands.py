@@ -101,19 +101,15 @@ async def test_ssh_config_reaches_the_running_broker_and_pins_its_host_key(
     alice = await harness.engineer()
     await harness.connected_helper(ticket)
     known = harness.tmp / "pinned"
-    status, block, err = await cli(
-        harness,
-        [
-            "assist-broker",
-            "ssh-config",
-            ticket,
-            "--identity",
-            str(alice),
-            "--known-hosts",
-            str(known),
-        ],
-    )
-    assert status == 0, err
+    # the engineer's own known-hosts file, say: what it holds is kept, the pin added once
+    theirs = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    known.write_text(f"example.org {theirs}")
+    asked = ["assist-broker", "ssh-config", ticket, "--identity", str(alice)]
+    for _ in range(2):
+        status, block, err = await cli(harness, [*asked, "--known-hosts", str(known)])
+        assert status == 0, err
+    held = known.read_text().splitlines()
+    assert held[0] == f"example.org {theirs}" and len(held) == 2, held
     assert f"    Port {harness.port}\n" in block  # what serve bound (port 0), not 2222
     config = harness.tmp / "ssh_config"
     config.write_text(block)
