@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from broker.errors import Denied, Invalid
 from broker.ops import shapes
 from broker.ops.base import ADMIN, ENGINEER, EVERYONE, Actor, operation
 from broker.store import listing
 from broker.store import queries as q
 from broker.store.db import Store
-from broker.store.models import Ticket, utcnow
+from broker.store.models import ConsentCode, Ticket, utcnow
 
 STATUSES = ("open", "pending", "resolved", "closed")
 
@@ -80,7 +83,24 @@ async def set_status(store: Store, actor: Actor, key: str, status: str) -> Ticke
             ticket_id=ticket.id,
             details={"status": {"from": before, "to": status}},
         )
+        if status == "closed":  # the codes still out can open nothing more
+            await _withdraw_codes(db, actor, ticket)
     return ticket
+
+
+async def _withdraw_codes(db: AsyncSession, actor: Actor, ticket: Ticket) -> None:
+    unused = await db.execute(
+        select(ConsentCode).where(ConsentCode.ticket_id == ticket.id, ConsentCode.state == "issued")
+    )
+    for code in unused.scalars():
+        code.state = "revoked"
+        await q.append_audit(
+            db,
+            action="consent.revoked",
+            actor=actor.name,
+            ticket_id=ticket.id,
+            details={"consent_id": code.id},
+        )
 
 
 @operation(*EVERYONE)

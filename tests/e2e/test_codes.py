@@ -128,6 +128,21 @@ async def test_a_flood_of_old_codes_is_limited_and_not_written_row_by_row(tmp_pa
         await harness.stop()
 
 
+async def test_closing_a_ticket_withdraws_its_codes(harness: BrokerHarness) -> None:
+    """A code still out when its ticket is closed opens nothing: it is withdrawn (audited)."""
+    from broker import ops
+    from broker.ops.base import Actor
+
+    ticket = await harness.ticket()
+    await harness.engineer()
+    code = await harness.code(ticket)
+    await ops.tickets.set_status(harness.store, Actor("root", "admin"), ticket, "closed")
+    await harness.wait_audit(ticket, "consent.revoked")
+    helper = await harness.helper(code)
+    assert await helper.finish() == 2
+    assert "This code was withdrawn by the support desk." in helper.text
+
+
 async def test_missing_or_wrong_fingerprint_is_refused_before_the_code_is_sent(
     harness: BrokerHarness,
 ) -> None:
