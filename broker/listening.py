@@ -43,6 +43,17 @@ def read(data_dir: Path) -> Address | None:
     """What the broker of this data dir wrote, or ``None`` (none ran, or the file is bad)."""
     try:
         fields = json.loads((data_dir / FILE).read_text())
-        return Address(str(fields["host"]), int(fields["port"]), int(fields["pid"]))
+        address = Address(str(fields["host"]), int(fields["port"]), int(fields["pid"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return address if _alive(address.pid) else None  # left by a broker that was killed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0  # someone else's process: it runs
+    return pid > 0
