@@ -79,6 +79,8 @@ class EngineerEdge:
         self._may_work_checked: asyncio.Task[None] | None = None
         #: lines for the engineer that no session channel has shown yet
         self._untold: list[str] = []
+        #: refusal lines already shown on this login (each once)
+        self._told: set[str] = set()
         self.log_context = {"peer": peer, "ticket": ticket, "role": "engineer"}
         self._log = log.bind(**self.log_context)
 
@@ -255,14 +257,18 @@ class EngineerEdge:
         """Show the engineer ``text`` on the stderr of a session channel of this login: one
         open now, else the next that starts. For refusals whose SSH reply carries no text
         (a global request such as ``-R``): stock OpenSSH shows only a generic warning."""
+        if text in self._told or len(self._told) >= 10:  # a client may ask forever: said once
+            return
         for relay in self.relays:
             if isinstance(relay, Notified) and relay.notice(text):
+                self._told.add(text)
                 return
-        if len(self._untold) < 10 and text not in self._untold:  # a client may ask forever
+        if len(self._untold) < 10 and text not in self._untold:
             self._untold.append(text)
 
     def untold(self) -> list[str]:
         lines, self._untold = self._untold, []
+        self._told.update(lines)
         return lines
 
     def refuse_soon(self, kind: str, reason: str, **detail: object) -> None:

@@ -170,6 +170,25 @@ async def test_remote_forward_is_refused_with_why_on_the_session(harness: Broker
     await harness.wait_audit(ticket, "channel.refused", kind="remote-forward")
 
 
+async def test_a_refusal_is_said_once_however_often_it_is_asked(harness: BrokerHarness) -> None:
+    """A client asking for -R again and again (and not reading) gets the line once, not one
+    per request piling up in the broker's buffers."""
+    ticket = await harness.ticket()
+    key = await harness.engineer()
+    await harness.connected_helper(ticket)
+    async with asyncssh.connect(
+        "127.0.0.1", harness.port, username=ticket, client_keys=[str(key)], known_hosts=None
+    ) as conn:
+        proc = await conn.create_process("echo started; sleep 2")
+        assert await asyncio.wait_for(proc.stdout.readline(), 30) == "started\n"
+        for _ in range(30):
+            with pytest.raises(asyncssh.ChannelListenError):
+                await conn.forward_remote_port("", 0, "localhost", 22)
+        result = await asyncio.wait_for(proc.wait(), 30)
+    said = str(result.stderr)
+    assert said.count("Refused: remote forwarding (-R) is never allowed") == 1, said
+
+
 class _CodeClient(asyncssh.SSHClient):
     def __init__(self, code: str) -> None:
         self.code = code
