@@ -41,6 +41,9 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         self._finished = False
         #: what the engineer reads of a refused request, said once the channel has started
         self.refused: str | None = None
+        #: admission under way (the customer may be asked); Ctrl-D / Ctrl-C leave meanwhile
+        self.waiting = False
+        self.left = False
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
         self.chan = chan
@@ -80,7 +83,13 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
         try:
             if self.chan is not None and self.chan.get_command() is not None:
                 raise Denied("A watch connection only shows the open shell; it runs nothing.")
-            live, admitted = await edge.admit("observe", ChannelRequest("observe"), "", {}, self)
+            self.waiting = True
+            try:
+                live, admitted = await edge.admit(
+                    "observe", ChannelRequest("observe"), "", {}, self
+                )
+            finally:
+                self.waiting = False
             self.channel = admitted.channel
             watched = live.channel(admitted.watched) if admitted.watched is not None else None
             if not isinstance(watched, Watched) or watched.ref is None:
@@ -94,7 +103,7 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
             self.stop(exc.message)
             await edge.audit_refusal("observe", exc)
             return
-        if self.chan is None:
+        if self.chan is None or self.left:
             return
         self.driver = driver
         self.chan.write(driver.replay())  # the screen now, then what comes (no await between)
@@ -126,8 +135,9 @@ class ObserverSession(asyncssh.SSHServerSession[bytes]):
 
     def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
         """Observers cannot type: input is discarded; Ctrl-D or Ctrl-C leaves."""
-        if self.driver is not None and not LEAVE_KEYS.isdisjoint(data):
-            self.reason = "left"
+        # also while the customer is still asked: the watcher may give up waiting
+        if (self.driver is not None or self.waiting) and not LEAVE_KEYS.isdisjoint(data):
+            self.reason, self.waiting, self.left = "left", False, True
             self.stop("You stopped watching.", status=0)
 
     def eof_received(self) -> bool:

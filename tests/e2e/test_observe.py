@@ -113,3 +113,36 @@ async def test_a_watcher_joining_a_full_screen_program_sees_it_and_the_shell_aft
     assert await watcher.wait() == 0
     driver.type(b"exit\n")
     assert await driver.wait() == 0
+
+
+async def test_a_watcher_waiting_for_the_customer_can_leave_with_ctrl_d(
+    harness: BrokerHarness, screens: tuple[PtyDriver, PtyDriver]
+) -> None:
+    """While the customer is still asked whether Bob may watch, Ctrl-D leaves; the question
+    then lets nobody in."""
+    driver, watcher = screens
+    ticket = await harness.ticket()
+    alice = await harness.engineer()
+    bob = await harness.engineer("bob", "Bob Jones")
+    helper = await harness.helper(await harness.code(ticket, scope="shell,observe"), yes=False)
+    await helper.wait_for("Allow? [y/N]")
+    await helper.type("y")
+    await helper.wait_for("Connected.")
+    await driver.start(harness.ssh_args(alice, ticket, "-tt"))
+    await driver.expect(rb"[$#] ")
+
+    await watcher.start(harness.ssh_args(bob, f"{ticket}+watch", "-tt"))
+    await watcher.expect(rb"Waiting for the customer to approve\.\.\.")
+    await helper.wait_for("Bob Jones from support wants to join")
+    watcher.type(b"\x04")
+    await watcher.expect(rb"You stopped watching\.")
+    assert await watcher.wait() == 0
+    await helper.type("y")  # too late: the watch is gone
+    await harness.wait_audit(ticket, "session.join_allowed", engineer="bob")
+    assert not [
+        d
+        for a, d in await harness.audit(ticket)
+        if a == "channel.opened" and d.get("kind") == "observe"
+    ]
+    driver.type(b"exit\n")
+    assert await driver.wait() == 0
