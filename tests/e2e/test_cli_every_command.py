@@ -152,25 +152,7 @@ async def test_every_command_prints_text_by_default_and_json_when_asked(
         assert text.strip() and not is_json(text), (command, text)
         shown = await run(harness, *json_args, "--json", stdin=stdin)
         assert is_json(shown), (command, shown)
-    bundle = await run(
-        harness,
-        "audit",
-        "verify",
-        "--bundle",
-        str(tmp_path / "a.tar"),
-        "--allowed-signers",
-        signers,
-    )
+    verify = ("audit", "verify", "--bundle", str(tmp_path / "a.tar"), "--allowed-signers", signers)
+    bundle = await run(harness, *verify)
     assert not is_json(bundle) and bundle.startswith("OK"), bundle
-    assert is_json(
-        await run(
-            harness,
-            "audit",
-            "verify",
-            "--bundle",
-            str(tmp_path / "a.tar"),
-            "--allowed-signers",
-            signers,
-            "--json",
-        )
-    )
+    assert is_json(await run(harness, *verify, "--json"))

@@ -290,20 +290,8 @@ async def test_a_failed_setup_says_what_to_do(harness: BrokerHarness, customer: 
     exit, no traceback, and no half-made environment left for the next run to trip on."""
     _hand_over(customer)
     before = _stamps()
-    proc = await asyncio.create_subprocess_exec(
-        "/bin/sh",
-        "-c",
-        _the_line(harness),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=_env(customer, customer / "wheels"),
-        cwd=customer / "home",
-        **_account(),
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), SETUP_SECONDS)
-    text = out.decode(errors="replace")
-    assert proc.returncode == EXIT_SETUP, text
+    status, text = await _run_line(harness, customer, **_account())
+    assert status == EXIT_SETUP, text
     assert "Traceback" not in text
     assert "Could not install the helper's one dependency, asyncssh==" in text
     assert "pip said: ERROR: No matching distribution found for asyncssh==" in text
