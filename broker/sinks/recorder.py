@@ -39,15 +39,12 @@ read-only remount.
 from __future__ import annotations
 
 import asyncio
-import codecs
-import hashlib
 import json
 import os
 import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +52,12 @@ import structlog
 
 from broker.events import ChannelClosed, ChannelOpened, Event, Input, Output, Resized
 from broker.sinks.dispatch import DataEvent
+from broker.sinks.recording import (
+    Recording,
+    RecordingUnavailable,
+    SessionRecordings,
+    batches,
+)
 from broker.store import queries as q
 from broker.store.db import Store
 
@@ -64,79 +67,9 @@ RECORDED_KINDS = ("shell", "exec")
 #: the event codes whose bursts are joined into one event (output and input, never resizes)
 STREAMS = ("o", "i")
 FLUSH_INTERVAL = 1.0
-#: raw bytes encoded per write (JSON can be 6x larger for control bytes)
-WRITE_BATCH = 256 * 1024
 #: asciicast markers ("m" events) for the gap of a network drop
 MARK_DROPPED = "the connection to the customer dropped"
 MARK_REATTACHED = "re-attached to the shell after the customer's connection dropped"
-
-
-class RecordingUnavailable(Exception):
-    """Recording stopped for a whole session; the text says why, in plain words."""
-
-
-@dataclass(eq=False)
-class SessionRecordings:
-    """What the recordings of one session share while it lives."""
-
-    id: str
-    #: bytes kept by all of its recordings together (``session_cap``)
-    kept: int = 0
-    #: set once recording stopped for the session: none of its channels may carry data
-    stopped: RecordingUnavailable | None = None
-
-
-@dataclass
-class Recording:
-    path: Path
-    relative: str
-    fd: int
-    started: float
-    pty: bool
-    session: SessionRecordings
-    #: ``[seconds, code, chunks]``: chunks of one burst are joined only when written
-    pending: list[tuple[float, str, list[bytes]]] = field(default_factory=list)
-    kept: int = 0
-    truncated: bool = False
-    #: the settings that cut this recording short, and the streams ("o", "i") they cut
-    truncated_by: set[str] = field(default_factory=set)
-    cut: set[str] = field(default_factory=set)
-    size: int = 0
-    file_hash: Any = field(default_factory=hashlib.sha256)
-    stream_hash: Any = field(default_factory=hashlib.sha256)
-    stream_bytes: int = 0
-    #: what the engineer sent, all of it (when input is recorded), and how much was kept
-    input_hash: Any = field(default_factory=hashlib.sha256)
-    input_bytes: int = 0
-    kept_in: int = 0
-    #: of the bytes kept (``kept`` + ``kept_in``), how many are in the file
-    written: int = 0
-    decoders: dict[str, Any] = field(default_factory=dict)
-    #: raised at the next data event: recording stopped for the session
-    failed: Exception | None = None
-    #: the write that failed; nothing more is written to the file then
-    broken: OSError | None = None
-    #: held while detached entries are written in a worker thread
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def write(self, data: bytes) -> None:
-        """Append ``data`` whole, or leave the file as it was: a write cut short (ENOSPC after
-        the last free page) is undone, so the file still matches its size and hash."""
-        view = memoryview(data)
-        done = 0
-        try:
-            while done < len(data):
-                done += os.write(self.fd, view[done:])
-        except OSError:
-            if done:
-                try:
-                    os.ftruncate(self.fd, self.size)  # shrinking needs no free space
-                except OSError:  # the bytes stay: then the record says they are there
-                    self.file_hash.update(view[:done])
-                    self.size += done
-            raise
-        self.file_hash.update(data)
-        self.size += len(data)
 
 
 def _size(count: int) -> str:
@@ -152,27 +85,6 @@ def _existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
     return path
-
-
-def _batches(
-    entries: list[tuple[float, str, list[bytes]]],
-) -> list[list[tuple[float, str, list[bytes]]]]:
-    """Entries in groups of about WRITE_BATCH raw bytes (a long burst is split too)."""
-    batches: list[list[tuple[float, str, list[bytes]]]] = [[]]
-    size = 0
-    for at, code, parts in entries:
-        current: list[bytes] | None = None  # this entry's parts in the current batch
-        for part in parts:
-            if size >= WRITE_BATCH:
-                batches.append([])
-                size, current = 0, None
-            if current is None:
-                current = [part]
-                batches[-1].append((at, code, current))
-            else:
-                current.append(part)
-            size += len(part)
-    return [batch for batch in batches if batch]
 
 
 class RecorderSink:
@@ -396,32 +308,7 @@ class RecorderSink:
         if not recording.pending:
             return
         entries, recording.pending = recording.pending, []
-        self._write_entries(recording, entries)
-
-    @staticmethod
-    def _write_entries(recording: Recording, entries: list[tuple[float, str, list[bytes]]]) -> None:
-        """Encode and write entries taken off ``pending``."""
-        lines: list[str] = []
-        batched = kept = 0
-        for at, code, parts in entries:
-            data = b"".join(parts)
-            if code in ("r", "m"):
-                text = data.decode()
-            else:
-                decoder = recording.decoders.setdefault(
-                    code, codecs.getincrementaldecoder("utf-8")("replace")
-                )
-                text = decoder.decode(data)
-            lines.append(json.dumps([round(at, 6), code, text], ensure_ascii=False))
-            batched += len(data)
-            kept += 0 if code == "m" else len(data)
-            if batched >= WRITE_BATCH:  # bounded memory: a burst is written in pieces
-                recording.write(("\n".join(lines) + "\n").encode())
-                recording.written += kept
-                lines, batched, kept = [], 0, 0
-        if lines:
-            recording.write(("\n".join(lines) + "\n").encode())
-            recording.written += kept
+        recording.write_entries(entries)
 
     async def _flush_loop(self) -> None:
         while self.open:
@@ -437,8 +324,8 @@ class RecorderSink:
                 entries, recording.pending = recording.pending, []
                 async with recording.lock:
                     try:
-                        for batch in _batches(entries):
-                            self._write_entries(recording, batch)
+                        for batch in batches(entries):
+                            recording.write_entries(batch)
                             await asyncio.sleep(0)  # the relay goes on between batches
                     except OSError as exc:
                         self._broken(recording, exc)
